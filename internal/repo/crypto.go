@@ -1,0 +1,194 @@
+package repo
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// ID names a blob (keyed hash of its plaintext) or an object (plain SHA-256
+// of its stored bytes).
+type ID [32]byte
+
+// String returns the ID in lowercase hex.
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+// Short is the first eight hex digits, for listings.
+func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// IsZero reports whether id is the zero ID.
+func (id ID) IsZero() bool { return id == ID{} }
+
+// ParseID parses a 64-digit hex ID.
+func ParseID(s string) (ID, error) {
+	var id ID
+	if len(s) != 64 {
+		return id, fmt.Errorf("invalid id %q: want 64 hex digits", s)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, fmt.Errorf("invalid id %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// MarshalText writes the ID as hex.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText parses hex.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := ParseID(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
+// hashObject names a stored object by the SHA-256 of its bytes, so any
+// reader can check an object against its name without the key.
+func hashObject(data []byte) ID { return sha256.Sum256(data) }
+
+// ErrCorrupt is returned (wrapped) when stored data fails authentication,
+// decompression or its hash check.
+var ErrCorrupt = errors.New("repository data is damaged")
+
+// ErrMissing is returned (wrapped) when data a snapshot needs is absent.
+var ErrMissing = errors.New("repository data is missing")
+
+// masterKey holds the repository's secret keys. It is generated once at
+// init and stored in keys/ wrapped by each user key.
+type masterKey struct {
+	Encrypt []byte `json:"encrypt"` // AES-256-GCM key for all data
+	ID      []byte `json:"id"`      // HMAC-SHA256 key for blob IDs
+}
+
+func newMasterKey() (*masterKey, error) {
+	k := &masterKey{Encrypt: make([]byte, 32), ID: make([]byte, 32)}
+	if _, err := rand.Read(k.Encrypt); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(k.ID); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// crypter seals and opens data with the master key. Safe for concurrent
+// use: the AEAD is stateless and HMAC states come from a pool.
+type crypter struct {
+	aead  cipher.AEAD
+	macs  sync.Pool
+	zenc  *zstd.Encoder
+	zdec  *zstd.Decoder
+	level zstd.EncoderLevel
+}
+
+func newCrypter(k *masterKey) (*crypter, error) {
+	if len(k.Encrypt) != 32 || len(k.ID) != 32 {
+		return nil, fmt.Errorf("master key has wrong length: %w", ErrCorrupt)
+	}
+	aead, err := newGCM(k.Encrypt)
+	if err != nil {
+		return nil, err
+	}
+	idKey := append([]byte(nil), k.ID...)
+	c := &crypter{aead: aead, level: zstd.SpeedFastest}
+	c.macs.New = func() any { return hmac.New(sha256.New, idKey) }
+	// Frames are compressed independently and in parallel by the callers'
+	// goroutines; EncodeAll/DecodeAll on a shared coder are safe for that.
+	c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level), zstd.WithEncoderConcurrency(1),
+		zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+	if err != nil {
+		return nil, err
+	}
+	c.zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<31))
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// blobID is the keyed hash of a blob's plaintext. Keying it means the IDs
+// in an unencrypted listing reveal nothing about the data.
+func (c *crypter) blobID(data []byte) ID {
+	m := c.macs.Get().(hash.Hash)
+	m.Reset()
+	m.Write(data)
+	var id ID
+	m.Sum(id[:0])
+	c.macs.Put(m)
+	return id
+}
+
+// seal encrypts plaintext as nonce || ciphertext || tag, appended to dst.
+// aad binds the ciphertext to where it belongs (an object name).
+func (c *crypter) seal(dst, plaintext, aad []byte) []byte {
+	nonce := make([]byte, c.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		// crypto/rand never fails on Linux; a failure here means the
+		// process cannot produce safe nonces at all.
+		panic(fmt.Sprintf("read random nonce: %v", err))
+	}
+	dst = append(dst, nonce...)
+	return c.aead.Seal(dst, nonce, plaintext, aad)
+}
+
+// open authenticates and decrypts a sealed buffer.
+func (c *crypter) open(dst, sealed, aad []byte) ([]byte, error) {
+	ns := c.aead.NonceSize()
+	if len(sealed) < ns+c.aead.Overhead() {
+		return nil, fmt.Errorf("sealed data too short (%d bytes): %w", len(sealed), ErrCorrupt)
+	}
+	out, err := c.aead.Open(dst, sealed[:ns], sealed[ns:], aad)
+	if err != nil {
+		return nil, fmt.Errorf("authentication failed: %w", ErrCorrupt)
+	}
+	return out, nil
+}
+
+// Standalone objects (config, index, snapshot, WAL) are framed as
+// objectMagic || sealed(zstd(payload)). The additional data is the object's
+// storage name for named objects (config, WAL), and its kind for objects
+// named by their own hash (index, snapshots), so that an object moved to
+// another name or kind fails to open.
+var objectMagic = []byte("LBO1")
+
+func (c *crypter) sealObject(aad string, payload []byte) []byte {
+	z := c.zenc.EncodeAll(payload, make([]byte, 0, len(payload)/2+64))
+	out := make([]byte, 0, len(objectMagic)+len(z)+c.aead.NonceSize()+c.aead.Overhead())
+	out = append(out, objectMagic...)
+	return c.seal(out, z, []byte(aad))
+}
+
+func (c *crypter) openObject(aad string, data []byte) ([]byte, error) {
+	if !bytes.HasPrefix(data, objectMagic) {
+		return nil, fmt.Errorf("object %s: not a lifeboat object (bad magic): %w", aad, ErrCorrupt)
+	}
+	z, err := c.open(nil, data[len(objectMagic):], []byte(aad))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", aad, err)
+	}
+	out, err := c.zdec.DecodeAll(z, nil)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: decompress: %v: %w", aad, err, ErrCorrupt)
+	}
+	return out, nil
+}

@@ -1,0 +1,81 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// ErrConflict is returned (wrapped) when a named object exists with other
+// content than the one being stored.
+var ErrConflict = errors.New("object exists with different content")
+
+var namePart = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// namedObject builds the storage name area/<asset>/<rel>, refusing parts
+// that could leave that area.
+func namedObject(area, asset, rel string) (string, error) {
+	if !namePart.MatchString(asset) {
+		return "", fmt.Errorf("invalid asset name %q", asset)
+	}
+	for _, p := range strings.Split(rel, "/") {
+		if !namePart.MatchString(p) {
+			return "", fmt.Errorf("invalid object name %q", rel)
+		}
+	}
+	return area + "/" + asset + "/" + rel, nil
+}
+
+// PutNamed stores payload as the named object area/asset/rel, sealed and
+// bound to its name. If the object exists with identical content it
+// succeeds (an archiver retrying a push); with other content it fails with
+// ErrConflict and the stored object stays as it was.
+func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payload []byte) (existed bool, err error) {
+	name, err := namedObject(area, asset, rel)
+	if err != nil {
+		return false, err
+	}
+	sealed := r.crypt.sealObject(name, payload)
+	err = r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, storage.ErrExists) {
+		return false, fmt.Errorf("store %s: %w", name, err)
+	}
+	old, gerr := r.GetNamed(ctx, area, asset, rel)
+	if gerr != nil {
+		return true, fmt.Errorf("%s exists and cannot be compared: %w", name, gerr)
+	}
+	if !bytes.Equal(old, payload) {
+		return true, fmt.Errorf("%s: %w", name, ErrConflict)
+	}
+	return true, nil
+}
+
+// GetNamed reads and opens a named object; a missing one matches
+// storage.ErrNotFound.
+func (r *Repository) GetNamed(ctx context.Context, area, asset, rel string) ([]byte, error) {
+	name, err := namedObject(area, asset, rel)
+	if err != nil {
+		return nil, err
+	}
+	return r.getObject(ctx, name)
+}
+
+// ListNamed calls fn with the rel part of every named object of
+// area/asset whose rel starts with prefix, in lexical order.
+func (r *Repository) ListNamed(ctx context.Context, area, asset, prefix string, fn func(rel string, size int64) error) error {
+	if !namePart.MatchString(asset) {
+		return fmt.Errorf("invalid asset name %q", asset)
+	}
+	base := area + "/" + asset + "/"
+	return r.be.List(ctx, base+prefix, func(oi storage.ObjectInfo) error {
+		return fn(strings.TrimPrefix(oi.Name, base), oi.Size)
+	})
+}

@@ -1,0 +1,189 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// openFrame authenticates and decompresses one sealed frame.
+func (r *Repository) openFrame(sealed []byte, fl FrameLoc) ([]byte, error) {
+	plain, err := r.crypt.open(nil, sealed, nil)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s frame at %d: %w", fl.Pack.Short(), fl.Offset, err)
+	}
+	if fl.Flags&frameFlagZstd != 0 {
+		plain, err = r.crypt.zdec.DecodeAll(plain, make([]byte, 0, fl.RawLen))
+		if err != nil {
+			return nil, fmt.Errorf("pack %s frame at %d: decompress: %v: %w", fl.Pack.Short(), fl.Offset, err, ErrCorrupt)
+		}
+	}
+	if uint32(len(plain)) != fl.RawLen {
+		return nil, fmt.Errorf("pack %s frame at %d: %d bytes, index says %d: %w", fl.Pack.Short(), fl.Offset, len(plain), fl.RawLen, ErrCorrupt)
+	}
+	return plain, nil
+}
+
+// ReadFrame fetches and opens one frame.
+func (r *Repository) ReadFrame(ctx context.Context, fl FrameLoc) ([]byte, error) {
+	rc, err := r.be.GetRange(ctx, packName(fl.Pack), fl.Offset, int64(fl.Sealed))
+	if err != nil {
+		return nil, fmt.Errorf("read pack %s: %w", fl.Pack.Short(), err)
+	}
+	defer rc.Close()
+	sealed := make([]byte, fl.Sealed)
+	if _, err := io.ReadFull(rc, sealed); err != nil {
+		return nil, fmt.Errorf("read pack %s: %w", fl.Pack.Short(), err)
+	}
+	return r.openFrame(sealed, fl)
+}
+
+// checkBlob verifies that a blob's content hashes to its ID.
+func (r *Repository) checkBlob(id ID, data []byte) error {
+	if r.crypt.blobID(data) != id {
+		return fmt.Errorf("blob %s: content does not match its id: %w", id.Short(), ErrCorrupt)
+	}
+	return nil
+}
+
+// LoadBlob reads one blob through idx and checks its hash.
+func (r *Repository) LoadBlob(ctx context.Context, idx *Index, id ID) ([]byte, error) {
+	bl, fl, ok := idx.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("blob %s is not in the index: %w", id.Short(), ErrMissing)
+	}
+	frame, err := r.ReadFrame(ctx, fl)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(bl.Offset)+uint64(bl.Len) > uint64(len(frame)) {
+		return nil, fmt.Errorf("blob %s: outside its frame: %w", id.Short(), ErrCorrupt)
+	}
+	data := frame[bl.Offset : bl.Offset+bl.Len]
+	if err := r.checkBlob(id, data); err != nil {
+		return nil, err
+	}
+	return data, nil
+}
+
+// BlobsInFrame splits an opened frame into its blobs, checking each hash;
+// blobs the caller does not want are skipped unchecked.
+func (r *Repository) BlobsInFrame(frame []byte, entries []FrameBlob, fn func(FrameBlob, []byte) error) error {
+	for _, e := range entries {
+		if uint64(e.Offset)+uint64(e.Len) > uint64(len(frame)) {
+			return fmt.Errorf("blob %s: outside its frame: %w", e.ID.Short(), ErrCorrupt)
+		}
+		data := frame[e.Offset : e.Offset+e.Len]
+		if err := r.checkBlob(e.ID, data); err != nil {
+			return err
+		}
+		if err := fn(e, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FrameBlob is a blob wanted from a frame.
+type FrameBlob struct {
+	ID     ID
+	Offset uint32
+	Len    uint32
+}
+
+// PackContents is what a pack's own header says it holds.
+type PackContents struct {
+	ID     ID
+	Size   int64
+	Frames []FrameLoc
+	Blobs  [][]blobEntry // per frame
+}
+
+// ReadPackHeader reads and opens the header at the end of a pack; verify
+// uses it to check the index against the packs.
+func (r *Repository) ReadPackHeader(ctx context.Context, id ID) (*PackContents, error) {
+	name := packName(id)
+	st, err := r.be.Stat(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size < 4 {
+		return nil, fmt.Errorf("pack %s: %d bytes: %w", id.Short(), st.Size, ErrCorrupt)
+	}
+	rc, err := r.be.GetRange(ctx, name, st.Size-4, 4)
+	if err != nil {
+		return nil, err
+	}
+	var l [4]byte
+	_, err = io.ReadFull(rc, l[:])
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+	}
+	hl := int64(binary.LittleEndian.Uint32(l[:]))
+	if hl > st.Size-4 {
+		return nil, fmt.Errorf("pack %s: header length %d exceeds pack: %w", id.Short(), hl, ErrCorrupt)
+	}
+	rc, err = r.be.GetRange(ctx, name, st.Size-4-hl, hl)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+	}
+	plain, err := r.crypt.open(nil, sealed, []byte("pack header"))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s header: %w", id.Short(), err)
+	}
+	frames, err := decodePackHeader(plain)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
+	}
+	pc := &PackContents{ID: id, Size: st.Size}
+	var off int64
+	for _, f := range frames {
+		pc.Frames = append(pc.Frames, FrameLoc{Pack: id, Offset: off, Sealed: f.SealedLen, RawLen: f.RawLen, Flags: f.Flags})
+		pc.Blobs = append(pc.Blobs, f.Blobs)
+		off += int64(f.SealedLen)
+	}
+	if off+hl+4 != st.Size {
+		return nil, fmt.Errorf("pack %s: frames and header cover %d of %d bytes: %w", id.Short(), off+hl+4, st.Size, ErrCorrupt)
+	}
+	return pc, nil
+}
+
+// ReadPackVerified reads a whole pack, checks its hash against its name,
+// and opens every frame, checking every blob.
+func (r *Repository) ReadPackVerified(ctx context.Context, id ID) (blobs int, err error) {
+	data, err := storage.ReadAll(ctx, r.be, packName(id))
+	if err != nil {
+		return 0, err
+	}
+	if hashObject(data) != id {
+		return 0, fmt.Errorf("pack %s: content does not match its name: %w", id.Short(), ErrCorrupt)
+	}
+	pc, err := r.ReadPackHeader(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	for i, fl := range pc.Frames {
+		frame, err := r.openFrame(data[fl.Offset:fl.Offset+int64(fl.Sealed)], fl)
+		if err != nil {
+			return blobs, err
+		}
+		var off uint32
+		for _, b := range pc.Blobs[i] {
+			if err := r.checkBlob(b.ID, frame[off:off+b.Len]); err != nil {
+				return blobs, fmt.Errorf("pack %s: %w", id.Short(), err)
+			}
+			off += b.Len
+			blobs++
+		}
+	}
+	return blobs, nil
+}

@@ -1,0 +1,197 @@
+// Package repo is Lifeboat's repository format: content-addressed blobs,
+// compressed and encrypted in frames, gathered into pack files with an
+// index; trees of file nodes; snapshot manifests; standalone WAL objects;
+// keys and locks. The format is versioned and described in docs/FORMAT.md;
+// this package is the only code that knows it.
+package repo
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// formatVersion is the repository format this code reads and writes.
+const formatVersion = 1
+
+const configName = "config"
+
+// DefaultBlockSize is the block size of new repositories: one PostgreSQL
+// page, so an incremental backup stores exactly the pages that changed.
+const DefaultBlockSize = 8 << 10
+
+// Config is the repository's sealed configuration object.
+type Config struct {
+	Version   int       `json:"version"`
+	ID        string    `json:"id"`
+	Created   time.Time `json:"created"`
+	BlockSize int       `json:"block_size"` // default fixed block size for file data
+	PackSize  int       `json:"pack_size"`  // target pack size in bytes
+	FrameSize int       `json:"frame_size"` // target raw bytes per compressed frame
+}
+
+// InitOptions shape a new repository.
+type InitOptions struct {
+	BlockSize int // 0: DefaultBlockSize
+}
+
+// Repository is an open repository. It is safe for concurrent use.
+type Repository struct {
+	be     storage.Backend
+	mk     *masterKey
+	crypt  *crypter
+	cfg    Config
+	log    *slog.Logger
+	Clock  func() time.Time
+	Holder string // who takes locks ("host:pid"), for messages
+}
+
+// Init creates a repository on be, sealed by secret s. It refuses when the
+// backend already holds a repository.
+func Init(ctx context.Context, be storage.Backend, s Secret, opts InitOptions) (*Config, error) {
+	if _, err := be.Stat(ctx, configName); err == nil {
+		return nil, fmt.Errorf("%s already holds a repository", be.Location())
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("check %s: %w", be.Location(), err)
+	}
+	bs := opts.BlockSize
+	if bs == 0 {
+		bs = DefaultBlockSize
+	}
+	if bs < 8<<10 || bs > 1<<20 || bs&(bs-1) != 0 {
+		return nil, fmt.Errorf("block size %d: want a power of two from 8 KiB to 1 MiB", bs)
+	}
+	mk, err := newMasterKey()
+	if err != nil {
+		return nil, err
+	}
+	c, err := newCrypter(mk)
+	if err != nil {
+		return nil, err
+	}
+	idb := make([]byte, 16)
+	if _, err := rand.Read(idb); err != nil {
+		return nil, err
+	}
+	cfg := Config{
+		Version:   formatVersion,
+		ID:        hex.EncodeToString(idb),
+		Created:   time.Now().UTC(),
+		BlockSize: bs,
+		PackSize:  32 << 20,
+		FrameSize: 1 << 20,
+	}
+	// The key goes first: a config without a key would be a repository
+	// nobody can open, while a key without config is simply not yet a
+	// repository and Init can run again.
+	name, data, err := wrapKey(s, mk)
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
+		return nil, fmt.Errorf("store key: %w", err)
+	}
+	plain, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sealed := c.sealObject(configName, plain)
+	if err := be.Put(ctx, configName, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return nil, fmt.Errorf("store config: %w", err)
+	}
+	return &cfg, nil
+}
+
+// Open opens the repository on be with secret s.
+func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (*Repository, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mk, err := findMasterKey(ctx, be, s)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newCrypter(mk)
+	if err != nil {
+		return nil, err
+	}
+	data, err := storage.ReadAll(ctx, be, configName)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("%s has keys but no config (an interrupted init? run `lifeboat repo init` again): %w", be.Location(), err)
+		}
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	plain, err := c.openObject(configName, data)
+	if err != nil {
+		return nil, err
+	}
+	var cfg Config
+	if err := json.Unmarshal(plain, &cfg); err != nil {
+		return nil, fmt.Errorf("parse config: %v: %w", err, ErrCorrupt)
+	}
+	if cfg.Version != formatVersion {
+		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d)", cfg.Version, formatVersion)
+	}
+	return &Repository{be: be, mk: mk, crypt: c, cfg: cfg, log: log, Clock: time.Now}, nil
+}
+
+// Config returns the repository configuration.
+func (r *Repository) Config() Config { return r.cfg }
+
+// Backend returns the storage backend the repository lives on.
+func (r *Repository) Backend() storage.Backend { return r.be }
+
+// Location names the repository for messages.
+func (r *Repository) Location() string { return r.be.Location() }
+
+// putObject seals payload and stores it under name.
+func (r *Repository) putObject(ctx context.Context, name string, payload []byte) error {
+	sealed := r.crypt.sealObject(name, payload)
+	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return fmt.Errorf("store %s: %w", name, err)
+	}
+	return nil
+}
+
+// putContentObject seals payload bound to its kind and stores it under
+// kind/<SHA-256 of the sealed bytes>, so the name proves the content.
+func (r *Repository) putContentObject(ctx context.Context, kind string, payload []byte) (ID, error) {
+	sealed := r.crypt.sealObject(kind, payload)
+	id := hashObject(sealed)
+	name := kind + "/" + id.String()
+	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return id, fmt.Errorf("store %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// getContentObject reads kind/<id>, checks its hash and opens it.
+func (r *Repository) getContentObject(ctx context.Context, kind string, id ID) ([]byte, error) {
+	name := kind + "/" + id.String()
+	data, err := storage.ReadAll(ctx, r.be, name)
+	if err != nil {
+		return nil, err
+	}
+	if hashObject(data) != id {
+		return nil, fmt.Errorf("%s: content does not match its name: %w", name, ErrCorrupt)
+	}
+	return r.crypt.openObject(kind, data)
+}
+
+// getObject reads and opens a sealed object.
+func (r *Repository) getObject(ctx context.Context, name string) ([]byte, error) {
+	data, err := storage.ReadAll(ctx, r.be, name)
+	if err != nil {
+		return nil, err
+	}
+	return r.crypt.openObject(name, data)
+}

@@ -1,0 +1,336 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// WriterStats counts what a writer stored.
+type WriterStats struct {
+	BlobsNew    int64 // blobs written
+	BytesNew    int64 // plaintext bytes of new blobs
+	BytesStored int64 // bytes of packs and index objects written
+	Packs       int64
+}
+
+// Writer stores blobs for one backup. Callers get a Sink per goroutine;
+// sinks gather blobs into frames (so that compression sees neighbouring
+// blocks together), seal them, and hand them to the writer, which packs
+// frames and uploads packs. A snapshot may reference a blob only after
+// Finish returned nil: only then are its pack and index durable.
+type Writer struct {
+	r        *Repository
+	known    *Index // blobs known to exist before this writer (may be nil)
+	mu       sync.Mutex
+	cur      *packBuf
+	pending  []packEntry // uploaded packs not yet in an index object
+	indexes  []ID
+	seen     seenSet
+	uploads  chan *packBuf
+	wg       sync.WaitGroup
+	errOnce  sync.Once
+	err      error
+	failed   chan struct{}
+	finished bool
+	stats    WriterStats
+}
+
+type packBuf struct {
+	data   bytes.Buffer
+	frames []frameHeader
+}
+
+// uploaders is the number of packs uploaded at once. With a pack size of
+// 32 MiB it bounds the writer's memory to about four packs.
+const uploaders = 2
+
+// indexEvery is how many packs an index object covers at most. Writing
+// index objects along the way lets a later backup find the blobs of an
+// interrupted one.
+const indexEvery = 16
+
+// NewWriter starts a writer. known, when not nil, is consulted to skip
+// blobs the repository already holds.
+func (r *Repository) NewWriter(known *Index) *Writer {
+	w := &Writer{r: r, known: known, uploads: make(chan *packBuf), failed: make(chan struct{})}
+	w.seen.init(1 << 18)
+	for i := 0; i < uploaders; i++ {
+		w.wg.Add(1)
+		go w.uploadLoop()
+	}
+	return w
+}
+
+// BlobID computes the ID a blob with this content has.
+func (w *Writer) BlobID(data []byte) ID { return w.r.crypt.blobID(data) }
+
+func (w *Writer) fail(err error) {
+	w.errOnce.Do(func() {
+		w.err = err
+		close(w.failed)
+	})
+}
+
+// Err returns the first failure of the writer, if any.
+func (w *Writer) Err() error {
+	select {
+	case <-w.failed:
+		return w.err
+	default:
+		return nil
+	}
+}
+
+// Stats returns the counters so far.
+func (w *Writer) Stats() WriterStats {
+	return WriterStats{
+		BlobsNew:    atomic.LoadInt64(&w.stats.BlobsNew),
+		BytesNew:    atomic.LoadInt64(&w.stats.BytesNew),
+		BytesStored: atomic.LoadInt64(&w.stats.BytesStored),
+		Packs:       atomic.LoadInt64(&w.stats.Packs),
+	}
+}
+
+// claim reports whether the blob must be stored by the caller: false when
+// the repository or this writer already has it.
+func (w *Writer) claim(id ID) bool {
+	if w.known != nil && w.known.Has(id) {
+		return false
+	}
+	return w.seen.add(id)
+}
+
+// addFrame appends a sealed frame to the current pack; a full pack goes to
+// the uploaders.
+func (w *Writer) addFrame(ctx context.Context, sealed []byte, fh frameHeader) error {
+	w.mu.Lock()
+	if w.cur == nil {
+		w.cur = &packBuf{}
+		w.cur.data.Grow(w.r.cfg.PackSize + w.r.cfg.FrameSize)
+	}
+	w.cur.data.Write(sealed)
+	w.cur.frames = append(w.cur.frames, fh)
+	var full *packBuf
+	if w.cur.data.Len() >= w.r.cfg.PackSize {
+		full, w.cur = w.cur, nil
+	}
+	w.mu.Unlock()
+	if full != nil {
+		return w.send(ctx, full)
+	}
+	return nil
+}
+
+func (w *Writer) send(ctx context.Context, p *packBuf) error {
+	select {
+	case w.uploads <- p:
+		return nil
+	case <-w.failed:
+		return w.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *Writer) uploadLoop() {
+	defer w.wg.Done()
+	for p := range w.uploads {
+		if w.Err() != nil {
+			continue // drain: the writer failed, nothing more is stored
+		}
+		if err := w.uploadPack(context.Background(), p); err != nil {
+			w.fail(err)
+		}
+	}
+}
+
+// uploadPack seals the header, stores the pack and, every indexEvery packs,
+// an index object.
+func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
+	hdr := w.r.crypt.seal(nil, encodePackHeader(p.frames), []byte("pack header"))
+	p.data.Write(hdr)
+	var l [4]byte
+	binary.LittleEndian.PutUint32(l[:], uint32(len(hdr)))
+	p.data.Write(l[:])
+	data := p.data.Bytes()
+	id := hashObject(data)
+	name := packName(id)
+	if err := w.r.be.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil && !errors.Is(err, storage.ErrExists) {
+		// ErrExists means identical bytes are already stored under this
+		// content hash (a retried upload): nothing is lost.
+		return fmt.Errorf("upload pack %s: %w", id.Short(), err)
+	}
+	atomic.AddInt64(&w.stats.BytesStored, int64(len(data)))
+	atomic.AddInt64(&w.stats.Packs, 1)
+	w.mu.Lock()
+	w.pending = append(w.pending, packEntry{ID: id, Frames: p.frames})
+	var batch []packEntry
+	if len(w.pending) >= indexEvery {
+		batch, w.pending = w.pending, nil
+	}
+	w.mu.Unlock()
+	if batch != nil {
+		return w.writeIndex(ctx, batch)
+	}
+	return nil
+}
+
+func (w *Writer) writeIndex(ctx context.Context, packs []packEntry) error {
+	payload := encodeIndex(packs)
+	id, err := w.r.putContentObject(ctx, "index", payload)
+	if err != nil {
+		return err
+	}
+	atomic.AddInt64(&w.stats.BytesStored, int64(len(payload)))
+	w.mu.Lock()
+	w.indexes = append(w.indexes, id)
+	w.mu.Unlock()
+	return nil
+}
+
+// Finish uploads what remains and writes the last index object. After it
+// returns nil every blob saved through the writer's sinks (flushed before)
+// is durable and indexed.
+func (w *Writer) Finish(ctx context.Context) error {
+	w.mu.Lock()
+	if w.finished {
+		w.mu.Unlock()
+		return errors.New("writer already finished")
+	}
+	w.finished = true
+	last := w.cur
+	w.cur = nil
+	w.mu.Unlock()
+	var err error
+	if last != nil && len(last.frames) > 0 {
+		err = w.send(ctx, last)
+	}
+	close(w.uploads)
+	w.wg.Wait()
+	if err != nil {
+		return err
+	}
+	if err := w.Err(); err != nil {
+		return err
+	}
+	if len(w.pending) > 0 {
+		if err := w.writeIndex(ctx, w.pending); err != nil {
+			return err
+		}
+		w.pending = nil
+	}
+	return nil
+}
+
+// Abort stops the writer after a failure; uploaded packs stay as garbage
+// that no snapshot references, for prune to remove.
+func (w *Writer) Abort() {
+	w.fail(errors.New("writer aborted"))
+	w.mu.Lock()
+	done := w.finished
+	w.finished = true
+	w.mu.Unlock()
+	if !done {
+		close(w.uploads)
+		w.wg.Wait()
+	}
+}
+
+// Sink gathers blobs of one goroutine into frames. It is not safe for
+// concurrent use; every worker takes its own.
+type Sink struct {
+	w     *Writer
+	raw   []byte
+	blobs []blobEntry
+}
+
+// NewSink returns a sink feeding w.
+func (w *Writer) NewSink() *Sink {
+	return &Sink{w: w, raw: make([]byte, 0, w.r.cfg.FrameSize+w.r.cfg.BlockSize)}
+}
+
+// Save stores data as a blob of type t unless the repository has it, and
+// returns its ID and whether it was new.
+func (s *Sink) Save(ctx context.Context, t BlobType, data []byte) (ID, bool, error) {
+	id := s.w.r.crypt.blobID(data)
+	stored, err := s.SaveID(ctx, t, id, data)
+	return id, stored, err
+}
+
+// SaveID is Save for a caller that has computed id = BlobID(data).
+func (s *Sink) SaveID(ctx context.Context, t BlobType, id ID, data []byte) (bool, error) {
+	if err := s.w.Err(); err != nil {
+		return false, err
+	}
+	if !s.w.claim(id) {
+		return false, nil
+	}
+	s.raw = append(s.raw, data...)
+	s.blobs = append(s.blobs, blobEntry{Type: t, ID: id, Len: uint32(len(data))})
+	atomic.AddInt64(&s.w.stats.BlobsNew, 1)
+	atomic.AddInt64(&s.w.stats.BytesNew, int64(len(data)))
+	if len(s.raw) >= s.w.r.cfg.FrameSize {
+		return true, s.Flush(ctx)
+	}
+	return true, nil
+}
+
+// Flush seals the blobs gathered so far into a frame.
+func (s *Sink) Flush(ctx context.Context) error {
+	if len(s.blobs) == 0 {
+		return nil
+	}
+	c := s.w.r.crypt
+	fh := frameHeader{RawLen: uint32(len(s.raw)), Blobs: s.blobs}
+	plain := s.raw
+	z := c.zenc.EncodeAll(s.raw, make([]byte, 0, len(s.raw)/2))
+	// Incompressible frames are kept raw: decompression costs time and
+	// saves nothing.
+	if len(z) < len(s.raw)-len(s.raw)/64 {
+		plain = z
+		fh.Flags |= frameFlagZstd
+	}
+	sealed := c.seal(make([]byte, 0, len(plain)+28), plain, nil)
+	fh.SealedLen = uint32(len(sealed))
+	s.raw = s.raw[:0]
+	s.blobs = nil
+	return s.w.addFrame(ctx, sealed, fh)
+}
+
+// seenSet remembers recently stored blob IDs in two generations, so that
+// its memory stays bounded however much a backup writes. Forgetting an old
+// ID costs at most a duplicate blob, never a missing one.
+type seenSet struct {
+	mu       sync.Mutex
+	cur, old map[ID]struct{}
+	max      int
+}
+
+func (s *seenSet) init(max int) {
+	s.cur = make(map[ID]struct{})
+	s.max = max
+}
+
+// add inserts id and reports whether it was absent.
+func (s *seenSet) add(id ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.cur[id]; ok {
+		return false
+	}
+	if _, ok := s.old[id]; ok {
+		return false
+	}
+	if len(s.cur) >= s.max {
+		s.old, s.cur = s.cur, make(map[ID]struct{}, s.max)
+	}
+	s.cur[id] = struct{}{}
+	return true
+}

@@ -1,0 +1,116 @@
+// Package storage defines the contract between Lifeboat's repository and the
+// places its objects live (a local directory, an S3 bucket). A backend stores
+// immutable, named objects and knows nothing of what they contain.
+//
+// The contract every backend keeps, checked by storagetest.Run:
+//
+//   - Put is atomic: an object is either absent or complete. A reader never
+//     sees a partial object, even if the writer dies mid-way.
+//   - Put never overwrites: if the name exists, Put returns ErrExists and the
+//     stored object is unchanged. Objects are immutable once written; this is
+//     what makes write-once credentials and object lock possible.
+//   - Put returns nil only once the object is durable (fsynced, or
+//     acknowledged by the object store).
+//   - Read after write: an object whose Put returned nil is visible to Get,
+//     Stat and List at once.
+//   - A missing object is reported as an error matching ErrNotFound with
+//     errors.Is; every other failure is a different error.
+//   - Errors wrapped with Permanent are not worth retrying (the retry
+//     decorator stops at once); all others may be transient.
+//   - Names are slash-separated relative paths of [A-Za-z0-9._-] segments,
+//     none empty or beginning with a dot (see ValidateName); an invalid name
+//     is rejected with a permanent error before anything is written.
+//     List returns names relative to the backend root, in lexical order.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when an object does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// ErrExists is returned (wrapped) by Put when an object of that name exists.
+var ErrExists = errors.New("object already exists")
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Backend stores immutable named objects. Implementations are safe for
+// concurrent use.
+type Backend interface {
+	// Location names the backend for messages, without secrets
+	// (for example "file:///var/lib/lifeboat/repo").
+	Location() string
+
+	// Put stores size bytes read from body under name, atomically and
+	// durably. body may be read more than once (after Seek to the start) by
+	// a retrying caller.
+	Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error
+
+	// Get opens the whole object.
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+
+	// GetRange opens length bytes starting at offset. A range past the end
+	// of the object is an error, not a short read.
+	GetRange(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error)
+
+	// Stat returns the object's size and modification time.
+	Stat(ctx context.Context, name string) (ObjectInfo, error)
+
+	// List calls fn for every object whose name starts with prefix, in
+	// lexical order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// Delete removes the object. Deleting a missing object returns an error
+	// matching ErrNotFound.
+	Delete(ctx context.Context, name string) error
+
+	// Close releases resources held by the backend.
+	Close() error
+}
+
+// permanentError marks an error that retrying will not cure.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err so that IsPermanent reports true for it.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err (or an error it wraps) is permanent.
+// ErrNotFound and ErrExists are permanent too: asking again changes nothing.
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
+		errors.Is(err, context.Canceled)
+}
+
+// ReadAll reads a whole object into memory. Callers use it for objects of
+// bounded size (manifests, index files, WAL segments, packs).
+func ReadAll(ctx context.Context, be Backend, name string) ([]byte, error) {
+	rc, err := be.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return data, nil
+}

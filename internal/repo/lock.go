@@ -207,10 +207,11 @@ func (l *Lock) refreshLoop() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			if err := l.refresh(); err != nil {
-				l.mu.Lock()
-				l.err = err
-				l.mu.Unlock()
+			err := l.refresh()
+			l.mu.Lock()
+			l.err = err
+			l.mu.Unlock()
+			if err != nil {
 				l.r.log.Error("refresh lock", "scope", l.info.Scope, "err", err)
 			}
 		}
@@ -236,7 +237,7 @@ func (l *Lock) refresh() error {
 	return nil
 }
 
-// Err reports a failure to keep the lock fresh; a long job checks it before
+// Err reports that the last refresh failed; a long job checks it before
 // committing its result.
 func (l *Lock) Err() error {
 	l.mu.Lock()

@@ -79,3 +79,19 @@ func (r *Repository) ListNamed(ctx context.Context, area, asset, prefix string, 
 		return fn(strings.TrimPrefix(oi.Name, base), oi.Size)
 	})
 }
+
+// HasNamed reports whether a named object exists, without reading it.
+func (r *Repository) HasNamed(ctx context.Context, area, asset, rel string) (bool, error) {
+	name, err := namedObject(area, asset, rel)
+	if err != nil {
+		return false, err
+	}
+	_, err = r.be.Stat(ctx, name)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat %s: %w", name, err)
+	}
+	return true, nil
+}

@@ -27,6 +27,9 @@ type RestoreOptions struct {
 	// UID and GID, when >= 0, own every restored file instead of the
 	// recorded owners.
 	UID, GID int
+	// Link, when not nil, gives the target a symlink node is restored
+	// with (tablespaces restored elsewhere).
+	Link func(treePath, recorded string) string
 	// Delta keeps existing files and rewrites only the blocks that differ.
 	Delta   bool
 	Workers int
@@ -82,13 +85,17 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 				return fmt.Errorf("create directory: %w", err)
 			}
-			if cur, err := os.Readlink(dst); err == nil && cur == n.Link {
+			link := n.Link
+			if opts.Link != nil {
+				link = opts.Link(n.Path, n.Link)
+			}
+			if cur, err := os.Readlink(dst); err == nil && cur == link {
 				break
 			}
 			if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("replace %s: %w", dst, err)
 			}
-			if err := os.Symlink(n.Link, dst); err != nil {
+			if err := os.Symlink(link, dst); err != nil {
 				return fmt.Errorf("create symlink: %w", err)
 			}
 			if err := r.chown(dst, n, opts, true); err != nil {

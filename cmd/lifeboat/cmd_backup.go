@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+)
+
+type backupOptions struct {
+	asset    string
+	full     bool
+	workers  int
+	lockWait time.Duration
+}
+
+func newBackupCommand(g *globalOptions) *cobra.Command {
+	var o backupOptions
+	cmd := &cobra.Command{
+		Use:   "backup ASSET",
+		Short: "Take a backup of an asset",
+		Long: `Take a physical backup of a PostgreSQL asset through the non-exclusive
+backup API. After the first backup the default is incremental: files unchanged
+since the last backup are not read again, and of the others only blocks the
+repository lacks are stored. --full reads every file.
+
+Exit 0 means the snapshot, its data and the WAL that makes it consistent are
+durably in the repository.`,
+		Args: exactArgs(1, "ASSET"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.asset = args[0]
+			return runBackup(cmd.Context(), g, o)
+		},
+	}
+	cmd.Flags().BoolVar(&o.full, "full", false, "read every file, not only those changed since the last backup")
+	cmd.Flags().IntVar(&o.workers, "workers", 0, "parallel readers (default: all cores)")
+	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another backup of the asset to finish (default: refuse at once)")
+	return cmd
+}
+
+func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
+	p, a, err := g.asset(o.asset)
+	if err != nil {
+		return err
+	}
+	if a.Kind != lifeboat.KindPostgres {
+		return usagef("asset %s: backup of kind %s is not supported yet", a.Name, a.Kind)
+	}
+	r, err := g.primaryRepository(ctx, p, a)
+	if err != nil {
+		return err
+	}
+	bar := newProgressLine(g)
+	defer bar.done()
+	snap, err := postgres.Backup(ctx, r, postgres.BackupOptions{
+		Asset: a.Name, PGData: a.PGData, DSN: a.DSN, Full: o.full, Workers: o.workers,
+		BlockSize: a.BlockSize, LockWait: o.lockWait, Log: g.log,
+		Progress: func(pr postgres.BackupProgress) {
+			bar.set(fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
+				humanBytes(pr.BytesRead), humanBytes(pr.BytesTotal), humanBytes(pr.BytesNew)))
+		},
+	})
+	bar.done()
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", a.Name, err)
+	}
+	info, _ := postgres.Info(snap)
+	st := snap.Stats
+	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
+		snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
+	if info.ChecksumFailures > 0 {
+		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
+	}
+	return nil
+}
+
+// progressLine redraws one status line on a terminal and prints nothing
+// otherwise, so cron mail and CI logs get only the final summary.
+type progressLine struct {
+	mu     sync.Mutex
+	g      *globalOptions
+	on     bool
+	last   time.Time
+	width  int
+	closed bool
+}
+
+func newProgressLine(g *globalOptions) *progressLine {
+	return &progressLine{g: g, on: isTerminal(g.stderr)}
+}
+
+func (p *progressLine) set(s string) {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || time.Since(p.last) < 200*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	pad := p.width - len(s)
+	p.width = len(s)
+	if pad < 0 {
+		pad = 0
+	}
+	fmt.Fprintf(p.g.stderr, "\r%s%*s", s, pad, "")
+}
+
+func (p *progressLine) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.on && !p.closed && p.width > 0 {
+		fmt.Fprintf(p.g.stderr, "\r%*s\r", p.width, "")
+	}
+	p.closed = true
+}

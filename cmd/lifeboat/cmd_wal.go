@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+)
+
+func newWALPushCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "wal-push ASSET PATH",
+		Short: "Archive one WAL file (archive_command)",
+		Long: `Archive one WAL file. Use it as PostgreSQL's archive_command:
+
+    archive_command = 'lifeboat -c /etc/lifeboat/lifeboat.yaml wal-push ASSET %p'
+
+It exits 0 only once the file is durably in the repository. A file archived
+before with identical content succeeds again; with different content it fails
+and the archived file is kept.`,
+		Args: exactArgs(2, "ASSET PATH"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWALPush(cmd.Context(), g, args[0], args[1])
+		},
+	}
+}
+
+func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error {
+	p, a, err := g.asset(asset)
+	if err != nil {
+		return err
+	}
+	r, err := g.primaryRepository(ctx, p, a)
+	if err != nil {
+		return fmt.Errorf("wal-push: %w", err)
+	}
+	res, err := postgres.PushWAL(ctx, r, a.Name, path)
+	if err != nil {
+		return err
+	}
+	g.log.Info("archived", "asset", a.Name, "file", res.Name, "bytes", res.Bytes, "existed", res.Existed)
+	return nil
+}
+
+func newWALFetchCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "wal-fetch ASSET NAME DEST",
+		Short: "Fetch one archived WAL file (restore_command)",
+		Long: `Fetch one archived WAL file. Restore writes it into the recovery settings:
+
+    restore_command = 'lifeboat -c /etc/lifeboat/lifeboat.yaml wal-fetch ASSET %f %p'
+
+Exit 1 means the file is not in the archive, which PostgreSQL takes as the end
+of the archived WAL. Every other failure (repository unreachable, damaged
+object, a segment missing inside the archived range) exits 200, which makes
+PostgreSQL stop recovery instead of ending it early.`,
+		Args: exactArgs(3, "ASSET NAME DEST"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runWALFetch(cmd.Context(), g, args[0], args[1], args[2])
+		},
+	}
+}
+
+func runWALFetch(ctx context.Context, g *globalOptions, asset, name, dest string) error {
+	p, a, err := g.asset(asset)
+	if err != nil {
+		return err
+	}
+	r, err := g.primaryRepository(ctx, p, a)
+	if err != nil {
+		return fmt.Errorf("wal-fetch: %w", err)
+	}
+	return postgres.FetchWAL(ctx, r, a.Name, name, dest)
+}

@@ -1,0 +1,95 @@
+// Command lifeboat backs up PostgreSQL clusters into an encrypted,
+// deduplicated repository, archives their WAL and restores them to any
+// point in time. main.go is the only place that turns errors into exit
+// codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// Exit codes. wal-fetch has its own: PostgreSQL ends recovery on any
+// failure of restore_command except an exit status above 125, which stops
+// it; only "file absent" may therefore exit 1.
+const (
+	exitOK            = 0
+	exitFailure       = 1
+	exitUsage         = 2
+	exitWALFetchAbort = 200
+)
+
+// usageError marks errors in how lifeboat was called or configured.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+// walFetchError carries wal-fetch's exit status.
+type walFetchError struct{ err error }
+
+func (e *walFetchError) Error() string { return e.err.Error() }
+func (e *walFetchError) Unwrap() error { return e.err }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	g := &globalOptions{stdout: os.Stdout, stderr: os.Stderr}
+	root := newRootCommand(g)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	// Whatever went wrong in wal-fetch (a flag, the policy, the repository)
+	// must not read as "file absent" to PostgreSQL.
+	if cmd, _, ferr := root.Find(args); ferr == nil && cmd.Name() == "wal-fetch" {
+		var wf *walFetchError
+		if !errors.As(err, &wf) {
+			err = &walFetchError{err}
+		}
+	}
+	fmt.Fprintln(os.Stderr, "lifeboat: "+oneLine(err))
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	var wf *walFetchError
+	if errors.As(err, &wf) {
+		if errors.Is(err, postgres.ErrWALNotFound) {
+			return exitFailure
+		}
+		return exitWALFetchAbort
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// oneLine keeps an error on one line for the terminal and for logs that
+// PostgreSQL collects from archive and restore commands.
+func oneLine(err error) string {
+	msg := err.Error()
+	if errors.Is(err, repo.ErrWrongKey) && !strings.Contains(msg, "wrong key") {
+		msg += " (wrong key)"
+	}
+	return strings.ReplaceAll(msg, "\n", "; ")
+}

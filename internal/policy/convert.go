@@ -1,0 +1,217 @@
+package policy
+
+import (
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+)
+
+// converter turns the decoded file into a Policy: it expands ${NAME}
+// references and interprets durations, sizes and paths, collecting a
+// problem for every value it cannot use.
+type converter struct {
+	source    string
+	base      string // directory relative key_file paths are resolved against
+	lookupEnv func(string) (string, bool)
+	idx       *nodeIndex
+	problems  []*FieldError
+	failed    map[string]bool // paths whose value could not be converted
+}
+
+func (c *converter) convert(raw *fileYAML) *Policy {
+	p := &Policy{Source: c.source, lines: c.idx.lines()}
+	for i, r := range raw.Repositories {
+		p.Repositories = append(p.Repositories, c.repository(itemPath("repositories", i), &r))
+	}
+	if raw.Tiers != nil {
+		p.Tiers = make(map[string]Tier, len(raw.Tiers))
+		for name, t := range raw.Tiers {
+			p.Tiers[name] = c.tier(childPath("tiers", name), &t)
+		}
+	}
+	for i, a := range raw.Assets {
+		p.Assets = append(p.Assets, c.asset(itemPath("assets", i), &a))
+	}
+	return p
+}
+
+func (c *converter) repository(path string, r *repositoryYAML) Repository {
+	repo := Repository{Line: c.idx.line(path, 0)}
+	repo.Name = c.expand(path+".name", r.Name)
+	repo.URL = c.expand(path+".url", r.URL)
+	if kf := c.nonEmpty(path+".key_file", r.KeyFile); kf != "" {
+		if !filepath.IsAbs(kf) {
+			kf = filepath.Join(c.base, kf)
+		}
+		repo.KeyFile = filepath.Clean(kf)
+	}
+	repo.Passphrase = Secret(c.nonEmpty(path+".passphrase", r.Passphrase))
+	return repo
+}
+
+func (c *converter) tier(path string, t *tierYAML) Tier {
+	return Tier{RPO: c.duration(path+".rpo", t.RPO), RTO: c.duration(path+".rto", t.RTO)}
+}
+
+func (c *converter) asset(path string, a *assetYAML) Asset {
+	asset := Asset{Line: c.idx.line(path, 0)}
+	asset.Name = c.expand(path+".name", a.Name)
+	asset.Kind = lifeboat.AssetKind(c.expand(path+".kind", a.Kind))
+	asset.Tier = c.expand(path+".tier", a.Tier)
+	if pg := c.expand(path+".pgdata", a.PGData); pg != "" {
+		asset.PGData = filepath.Clean(pg)
+	}
+	asset.DSN = c.expand(path+".dsn", a.DSN)
+	for j, name := range a.Repositories {
+		asset.Repositories = append(asset.Repositories, c.expand(itemPath(path+".repositories", j), name))
+	}
+	if s := c.expand(path+".block_size", a.BlockSize); s != "" {
+		n, err := parseBlockSize(s)
+		if err != nil {
+			c.fail(path+".block_size", asset.Line, err.Error())
+		}
+		asset.BlockSize = n
+	}
+	return asset
+}
+
+// expand returns raw with environment references expanded, or "" after
+// recording a problem.
+func (c *converter) expand(path, raw string) string {
+	s, err := expandEnv(raw, c.lookupEnv)
+	if err != nil {
+		c.fail(path, 0, err.Error())
+		return ""
+	}
+	return s
+}
+
+// nonEmpty is expand for the fields that choose how a repository is
+// unlocked: written but empty, typically through a variable set to "", is
+// a mistake worth naming rather than a field left out.
+func (c *converter) nonEmpty(path, raw string) string {
+	s := c.expand(path, raw)
+	if s == "" && !c.failed[path] && c.idx.has(path) {
+		key := path[strings.LastIndexByte(path, '.')+1:]
+		msg := key + " is empty"
+		if strings.Contains(raw, "${") {
+			msg += " after expanding environment variables"
+		}
+		c.fail(path, 0, msg)
+	}
+	return s
+}
+
+func (c *converter) duration(path, raw string) Duration {
+	s := c.expand(path, raw)
+	if s == "" {
+		return 0
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		c.fail(path, 0, err.Error())
+		return 0
+	}
+	return Duration(d)
+}
+
+func (c *converter) fail(path string, fallback int, msg string) {
+	c.failed[path] = true
+	c.problems = append(c.problems, &FieldError{Source: c.source, Line: c.idx.line(path, fallback), Path: path, Msg: msg})
+}
+
+// covers reports whether a validation problem at path follows from a value
+// that already failed to convert, so the operator is not told twice. Most
+// such problems sit on the failed field itself ("tier: variable not set",
+// then "unknown tier"); the one exception is a repository whose key_file or
+// passphrase failed, which Validate would call unlocked by neither.
+func (c *converter) covers(path string) bool {
+	return c.failed[path] || c.failed[path+".key_file"] || c.failed[path+".passphrase"]
+}
+
+// expandEnv replaces each ${NAME} in s with the value of the environment
+// variable NAME and each $$ with a single $. Any other use of $ is an
+// error rather than a literal, so that $HOME or ${X:-y} cannot silently
+// pass through unexpanded. Errors name variables but never quote s, which
+// may be a secret.
+func expandEnv(s string, lookupEnv func(string) (string, bool)) (string, error) {
+	if !strings.Contains(s, "$") {
+		return s, nil
+	}
+	var b strings.Builder
+	var unset []string
+	for i := 0; i < len(s); {
+		if s[i] != '$' {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		pos := i + 1 // 1-based position of the $, for the messages
+		rest := s[i+1:]
+		switch {
+		case strings.HasPrefix(rest, "$"):
+			b.WriteByte('$')
+			i += 2
+			continue
+		case !strings.HasPrefix(rest, "{"):
+			return "", fmt.Errorf(`"$" at character %d must be written "$$" for a literal "$", or ${NAME} to insert an environment variable`, pos)
+		}
+		end := strings.IndexByte(rest, '}')
+		if end < 0 {
+			return "", fmt.Errorf(`"${" at character %d has no closing "}"`, pos)
+		}
+		name := rest[1:end]
+		if !validEnvName(name) {
+			return "", fmt.Errorf(`"${...}" at character %d must hold only a variable name (letters, digits and '_', not starting with a digit); ${NAME} is the only expansion supported`, pos)
+		}
+		v, ok := lookupEnv(name)
+		if !ok {
+			unset = append(unset, name)
+		}
+		b.WriteString(v)
+		i += 1 + end + 1
+	}
+	switch len(unset) {
+	case 0:
+		return b.String(), nil
+	case 1:
+		return "", fmt.Errorf("environment variable %s is not set", unset[0])
+	default:
+		sort.Strings(unset)
+		return "", fmt.Errorf("environment variables %s are not set", strings.Join(unset, ", "))
+	}
+}
+
+func validEnvName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i, r := range name {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// parseBlockSize reads a size written like "16KiB". Whether the size is
+// allowed is Validate's business.
+func parseBlockSize(s string) (int, error) {
+	errBad := fmt.Errorf("invalid block_size %q: use one of %s", s, blockSizeList())
+	digits, ok := strings.CutSuffix(s, "KiB")
+	if !ok {
+		return 0, errBad
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n <= 0 || n > 1<<20 || digits[0] == '+' {
+		return 0, errBad
+	}
+	return n << 10, nil
+}

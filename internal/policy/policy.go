@@ -1,0 +1,247 @@
+// Package policy reads Lifeboat's policy file: the YAML document that names
+// the repositories backups go to, the service tiers and the assets to protect.
+//
+// Reading is strict so that a typo fails loudly instead of silently dropping
+// a setting: unknown keys and wrongly typed values are errors, ${NAME}
+// references to unset environment variables are errors, and Validate reports
+// every remaining problem at once, each pinned to the file, line and field.
+// Secrets such as passphrases are held in the Secret type, which redacts
+// itself wherever it is printed or serialised.
+//
+// The package only translates the file into data; turning that data into
+// repositories, backends and sources is the job of cmd/lifeboat.
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+)
+
+// Policy is a parsed and validated policy file.
+type Policy struct {
+	// Source names where the policy came from (normally its path); error
+	// messages are prefixed with it.
+	Source       string
+	Repositories []Repository
+	Tiers        map[string]Tier
+	Assets       []Asset
+
+	// lines maps a field path such as "assets[0].tier" to the line it was
+	// written on, so that Validate can point at the exact line.
+	lines map[string]int
+}
+
+// Repository is a place backups are written to.
+type Repository struct {
+	Name string
+	// URL locates the repository. Only file:// URLs with an absolute path
+	// are supported for now.
+	URL string
+	// KeyFile is the absolute path of a file holding the repository key.
+	// A relative path in the policy file is resolved against the
+	// directory of the policy file. Exactly one of KeyFile and Passphrase
+	// is set.
+	KeyFile string
+	// Passphrase unlocks the repository key.
+	Passphrase Secret
+	// Line is where the repository is declared; 0 when unknown.
+	Line int
+}
+
+// Tier is a service tier as written in the policy: the recovery point and
+// recovery time objectives its assets are held to.
+type Tier struct {
+	RPO Duration // most data, measured in time, a recovery may lose
+	RTO Duration // longest a recovery may take
+}
+
+// Asset is one thing to back up.
+type Asset struct {
+	Name string
+	Kind lifeboat.AssetKind
+	// Tier names an entry of Policy.Tiers; empty when the asset has none.
+	Tier string
+	// PGData is the absolute path of the PostgreSQL data directory
+	// (postgres assets).
+	PGData string
+	// DSN is the libpq connection string used to reach the server
+	// (postgres assets). It may hold a password: pass it through RedactDSN
+	// before printing it.
+	DSN string
+	// Repositories names the repositories the asset is backed up to, at
+	// least one.
+	Repositories []string
+	// BlockSize is the block size in bytes, or 0 for the repository's
+	// default.
+	BlockSize int
+	// Line is where the asset is declared; 0 when unknown.
+	Line int
+}
+
+// Load reads the policy file at path, expands ${NAME} references from the
+// process environment and validates the result. Relative key_file paths
+// are resolved against the directory holding the file.
+func Load(path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return parse(data, path, baseDir(path), os.LookupEnv)
+}
+
+// Parse parses and validates a policy held in memory. source names it in
+// error messages; relative key_file paths are resolved against the
+// directory of source (the working directory when source has none).
+// ${NAME} references are expanded from the process environment.
+func Parse(data []byte, source string) (*Policy, error) {
+	return parse(data, source, baseDir(source), os.LookupEnv)
+}
+
+// baseDir is the absolute directory relative key_file paths are resolved
+// against, so they stay right even if the process later changes directory.
+func baseDir(source string) string {
+	dir := filepath.Dir(source)
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
+}
+
+// parse is Parse with the directory and the environment passed in, so
+// tests need not touch the process environment.
+func parse(data []byte, source, base string, lookupEnv func(string) (string, bool)) (*Policy, error) {
+	doc, err := parseDocument(data, source)
+	if err != nil {
+		return nil, err
+	}
+	idx := newNodeIndex(doc)
+
+	var raw fileYAML
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, joinProblems(idx.rewriteTypeErrors(source, te))
+		}
+		return nil, syntaxError(source, err)
+	}
+
+	c := &converter{source: source, base: base, lookupEnv: lookupEnv, idx: idx, failed: map[string]bool{}}
+	p := c.convert(&raw)
+	problems := c.problems
+	for _, fe := range p.problems() {
+		if !c.covers(fe.Path) {
+			problems = append(problems, fe)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, joinProblems(problems)
+	}
+	return p, nil
+}
+
+// parseDocument reads the YAML syntax tree, which is kept to map decode
+// errors and fields back to lines. It rejects empty input and streams of
+// more than one document, whose later documents would otherwise be ignored.
+func parseDocument(data []byte, source string) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &FieldError{Source: source, Msg: "the policy file is empty"}
+		}
+		return nil, syntaxError(source, err)
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return nil, &FieldError{Source: source, Line: doc.Line, Msg: "the policy file is empty"}
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(source, err)
+	default:
+		line := extra.Line
+		if len(extra.Content) > 0 {
+			line = extra.Content[0].Line
+		}
+		return nil, &FieldError{Source: source, Line: line, Msg: "the policy file must hold a single YAML document; remove this second one"}
+	}
+	return doc.Content[0], nil
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// Asset returns the asset called name.
+func (p *Policy) Asset(name string) (*Asset, error) {
+	for i := range p.Assets {
+		if p.Assets[i].Name == name {
+			return &p.Assets[i], nil
+		}
+	}
+	names := make([]string, len(p.Assets))
+	for i, a := range p.Assets {
+		names[i] = a.Name
+	}
+	return nil, fmt.Errorf("unknown asset %q (known: %s)", name, knownList(names))
+}
+
+// Repository returns the repository called name.
+func (p *Policy) Repository(name string) (*Repository, error) {
+	for i := range p.Repositories {
+		if p.Repositories[i].Name == name {
+			return &p.Repositories[i], nil
+		}
+	}
+	return nil, fmt.Errorf("unknown repository %q (known: %s)", name, knownList(p.repositoryNames()))
+}
+
+// AssetRepositories returns the repositories asset a is backed up to, in
+// the order the policy lists them.
+func (p *Policy) AssetRepositories(a *Asset) ([]*Repository, error) {
+	repos := make([]*Repository, 0, len(a.Repositories))
+	for _, name := range a.Repositories {
+		r, err := p.Repository(name)
+		if err != nil {
+			return nil, fmt.Errorf("asset %q: %w", a.Name, err)
+		}
+		repos = append(repos, r)
+	}
+	return repos, nil
+}
+
+func (p *Policy) repositoryNames() []string {
+	names := make([]string, len(p.Repositories))
+	for i, r := range p.Repositories {
+		names[i] = r.Name
+	}
+	return names
+}
+
+// knownList formats names for a "known: ..." hint, in file order and
+// without repeats.
+func knownList(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	var uniq []string
+	for _, n := range names {
+		if !slices.Contains(uniq, n) {
+			uniq = append(uniq, n)
+		}
+	}
+	return strings.Join(uniq, ", ")
+}

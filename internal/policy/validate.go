@@ -1,0 +1,291 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+)
+
+// FieldError is one problem in a policy, pinned to where it is written.
+type FieldError struct {
+	Source string // the policy file; may be empty
+	Line   int    // 1-based; 0 when unknown
+	Path   string // the field, e.g. "assets[0].repositories"; may be empty
+	Msg    string
+}
+
+// Error formats the problem as "source:line: path: message", leaving out
+// the parts that are unknown.
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Source != "" {
+		b.WriteString(e.Source)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// namePattern is what repository, tier and asset names must match: they end
+// up in object keys, file names and metric labels.
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// knownKinds lists the asset kinds the policy accepts.
+func knownKinds() []lifeboat.AssetKind { return []lifeboat.AssetKind{lifeboat.KindPostgres} }
+
+// blockSizes are the accepted block sizes: powers of two from 8 KiB, the
+// PostgreSQL page size, to 128 KiB.
+func blockSizes() []int { return []int{8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10} }
+
+// Validate checks the policy's meaning: names, references between sections,
+// required fields and allowed values. It returns every problem found,
+// joined with errors.Join, each a *FieldError naming the line (when the
+// policy came from a file) and the field path. Load and Parse call it.
+func (p *Policy) Validate() error {
+	problems := p.problems()
+	if len(problems) == 0 {
+		return nil
+	}
+	return joinProblems(problems)
+}
+
+// checker collects problems, looking up each field's line.
+type checker struct {
+	p        *Policy
+	problems []*FieldError
+}
+
+// add records a problem at path. fallback is the line to use when path was
+// not written in the file, typically the line of the enclosing item.
+func (c *checker) add(path string, fallback int, format string, args ...any) {
+	line := fallback
+	if l, ok := c.p.lines[path]; ok {
+		line = l
+	}
+	c.problems = append(c.problems, &FieldError{Source: c.p.Source, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) name(path string, line int, what, name string) {
+	switch {
+	case name == "":
+		c.add(path, line, "%s name is required", what)
+	case !namePattern.MatchString(name):
+		c.add(path, line, "invalid %s name %q: use 1 to 63 lowercase letters, digits, '_', '.' or '-', starting with a letter or digit", what, name)
+	}
+}
+
+func (p *Policy) problems() []*FieldError {
+	c := &checker{p: p}
+	c.repositories()
+	c.tiers()
+	c.assets()
+	return c.problems
+}
+
+func (c *checker) repositories() {
+	if len(c.p.Repositories) == 0 {
+		c.add("repositories", 0, "at least one repository is required")
+	}
+	seen := map[string]int{}
+	for i := range c.p.Repositories {
+		r := &c.p.Repositories[i]
+		path := itemPath("repositories", i)
+		c.name(path+".name", r.Line, "repository", r.Name)
+		if first, dup := seen[r.Name]; dup && r.Name != "" {
+			c.add(path+".name", r.Line, "duplicate repository name %q (first declared on line %d)", r.Name, first)
+		} else {
+			seen[r.Name] = c.lineOf(path+".name", r.Line)
+		}
+		c.repositoryURL(path+".url", r.Line, r.URL)
+		switch {
+		case r.KeyFile != "" && r.Passphrase != "":
+			c.add(path, r.Line, "set only one of key_file or passphrase")
+		case r.KeyFile == "" && r.Passphrase == "":
+			c.add(path, r.Line, "set key_file or passphrase to unlock the repository key")
+		case r.KeyFile != "" && !filepath.IsAbs(r.KeyFile):
+			c.add(path+".key_file", r.Line, "key_file %q must be an absolute path", r.KeyFile)
+		}
+	}
+}
+
+// repositoryURL checks a repository URL without ever echoing it whole: a
+// URL can carry credentials.
+func (c *checker) repositoryURL(path string, line int, raw string) {
+	if raw == "" {
+		c.add(path, line, "url is required, e.g. file:///var/lib/lifeboat/repo")
+		return
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		msg := "malformed URL"
+		if errors.As(err, &ue) {
+			msg = "malformed URL: " + ue.Err.Error()
+		}
+		c.add(path, line, "%s", msg)
+		return
+	}
+	switch {
+	case u.Scheme == "" && filepath.IsAbs(raw):
+		c.add(path, line, "repository URL has no scheme: write file://%s", raw)
+	case u.Scheme == "":
+		c.add(path, line, "repository URL has no scheme (supported: file), e.g. file:///var/lib/lifeboat/repo")
+	case u.Scheme != "file":
+		c.add(path, line, "unsupported repository URL scheme %q (supported: file)", u.Scheme)
+	case u.Opaque != "" || (u.Host != "" && u.Host != "localhost"):
+		c.add(path, line, "file URL must hold an absolute path after three slashes, e.g. file:///var/lib/lifeboat/repo")
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		c.add(path, line, "file URL must not have a user, query or fragment")
+	case !strings.HasPrefix(u.Path, "/"):
+		c.add(path, line, "file URL must hold an absolute path, e.g. file:///var/lib/lifeboat/repo")
+	}
+}
+
+func (c *checker) tiers() {
+	names := make([]string, 0, len(c.p.Tiers))
+	for name := range c.p.Tiers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		t := c.p.Tiers[name]
+		path := childPath("tiers", name)
+		line := c.lineOf(path, 0)
+		c.name(path, line, "tier", name)
+		for _, d := range []struct {
+			key string
+			v   Duration
+		}{{"rpo", t.RPO}, {"rto", t.RTO}} {
+			switch {
+			case d.v == 0:
+				c.add(path+"."+d.key, line, "%s is required and must be greater than zero, e.g. 5m, 1h or 7d", d.key)
+			case d.v < 0:
+				c.add(path+"."+d.key, line, "%s must be greater than zero, not %s", d.key, d.v)
+			}
+		}
+	}
+}
+
+func (c *checker) assets() {
+	if len(c.p.Assets) == 0 {
+		c.add("assets", 0, "at least one asset is required")
+	}
+	seen := map[string]int{}
+	for i := range c.p.Assets {
+		a := &c.p.Assets[i]
+		path := itemPath("assets", i)
+		c.name(path+".name", a.Line, "asset", a.Name)
+		if first, dup := seen[a.Name]; dup && a.Name != "" {
+			c.add(path+".name", a.Line, "duplicate asset name %q (first declared on line %d)", a.Name, first)
+		} else {
+			seen[a.Name] = c.lineOf(path+".name", a.Line)
+		}
+		if a.Tier != "" {
+			if _, ok := c.p.Tiers[a.Tier]; !ok {
+				c.add(path+".tier", a.Line, "unknown tier %q (known: %s)", a.Tier, knownList(c.tierNames()))
+			}
+		}
+		switch a.Kind {
+		case "":
+			c.add(path+".kind", a.Line, "kind is required (known kinds: %s)", kindList())
+		case lifeboat.KindPostgres:
+			c.postgres(path, a)
+		default:
+			c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, kindList())
+		}
+		c.assetRepositories(path+".repositories", a)
+		if a.BlockSize != 0 && !slices.Contains(blockSizes(), a.BlockSize) {
+			c.add(path+".block_size", a.Line, "block_size must be one of %s", blockSizeList())
+		}
+	}
+}
+
+func (c *checker) postgres(path string, a *Asset) {
+	switch {
+	case a.PGData == "":
+		c.add(path+".pgdata", a.Line, "pgdata is required for a postgres asset: the absolute path of the data directory")
+	case !filepath.IsAbs(a.PGData):
+		c.add(path+".pgdata", a.Line, "pgdata %q must be an absolute path", a.PGData)
+	}
+	if a.DSN == "" {
+		c.add(path+".dsn", a.Line, `dsn is required for a postgres asset, e.g. "host=/var/run/postgresql user=postgres dbname=postgres"`)
+	}
+}
+
+func (c *checker) assetRepositories(path string, a *Asset) {
+	if len(a.Repositories) == 0 {
+		c.add(path, a.Line, "list at least one repository to back the asset up to")
+		return
+	}
+	known := c.p.repositoryNames()
+	seen := map[string]bool{}
+	for j, name := range a.Repositories {
+		item := itemPath(path, j)
+		fallback := c.lineOf(path, a.Line)
+		switch {
+		case name == "":
+			c.add(item, fallback, "repository name is empty")
+		case seen[name]:
+			c.add(item, fallback, "repository %q is listed more than once", name)
+		case !slices.Contains(known, name):
+			c.add(item, fallback, "unknown repository %q (known: %s)", name, knownList(known))
+		}
+		seen[name] = true
+	}
+}
+
+func (c *checker) lineOf(path string, fallback int) int {
+	if l, ok := c.p.lines[path]; ok {
+		return l
+	}
+	return fallback
+}
+
+func (c *checker) tierNames() []string {
+	names := make([]string, 0, len(c.p.Tiers))
+	for n := range c.p.Tiers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func kindList() string {
+	kinds := knownKinds()
+	s := make([]string, len(kinds))
+	for i, k := range kinds {
+		s[i] = string(k)
+	}
+	return strings.Join(s, ", ")
+}
+
+func blockSizeList() string {
+	sizes := blockSizes()
+	s := make([]string, len(sizes))
+	for i, b := range sizes {
+		s[i] = fmt.Sprintf("%dKiB", b>>10)
+	}
+	return strings.Join(s, ", ")
+}
+
+// sortProblems orders problems by line; problems without a line, which
+// concern the file as a whole, come first.
+func sortProblems(problems []*FieldError) {
+	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+}

@@ -1,0 +1,479 @@
+package postgres
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// Target is a point to recover to; the zero value means the end of the
+// archived WAL.
+type Target struct {
+	Time *time.Time
+	LSN  *lifeboat.LSN
+	XID  *uint64
+	Name string
+}
+
+func (t Target) String() string {
+	switch {
+	case t.Time != nil:
+		return "time " + t.Time.UTC().Format(time.RFC3339Nano)
+	case t.LSN != nil:
+		return "LSN " + t.LSN.String()
+	case t.XID != nil:
+		return "transaction " + strconv.FormatUint(*t.XID, 10)
+	case t.Name != "":
+		return "restore point " + strconv.Quote(t.Name)
+	}
+	return "the end of the archived WAL"
+}
+
+// RestoreOptions shape a restore.
+type RestoreOptions struct {
+	Asset    string
+	Dir      string
+	Target   Target
+	Snapshot string // ID or prefix; empty picks the newest fitting base
+	Delta    bool
+	Workers  int
+	// RestoreCommand is what PostgreSQL runs to fetch WAL during recovery.
+	RestoreCommand string
+	// Tablespaces maps a tablespace OID or name to a new location.
+	Tablespaces map[string]string
+	// ArchiveOff turns archiving off in the restored cluster, so a copy
+	// restored for inspection does not archive into the source's asset.
+	ArchiveOff bool
+	UID, GID   int // owner of the restored files; -1 keeps the recorded ones
+	Progress   func(written, total int64)
+	Log        *slog.Logger
+}
+
+// RestoreResult tells what a restore did.
+type RestoreResult struct {
+	Snapshot *repo.Snapshot
+	Info     *SnapshotInfo
+	Stats    repo.RestoreStats
+}
+
+// Restore writes a data directory from a snapshot with the recovery
+// settings that make `pg_ctl start` replay archived WAL up to the target.
+// It refuses, changing nothing, when the target cannot be reached from the
+// snapshots and WAL in the repository.
+func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*RestoreResult, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.RestoreCommand == "" {
+		return nil, errors.New("restore: no restore_command")
+	}
+	snap, info, err := chooseSnapshot(ctx, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckWALRange(ctx, r, opts.Asset, info.Timeline, info.StartLSN, info.StopLSN, info.WALSegmentSize); err != nil {
+		return nil, fmt.Errorf("snapshot %s cannot be made consistent: %w", snap.ID.Short(), err)
+	}
+	if opts.Target.Time == nil && opts.Target.LSN == nil && opts.Target.XID == nil && opts.Target.Name == "" {
+		if err := checkNoGap(ctx, r, opts.Asset, info); err != nil {
+			return nil, err
+		}
+	}
+	tsDirs, err := prepareDirs(opts, info)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := r.LoadIndex(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	treePaths := make(map[string]bool)
+	if err := r.WalkTree(ctx, idx, snap.Tree, func(n *repo.Node) error {
+		treePaths[n.Path] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", snap.ID.Short(), err)
+	}
+	if opts.Delta {
+		// Files a later state of the cluster left behind (old WAL, new
+		// relations, signal files) would mislead recovery.
+		if err := removeExtra(opts.Dir, treePaths, tsDirs); err != nil {
+			return nil, err
+		}
+	}
+	ro := repo.RestoreOptions{
+		Dir: opts.Dir, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers,
+		Link: func(p, recorded string) string {
+			if d, ok := tsDirs[p]; ok {
+				return d
+			}
+			return recorded
+		},
+	}
+	if opts.Progress != nil {
+		total := snap.Stats.BytesTotal
+		ro.Progress = func(w int64) { opts.Progress(w, total) }
+	}
+	st, err := r.RestoreTree(ctx, idx, snap.Tree, ro)
+	if err != nil {
+		return nil, fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err)
+	}
+	if err := finishDataDir(opts, info, tsDirs); err != nil {
+		return nil, err
+	}
+	return &RestoreResult{Snapshot: snap, Info: info, Stats: st}, nil
+}
+
+// chooseSnapshot picks the newest snapshot that is consistent before the
+// target, or checks the one the caller named.
+func chooseSnapshot(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*repo.Snapshot, *SnapshotInfo, error) {
+	var rpLSN *lifeboat.LSN
+	if opts.Target.Name != "" {
+		rp, err := LoadRestorePoint(ctx, r, opts.Asset, opts.Target.Name)
+		if err == nil {
+			rpLSN = &rp.LSN
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, nil, err
+		}
+	}
+	fits := func(info *SnapshotInfo) bool {
+		t := opts.Target
+		switch {
+		case t.Time != nil:
+			return !info.StopTime.After(*t.Time)
+		case t.LSN != nil:
+			return info.StopLSN <= *t.LSN
+		case t.XID != nil:
+			// Transactions numbered from NextXIDStop on began after the
+			// backup was consistent, so their commits are replayed.
+			return info.NextXIDStop <= *t.XID
+		case rpLSN != nil:
+			return info.StopLSN <= *rpLSN
+		}
+		return true
+	}
+	if opts.Snapshot != "" {
+		s, err := r.FindSnapshot(ctx, opts.Snapshot)
+		if err != nil {
+			return nil, nil, err
+		}
+		if s.Asset != opts.Asset {
+			return nil, nil, fmt.Errorf("snapshot %s belongs to asset %s, not %s", s.ID.Short(), s.Asset, opts.Asset)
+		}
+		info, err := Info(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !fits(info) {
+			return nil, nil, fmt.Errorf("snapshot %s is consistent only from %s (LSN %s): the target %s lies before it",
+				s.ID.Short(), info.StopTime.Format(time.RFC3339), info.StopLSN, opts.Target)
+		}
+		return s, info, nil
+	}
+	snaps, err := r.Snapshots(ctx, opts.Asset)
+	if err != nil {
+		return nil, nil, err
+	}
+	var first *SnapshotInfo
+	for i := len(snaps) - 1; i >= 0; i-- {
+		info, err := Info(snaps[i])
+		if err != nil {
+			continue
+		}
+		first = info
+		if fits(info) {
+			return snaps[i], info, nil
+		}
+	}
+	if first == nil {
+		return nil, nil, fmt.Errorf("asset %s has no PostgreSQL snapshot in %s: %w", opts.Asset, r.Location(), storage.ErrNotFound)
+	}
+	return nil, nil, fmt.Errorf("no snapshot of %s is consistent before %s: the earliest is consistent from %s (LSN %s)",
+		opts.Asset, opts.Target, first.StopTime.Format(time.RFC3339), first.StopLSN)
+}
+
+// checkNoGap refuses a restore to the end of WAL when a segment is missing
+// after the snapshot while later ones exist: PostgreSQL would stop at the
+// gap and call that the end.
+func checkNoGap(ctx context.Context, r *repo.Repository, asset string, info *SnapshotInfo) error {
+	segs, err := archivedSegments(ctx, r, asset, info.WALSegmentSize)
+	if err != nil {
+		return err
+	}
+	list := segs[info.Timeline]
+	from := SegmentForLSN(info.StopLSN, info.WALSegmentSize)
+	prev := from
+	for _, s := range list {
+		if s <= from {
+			continue
+		}
+		if s != prev+1 {
+			missing := SegmentName(info.Timeline, prev+1, info.WALSegmentSize)
+			return fmt.Errorf("WAL segment %s is missing while later segments of timeline %d are archived: recovery would stop there and lose what follows; restore to a target before it with --lsn or --time if that loss is accepted: %w",
+				missing, info.Timeline, ErrWALGap)
+		}
+		prev = s
+	}
+	return nil
+}
+
+// archivedSegments lists the archived segment numbers per timeline.
+func archivedSegments(ctx context.Context, r *repo.Repository, asset string, segSize uint64) (map[uint32][]uint64, error) {
+	out := make(map[uint32][]uint64)
+	err := r.ListNamed(ctx, walArea, asset, "", func(rel string, _ int64) error {
+		base := rel[strings.LastIndex(rel, "/")+1:]
+		n, err := ParseWALFileName(base, segSize)
+		if err != nil || n.Kind != WALSegment {
+			return nil
+		}
+		out[n.TLI] = append(out[n.TLI], n.SegNo)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list WAL of %s: %w", asset, err)
+	}
+	for _, l := range out {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	}
+	return out, nil
+}
+
+// prepareDirs checks and creates the data directory and the tablespace
+// locations; it returns the link target of every tablespace by tree path.
+func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (map[string]string, error) {
+	if err := prepareDir(opts.Dir, opts.Delta); err != nil {
+		return nil, err
+	}
+	ts := make(map[string]string)
+	for _, t := range info.Tablespaces {
+		oid := strconv.FormatUint(uint64(t.OID), 10)
+		loc := t.Location
+		if d, ok := opts.Tablespaces[oid]; ok {
+			loc = d
+		} else if d, ok := opts.Tablespaces[t.Name]; ok {
+			loc = d
+		}
+		if !filepath.IsAbs(loc) {
+			return nil, fmt.Errorf("tablespace %s: location %q is not absolute", t.Name, loc)
+		}
+		if err := prepareDir(loc, opts.Delta); err != nil {
+			return nil, fmt.Errorf("tablespace %s: %w (map it elsewhere with --tablespace %s=DIR)", t.Name, err, t.Name)
+		}
+		ts["pg_tblspc/"+oid] = loc
+	}
+	return ts, nil
+}
+
+func prepareDir(dir string, delta bool) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restore target: %w", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
+		return fmt.Errorf("%s holds postmaster.pid: a server may be running there; stop it first", dir)
+	}
+	if len(entries) > 0 && !delta {
+		return fmt.Errorf("%s is not empty: restore into an empty directory, or use --delta to rewrite only what differs", dir)
+	}
+	return nil
+}
+
+// removeExtra deletes what is below dir (and the tablespaces) but not in
+// the snapshot.
+func removeExtra(dir string, keep map[string]bool, tsDirs map[string]string) error {
+	roots := map[string]string{dir: ""}
+	for treePath, loc := range tsDirs {
+		roots[loc] = treePath
+	}
+	for root, prefix := range roots {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			if rel == "." {
+				return nil
+			}
+			rel = filepath.ToSlash(rel)
+			if prefix != "" {
+				rel = prefix + "/" + rel
+			}
+			if keep[rel] {
+				if _, isTS := tsDirs[rel]; isTS {
+					return filepath.SkipDir // walked as its own root
+				}
+				return nil
+			}
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("delta: clean %s: %w", root, err)
+		}
+	}
+	return nil
+}
+
+// finishDataDir writes backup_label, tablespace_map and the recovery
+// settings, and gives the data directory the mode PostgreSQL demands.
+func finishDataDir(opts RestoreOptions, info *SnapshotInfo, tsDirs map[string]string) error {
+	dir := opts.Dir
+	for _, d := range []string{"pg_wal", "pg_wal/archive_status"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	owner, err := os.Stat(filepath.Join(dir, "global"))
+	if err != nil {
+		return fmt.Errorf("restored data directory has no global/: %w", err)
+	}
+	if st, ok := owner.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		for _, p := range []string{dir, filepath.Join(dir, "pg_wal"), filepath.Join(dir, "pg_wal/archive_status")} {
+			if err := os.Chown(p, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+		for _, loc := range tsDirs {
+			if err := os.Chown(loc, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "backup_label"), []byte(info.BackupLabel), 0o600, owner); err != nil {
+		return err
+	}
+	if info.TablespaceMap != "" {
+		if err := writeFileAtomic(filepath.Join(dir, "tablespace_map"), []byte(remapTablespaceMap(info.TablespaceMap, tsDirs)), 0o600, owner); err != nil {
+			return err
+		}
+	}
+	t := RecoveryTarget{Time: opts.Target.Time, LSN: opts.Target.LSN, XID: opts.Target.XID, Name: opts.Target.Name,
+		Inclusive: true, Timeline: "latest"}
+	if t.Time != nil || t.LSN != nil || t.XID != nil || t.Name != "" {
+		t.Action = "promote"
+	}
+	extra := map[string]string{}
+	if opts.ArchiveOff {
+		extra["archive_mode"] = "off"
+	}
+	if err := WriteRecoveryConfig(dir, opts.RestoreCommand, t, extra); err != nil {
+		return err
+	}
+	if st, ok := owner.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		for _, f := range []string{"postgresql.auto.conf", "recovery.signal"} {
+			if err := os.Chown(filepath.Join(dir, f), int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// remapTablespaceMap rewrites "<oid> <path>" lines for tablespaces
+// restored elsewhere.
+func remapTablespaceMap(m string, tsDirs map[string]string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimRight(m, "\n"), "\n") {
+		oid, _, ok := strings.Cut(line, " ")
+		if loc, found := tsDirs["pg_tblspc/"+oid]; ok && found {
+			line = oid + " " + loc
+		}
+		b.WriteString(line + "\n")
+	}
+	return b.String()
+}
+
+// RestorePoint is a named point recorded by RecordRestorePoint, so a
+// restore to it can pick a base that precedes it.
+type RestorePoint struct {
+	Name     string       `json:"name"`
+	LSN      lifeboat.LSN `json:"lsn"`
+	Time     time.Time    `json:"time"`
+	Timeline uint32       `json:"timeline"`
+}
+
+func restorePointRel(name string) string { return hex.EncodeToString([]byte(name)) }
+
+// RecordRestorePoint makes a named restore point on the server, switches
+// to a new WAL segment so it is archived promptly, and records it.
+func RecordRestorePoint(ctx context.Context, r *repo.Repository, asset, dsn, name string) (*RestorePoint, error) {
+	if name == "" || len(name) > 63 {
+		return nil, fmt.Errorf("restore point name %q: want 1 to 63 bytes", name)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the server of %s: %w", asset, err)
+	}
+	defer conn.Close(context.Background())
+	lsn, err := CreateRestorePoint(ctx, conn, name)
+	if err != nil {
+		return nil, err
+	}
+	tli, err := CurrentTimeline(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	now, err := ServerNow(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := SwitchWAL(ctx, conn); err != nil {
+		return nil, err
+	}
+	rp := &RestorePoint{Name: name, LSN: lsn, Time: now.UTC(), Timeline: tli}
+	payload, err := json.Marshal(rp)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.PutNamed(ctx, "restorepoints", asset, restorePointRel(name), payload); err != nil {
+		if errors.Is(err, repo.ErrConflict) {
+			return nil, fmt.Errorf("restore point %q of %s exists already: choose another name", name, asset)
+		}
+		return nil, err
+	}
+	return rp, nil
+}
+
+// LoadRestorePoint reads a recorded restore point.
+func LoadRestorePoint(ctx context.Context, r *repo.Repository, asset, name string) (*RestorePoint, error) {
+	data, err := r.GetNamed(ctx, "restorepoints", asset, restorePointRel(name))
+	if err != nil {
+		return nil, fmt.Errorf("restore point %q: %w", name, err)
+	}
+	var rp RestorePoint
+	if err := json.Unmarshal(data, &rp); err != nil {
+		return nil, fmt.Errorf("restore point %q: %v: %w", name, err, repo.ErrCorrupt)
+	}
+	return &rp, nil
+}

@@ -1,0 +1,215 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// ErrWALNotFound means a WAL file is truly absent from the archive: the one
+// answer after which PostgreSQL may end recovery.
+var ErrWALNotFound = errors.New("WAL file not in the archive")
+
+// ErrWALGap means a segment is missing although later segments of its
+// timeline are archived: ending recovery there would silently lose the
+// rest, so recovery must stop instead.
+var ErrWALGap = errors.New("WAL segment missing inside the archived range")
+
+const walArea = "wal"
+
+// walRel is where a WAL file lives in an asset's WAL area: segments,
+// partial segments and backup history files under their timeline,
+// timeline history files apart.
+func walRel(n WALName) string {
+	if n.Kind == WALHistory {
+		return "history/" + n.String()
+	}
+	return fmt.Sprintf("%08X/%s", n.TLI, n.String())
+}
+
+// segSizeFor returns the WAL segment size recorded for the asset, or the
+// fallback when nothing was recorded yet.
+func segSizeFor(ctx context.Context, r *repo.Repository, asset string, fallback uint64) (uint64, *Identity, error) {
+	id, err := LoadIdentity(ctx, r, asset)
+	if errors.Is(err, storage.ErrNotFound) {
+		return fallback, nil, nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return id.WALSegmentSize, id, nil
+}
+
+// PushResult tells what PushWAL did.
+type PushResult struct {
+	Name    string
+	Bytes   int
+	Existed bool // the archive already held this file with identical content
+}
+
+// PushWAL archives the WAL file at path (archive_command's %p). It returns
+// nil only once the file is durably in the repository. A file archived
+// before with identical content succeeds again; with different content it
+// fails and the archived file stays as it was.
+func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushResult, error) {
+	name := filepath.Base(path)
+	res := PushResult{Name: name}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return res, fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	res.Bytes = len(data)
+	segSize, ident, err := segSizeFor(ctx, r, asset, 0)
+	if err != nil {
+		return res, fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	var hdr SegmentHeader
+	if isSegmentFileName(name) {
+		// Segments carry their cluster's identity in their first page.
+		if hdr, err = ParseSegmentHeader(data); err != nil {
+			return res, fmt.Errorf("wal-push %s: %w", name, err)
+		}
+		if segSize == 0 {
+			segSize = uint64(hdr.SegSize)
+		}
+	}
+	if segSize == 0 {
+		segSize = 16 << 20
+	}
+	n, err := ParseWALFileName(name, segSize)
+	if err != nil {
+		return res, fmt.Errorf("wal-push: %w", err)
+	}
+	if n.Kind == WALSegment || n.Kind == WALPartial {
+		if err := hdr.CheckName(n); err != nil {
+			return res, fmt.Errorf("wal-push: %w", err)
+		}
+		if uint64(len(data)) != segSize {
+			return res, fmt.Errorf("wal-push %s: %d bytes, segments of this cluster have %d", name, len(data), segSize)
+		}
+		sysid := strconv.FormatUint(hdr.SystemID, 10)
+		if ident == nil {
+			if err := ensureIdentity(ctx, r, asset, Identity{SystemID: sysid, WALSegmentSize: segSize}); err != nil {
+				return res, fmt.Errorf("wal-push %s: %w", name, err)
+			}
+		} else if ident.SystemID != sysid {
+			return res, fmt.Errorf("wal-push %s: asset %s belongs to the cluster with system identifier %s, but this segment comes from %s: %w",
+				name, asset, ident.SystemID, sysid, ErrOtherCluster)
+		}
+	}
+	existed, err := r.PutNamed(ctx, walArea, asset, walRel(n), data)
+	if errors.Is(err, repo.ErrConflict) {
+		return res, fmt.Errorf("wal-push %s: already archived with different content; the archived file is kept (is another cluster archiving into asset %s?): %w", name, asset, err)
+	}
+	if err != nil {
+		return res, fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	res.Existed = existed
+	return res, nil
+}
+
+// isSegmentFileName tells segment and partial segment names, whose
+// content starts with a WAL page header, from history and backup files.
+func isSegmentFileName(name string) bool {
+	if len(name) != walSegNameLen && len(name) != walSegNameLen+len(partialSuffix) {
+		return false
+	}
+	if len(name) > walSegNameLen && name[walSegNameLen:] != partialSuffix {
+		return false
+	}
+	for _, c := range name[:walSegNameLen] {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// FetchWAL writes the archived WAL file name (restore_command's %f) to
+// dest (%p), through a temporary file and a rename so PostgreSQL never
+// reads half a file. It returns an error matching ErrWALNotFound only when
+// the file is truly absent; every other error must stop recovery.
+func FetchWAL(ctx context.Context, r *repo.Repository, asset, name, dest string) error {
+	segSize, ident, err := segSizeFor(ctx, r, asset, 0)
+	if err != nil {
+		return fmt.Errorf("wal-fetch %s: %w", name, err)
+	}
+	if ident == nil {
+		return fmt.Errorf("wal-fetch %s: asset %s has no archived WAL in %s (wrong repository or asset?)", name, asset, r.Location())
+	}
+	n, err := ParseWALFileName(name, segSize)
+	if err != nil {
+		return fmt.Errorf("wal-fetch: %w", err)
+	}
+	data, err := r.GetNamed(ctx, walArea, asset, walRel(n))
+	if errors.Is(err, storage.ErrNotFound) {
+		if n.Kind == WALSegment {
+			later, lerr := laterSegment(ctx, r, asset, n)
+			if lerr != nil {
+				return fmt.Errorf("wal-fetch %s: %w", name, lerr)
+			}
+			if later != "" {
+				return fmt.Errorf("wal-fetch %s: missing, but %s of the same timeline is archived: %w", name, later, ErrWALGap)
+			}
+		}
+		return fmt.Errorf("wal-fetch %s: %w", name, ErrWALNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("wal-fetch %s: %w", name, err)
+	}
+	dirInfo, err := os.Stat(filepath.Dir(dest))
+	if err != nil {
+		return fmt.Errorf("wal-fetch %s: %w", name, err)
+	}
+	if err := writeFileAtomic(dest, data, 0o600, dirInfo); err != nil {
+		return fmt.Errorf("wal-fetch %s: %w", name, err)
+	}
+	return nil
+}
+
+// laterSegment returns the name of an archived segment of n's timeline
+// after n, or "".
+func laterSegment(ctx context.Context, r *repo.Repository, asset string, n WALName) (string, error) {
+	var later string
+	prefix := fmt.Sprintf("%08X/", n.TLI)
+	errStop := errors.New("stop")
+	err := r.ListNamed(ctx, walArea, asset, prefix, func(rel string, _ int64) error {
+		base := rel[len(prefix):]
+		if len(base) == walSegNameLen && base > n.String() {
+			later = base
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return "", err
+	}
+	return later, nil
+}
+
+// CheckWALRange verifies that every segment from the one holding start to
+// the one holding the byte before stop is archived on timeline tli.
+func CheckWALRange(ctx context.Context, r *repo.Repository, asset string, tli uint32, start, stop lifeboat.LSN, segSize uint64) error {
+	last := SegmentForLSN(stop, segSize)
+	if stop > start && uint64(stop)%segSize == 0 {
+		last--
+	}
+	for seg := SegmentForLSN(start, segSize); seg <= last; seg++ {
+		n := WALName{Kind: WALSegment, TLI: tli, SegNo: seg, SegSize: segSize}
+		ok, err := r.HasNamed(ctx, walArea, asset, walRel(n))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("WAL segment %s (needed from %s to %s) is not in %s: %w", n, start, stop, r.Location(), ErrWALNotFound)
+		}
+	}
+	return nil
+}

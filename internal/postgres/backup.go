@@ -375,15 +375,11 @@ func (b *backup) scan(tablespaces []Tablespace) ([]*entry, error) {
 			}
 			rel, _ := filepath.Rel(absRoot, p)
 			rel = filepath.ToSlash(rel)
-			if relRoot != "" {
-				if rel == "." {
-					rel = relRoot
-				} else {
-					rel = relRoot + "/" + rel
-				}
-			}
 			if rel == "." {
-				return nil
+				return nil // the root itself: the data directory, or a tablespace's symlink node
+			}
+			if relRoot != "" {
+				rel = relRoot + "/" + rel
 			}
 			info, err := d.Info()
 			if errors.Is(err, fs.ErrNotExist) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -279,6 +280,30 @@ func FuzzVerifyPage(f *testing.F) {
 			if ok, reason := VerifyPage(p, blkno); !ok {
 				t.Fatalf("page with its own checksum fails: %s", reason)
 			}
+		}
+	})
+}
+
+func FuzzParseRelationFile(f *testing.F) {
+	for _, s := range []string{"base/5/16384", "base/5/16384_fsm.2", "global/1260_vm",
+		"pg_tblspc/16390/PG_15_202209061/5/16391_init.3", "base/5/t3_16384", "base/5/016384"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		rf, ok := ParseRelationFile(p)
+		if !ok {
+			return
+		}
+		// An accepted name is canonical: printing it back gives the input.
+		name := strconv.FormatUint(uint64(rf.RelFileNode), 10)
+		if rf.Fork != "" {
+			name += "_" + rf.Fork
+		}
+		if rf.Segment != 0 {
+			name += "." + strconv.FormatUint(uint64(rf.Segment), 10)
+		}
+		if !strings.HasSuffix(p, "/"+name) || rf.RelFileNode == 0 {
+			t.Fatalf("ParseRelationFile(%q) = %+v, which prints as %q", p, rf, name)
 		}
 	})
 }

@@ -197,6 +197,24 @@ func WriteRecoveryConfig(dataDir string, restoreCommand string, t RecoveryTarget
 	for _, k := range extraKeys {
 		drop = append(drop, strings.ToLower(k))
 	}
+	merged, err := mergeAutoConf(old, drop, settings)
+	if err != nil {
+		return fmt.Errorf("write recovery config: read %s: %w", confPath, err)
+	}
+
+	if err := writeFileAtomic(confPath, merged, mode, owner); err != nil {
+		return fmt.Errorf("write recovery config: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dataDir, "recovery.signal"), nil, 0o600, dirInfo); err != nil {
+		return fmt.Errorf("write recovery config: %w", err)
+	}
+	return nil
+}
+
+// mergeAutoConf drops the lines of a postgresql.auto.conf that assign one of
+// the settings in drop (lower case; setting names are case-insensitive) and
+// appends settings, keeping every other line as it was.
+func mergeAutoConf(old []byte, drop []string, settings [][2]string) ([]byte, error) {
 	var buf bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(old))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
@@ -209,19 +227,12 @@ func WriteRecoveryConfig(dataDir string, restoreCommand string, t RecoveryTarget
 		buf.WriteByte('\n')
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("write recovery config: read %s: %w", confPath, err)
+		return nil, err
 	}
 	for _, kv := range settings {
 		fmt.Fprintf(&buf, "%s = %s\n", kv[0], QuoteConfigValue(kv[1]))
 	}
-
-	if err := writeFileAtomic(confPath, buf.Bytes(), mode, owner); err != nil {
-		return fmt.Errorf("write recovery config: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dataDir, "recovery.signal"), nil, 0o600, dirInfo); err != nil {
-		return fmt.Errorf("write recovery config: %w", err)
-	}
-	return nil
+	return buf.Bytes(), nil
 }
 
 // QuoteConfigValue quotes s as a string in PostgreSQL's configuration file

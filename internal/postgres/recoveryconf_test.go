@@ -466,3 +466,27 @@ func copyTree(t testing.TB, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+func FuzzMergeAutoConf(f *testing.F) {
+	f.Add([]byte("work_mem = '1MB'\nrestore_command='x'\n# restore_command = 'y'\n"), "cp %p 'it''s' \\")
+	f.Add([]byte("RESTORE_COMMAND x\nrecovery_target_time\n"), "")
+	f.Fuzz(func(t *testing.T, old []byte, cmd string) {
+		out, err := mergeAutoConf(old, recoveryKeys(), [][2]string{{"restore_command", cmd}})
+		if err != nil {
+			return // a line over 1 MB
+		}
+		var assigns int
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.EqualFold(settingName(line), "restore_command") {
+				assigns++
+			}
+		}
+		if assigns != 1 {
+			t.Fatalf("%d restore_command assignments in\n%s", assigns, out)
+		}
+		want := "restore_command = " + QuoteConfigValue(cmd) + "\n"
+		if !strings.HasSuffix(string(out), want) {
+			t.Fatalf("output does not end with %q:\n%s", want, out)
+		}
+	})
+}

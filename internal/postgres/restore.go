@@ -255,10 +255,11 @@ func archivedSegments(ctx context.Context, r *repo.Repository, asset string, seg
 	return out, nil
 }
 
-// prepareDirs checks and creates the data directory and the tablespace
-// locations; it returns the link target of every tablespace by tree path.
+// prepareDirs checks the data directory and the tablespace locations,
+// then creates what is missing; it returns the link target of every
+// tablespace by tree path. Nothing is created unless every check passes.
 func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (map[string]string, error) {
-	if err := prepareDir(opts.Dir, opts.Delta); err != nil {
+	if err := checkDir(opts.Dir, opts.Delta); err != nil {
 		return nil, err
 	}
 	ts := make(map[string]string)
@@ -273,20 +274,32 @@ func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (map[string]string, er
 		if !filepath.IsAbs(loc) {
 			return nil, fmt.Errorf("tablespace %s: location %q is not absolute", t.Name, loc)
 		}
-		if err := prepareDir(loc, opts.Delta); err != nil {
+		if err := checkDir(loc, opts.Delta); err != nil {
 			return nil, fmt.Errorf("tablespace %s: %w (map it elsewhere with --tablespace %s=DIR)", t.Name, err, t.Name)
 		}
 		ts["pg_tblspc/"+oid] = loc
 	}
+	for _, d := range append([]string{opts.Dir}, mapValues(ts)...) {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
 	return ts, nil
 }
 
-func prepareDir(dir string, delta bool) error {
+func mapValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// checkDir accepts an absent or empty directory, or with delta any
+// directory no server is running in.
+func checkDir(dir string, delta bool) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
-		}
 		return nil
 	}
 	if err != nil {

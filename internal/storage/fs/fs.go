@@ -141,7 +141,11 @@ func existsError(p string, fi iofs.FileInfo) error {
 	if fi.Mode().IsRegular() {
 		return fmt.Errorf("put %s: %w", p, storage.ErrExists)
 	}
-	return storage.Permanent(fmt.Errorf("put %s: a non-object (%s) holds that name", p, fi.Mode().Type()))
+	what := "a special file"
+	if fi.IsDir() {
+		what = "a directory"
+	}
+	return storage.Permanent(fmt.Errorf("put %s: %s holds that name", p, what))
 }
 
 // createTemp creates a temporary file in the object directory rel, creating
@@ -234,8 +238,15 @@ func (b *backend) ensureDir(rel string) error {
 			continue
 		}
 		abs := filepath.Join(b.root, filepath.FromSlash(cur))
-		if err := os.Mkdir(abs, dirMode); err != nil && !errors.Is(err, iofs.ErrExist) {
-			return fmt.Errorf("create directory: %w", permanentIfDenied(err))
+		if err := os.Mkdir(abs, dirMode); err != nil {
+			if !errors.Is(err, iofs.ErrExist) {
+				return fmt.Errorf("create directory: %w", permanentIfDenied(err))
+			}
+			// An object may hold the name a directory needs; no retry
+			// will move it.
+			if fi, err := os.Stat(abs); err == nil && !fi.IsDir() {
+				return storage.Permanent(fmt.Errorf("create directory %s: an object holds that name", abs))
+			}
 		}
 		if err := syncDir(filepath.Join(b.root, filepath.FromSlash(parent))); err != nil {
 			return err

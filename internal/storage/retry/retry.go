@@ -109,7 +109,7 @@ func (b *backend) do(ctx context.Context, op, name string, f func(attempt int) e
 			logKeyAttempt, attempt, logKeyDelay, delay, logKeyErr, err)
 		t := time.NewTimer(delay)
 		select {
-		case <-make(chan int):
+		case <-ctx.Done():
 			t.Stop()
 			return attempt, err
 		case <-t.C:

@@ -41,6 +41,10 @@ func NewExcluder() *Excluder {
 			"backup_label":    true,
 			"tablespace_map":  true,
 			"backup_manifest": true,
+			// A restore decides for itself whether the copy recovers as a
+			// standby; a signal file carried over would decide for it.
+			"recovery.signal": true,
+			"standby.signal":  true,
 			// Half-written temporary files of ALTER SYSTEM and the logging
 			// collector.
 			"postgresql.auto.conf.tmp": true,

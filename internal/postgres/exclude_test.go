@@ -43,7 +43,8 @@ func TestExcluderShouldSkip(t *testing.T) {
 		{"pg_tblspc/16390/PG_15_202209061/5/16391", false, keep},
 		{"pg_stat/pgstat.stat", false, keep},
 		{"pg_logical/replorigin_checkpoint", false, keep},
-		{"standby.signal", false, keep},
+		{"standby.signal", false, skip},
+		{"recovery.signal", false, skip},
 		{"postmaster.pid/x", false, keep}, // only the top-level file is special
 		{"base/5/backup_label", false, keep},
 

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
+)
+
+// TestKilledBackupLeavesCleanRepository kills backups at random moments;
+// the repository must verify clean and the next backup must succeed and
+// restore.
+func TestKilledBackupLeavesCleanRepository(t *testing.T) {
+	e := newEnv(t, true)
+	e.pg.PGBench(t, "-i", "-s", "10", "postgres")
+	e.mustRun("backup", "db")
+	e.pg.PGBench(t, "-t", "500", "-c", "2", "postgres")
+	for i := 0; i < 3; i++ {
+		cmd := exec.Command(e.bin, "-c", e.policy, "backup", "db", "--full")
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(50+rand.IntN(1200)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		t.Logf("killed backup %d after it printed: %q", i, errb.String())
+		if r := e.run("verify", "--read-data"); r.code != 0 {
+			t.Fatalf("verify after a killed backup: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	e.pg.PGBench(t, "-t", "200", "-c", "2", "postgres")
+	e.mustRun("backup", "db")
+	want := e.pg.TableChecksums(t, "postgres")
+	e.switchAndWait()
+	c := e.restoreAndStart()
+	if got := c.TableChecksums(t, "postgres"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("restore after killed backups differs:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestConcurrentBackupsOfOneAsset(t *testing.T) {
+	e := newEnv(t, false)
+	e.pg.PGBench(t, "-i", "-s", "10", "postgres")
+	var wg sync.WaitGroup
+	results := make([]result, 2)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.run("backup", "db", "--full")
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for _, r := range results {
+		switch {
+		case r.code == 0:
+			ok++
+		case !strings.Contains(r.stderr, "another backup of db is running"):
+			t.Fatalf("the refused backup does not say why: exit %d: %s", r.code, r.stderr)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 2 simultaneous backups succeeded, want exactly 1: %+v", ok, results)
+	}
+	// With --lock-wait the second one waits its turn instead.
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = e.run("backup", "db", "--lock-wait", "5m")
+		}()
+	}
+	wg.Wait()
+	for _, r := range results {
+		if r.code != 0 {
+			t.Fatalf("backup with --lock-wait failed: %s", r.stderr)
+		}
+	}
+	e.mustRun("verify", "--read-data")
+	if n := len(e.snapshots()); n != 3 {
+		t.Fatalf("%d snapshots, want 3", n)
+	}
+}
+
+// flipByte damages one byte in the middle of a file.
+func flipByte(t testing.TB, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x20
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func firstFile(t testing.TB, dir string) string {
+	t.Helper()
+	var found string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && found == "" {
+			found = p
+		}
+		return nil
+	})
+	if found == "" {
+		t.Fatalf("no file under %s", dir)
+	}
+	return found
+}
+
+func TestDamageIsFoundAndRestoreRefuses(t *testing.T) {
+	for _, kind := range []string{"data", "index", "snapshots", "wal"} {
+		t.Run(kind, func(t *testing.T) {
+			e := newEnv(t, false)
+			e.pg.PGBench(t, "-i", "-s", "1", "postgres")
+			e.mustRun("backup", "db")
+			e.switchAndWait()
+			victim := firstFile(t, filepath.Join(e.repo, kind))
+			flipByte(t, victim)
+			r := e.run("verify", "--read-data")
+			if r.code != 1 || !strings.Contains(r.stdout, filepath.Base(victim)[:8]) {
+				t.Fatalf("verify --read-data: exit %d, output does not name %s:\n%s%s", r.code, victim, r.stdout, r.stderr)
+			}
+			if kind == "wal" {
+				name := filepath.Base(victim)
+				if r := e.run("wal-fetch", "db", name, filepath.Join(e.dir, "x")); r.code != exitWALFetchAbort {
+					t.Fatalf("wal-fetch of a damaged segment: exit %d: %s", r.code, r.stderr)
+				}
+				return
+			}
+			dir := filepath.Join(t.TempDir(), "restored")
+			if r := e.run("restore", "db", "--to", dir); r.code == 0 {
+				t.Fatalf("restore from a damaged %s succeeded:\n%s", kind, r.stdout)
+			}
+		})
+	}
+}
+
+func TestDeltaRestore(t *testing.T) {
+	e := newEnv(t, false)
+	e.pg.PGBench(t, "-i", "-s", "2", "postgres")
+	e.mustRun("backup", "db")
+	want := e.pg.TableChecksums(t, "postgres")
+	lsn := e.sql("select pg_current_wal_lsn()")
+	e.pg.PGBench(t, "-t", "300", "-c", "2", "postgres")
+	e.switchAndWait()
+
+	dir := filepath.Join(t.TempDir(), "restored")
+	e.mustRun("restore", "db", "--to", dir, "--archive-off")
+	c := pgtest.Open(t, dir, nil)
+	c.WaitRecoveryDone(t, 120*time.Second)
+	// The copy moves on, then is rewound in place to the earlier point.
+	c.PGBench(t, "-t", "300", "-c", "2", "postgres")
+	c.Psql(t, "postgres", "create table stray as select 1")
+	c.Stop(t)
+	if r := e.run("restore", "db", "--to", dir); r.code == 0 || !strings.Contains(r.stderr, "--delta") {
+		t.Fatalf("restore into a non-empty directory without --delta: exit %d: %s", r.code, r.stderr)
+	}
+	out := e.mustRun("restore", "db", "--to", dir, "--delta", "--lsn", lsn, "--archive-off")
+	t.Log(out)
+	c2 := pgtest.Open(t, dir, nil)
+	c2.WaitRecoveryDone(t, 120*time.Second)
+	if got := c2.TableChecksums(t, "postgres"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("delta restore differs:\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestTablespaceRestoredElsewhere(t *testing.T) {
+	e := newEnv(t, true)
+	tsDir := filepath.Join(e.dir, "ts1")
+	if err := os.Mkdir(tsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.sql(fmt.Sprintf("create tablespace fast location '%s'", tsDir))
+	e.sql("create table hot (id int, v text) tablespace fast")
+	e.sql("insert into hot select g, md5(g::text) from generate_series(1, 50000) g")
+	e.mustRun("backup", "db")
+	e.sql("insert into hot select g, 'after' from generate_series(50001, 60000) g")
+	want := e.pg.TableChecksums(t, "postgres")
+	e.switchAndWait()
+	// The original location is in use: restore must refuse to write there.
+	dir := filepath.Join(t.TempDir(), "restored")
+	if r := e.run("restore", "db", "--to", dir); r.code == 0 || !strings.Contains(r.stderr, "--tablespace") {
+		t.Fatalf("restore over a used tablespace location: exit %d: %s", r.code, r.stderr)
+	}
+	newTS := filepath.Join(t.TempDir(), "ts-moved")
+	c := e.restoreAndStart("--tablespace", "fast="+newTS)
+	if got := c.TableChecksums(t, "postgres"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("restore with a moved tablespace differs:\n got %v\nwant %v", got, want)
+	}
+	loc := c.Psql(t, "postgres", "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'fast'")
+	if loc != newTS {
+		t.Fatalf("tablespace location %q, want %q", loc, newTS)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -43,7 +44,15 @@ type walFetchError struct{ err error }
 func (e *walFetchError) Error() string { return e.err.Error() }
 func (e *walFetchError) Unwrap() error { return e.err }
 
+// memoryLimit is the soft heap limit: backups stream through bounded
+// buffers, and the garbage collector keeps the heap near this instead of
+// letting it double between collections. GOMEMLIMIT overrides it.
+const memoryLimit = 160 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))

@@ -71,6 +71,12 @@ Everything it protects is described in a policy file (--config).`,
 		newSnapshotsCommand(g),
 		newVerifyCommand(g),
 		newRestorePointCommand(g),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  exactArgs(0, "no arguments"),
+			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "lifeboat", version) },
+		},
 	)
 	return root
 }

@@ -181,7 +181,7 @@ func ensureIdentity(ctx context.Context, r *repo.Repository, asset string, id Id
 	if err != nil {
 		return err
 	}
-	_, err = r.PutNamed(ctx, "meta", asset, "identity", payload)
+	_, err = r.PutNamed(ctx, "meta", asset, "identity", payload, repo.CodecZstd)
 	if errors.Is(err, repo.ErrConflict) {
 		old, gerr := LoadIdentity(ctx, r, asset)
 		if gerr != nil {
@@ -278,7 +278,9 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 			return nil, err
 		}
 	}
-	b.w = r.NewWriter(nil)
+	// Unchanged stretches of the tree are stored once: the tree blobs of
+	// earlier snapshots are known.
+	b.w = r.NewWriter(idx)
 	tree, count, err := b.copyFiles(ctx, entries)
 	if err != nil {
 		b.w.Abort()

@@ -100,17 +100,28 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	if err != nil {
 		return nil, err
 	}
-	idx, err := r.LoadIndex(ctx, nil)
+	// Two passes over the index keep only this snapshot's blobs in
+	// memory, however large the repository is.
+	treeIdx, err := r.LoadIndex(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
 	if err != nil {
 		return nil, err
 	}
 	treePaths := make(map[string]bool)
-	if err := r.WalkTree(ctx, idx, snap.Tree, func(n *repo.Node) error {
+	needed := make(map[repo.ID]bool)
+	if err := r.WalkTree(ctx, treeIdx, snap.Tree, func(n *repo.Node) error {
 		treePaths[n.Path] = true
+		for _, b := range n.Blocks {
+			needed[b.ID] = true
+		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", snap.ID.Short(), err)
 	}
+	idx, err := r.LoadIndex(ctx, func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] })
+	if err != nil {
+		return nil, err
+	}
+	treeIdx, needed = nil, nil
 	if opts.Delta {
 		// Files a later state of the cluster left behind (old WAL, new
 		// relations, signal files) would mislead recovery.
@@ -469,7 +480,7 @@ func RecordRestorePoint(ctx context.Context, r *repo.Repository, asset, dsn, nam
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.PutNamed(ctx, "restorepoints", asset, restorePointRel(name), payload); err != nil {
+	if _, err := r.PutNamed(ctx, "restorepoints", asset, restorePointRel(name), payload, repo.CodecZstd); err != nil {
 		if errors.Is(err, repo.ErrConflict) {
 			return nil, fmt.Errorf("restore point %q of %s exists already: choose another name", name, asset)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -61,10 +62,11 @@ type PushResult struct {
 func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushResult, error) {
 	name := filepath.Base(path)
 	res := PushResult{Name: name}
-	data, err := os.ReadFile(path)
+	data, release, err := mapFile(path)
 	if err != nil {
 		return res, fmt.Errorf("wal-push %s: %w", name, err)
 	}
+	defer release()
 	res.Bytes = len(data)
 	segSize, ident, err := segSizeFor(ctx, r, asset, 0)
 	if err != nil {
@@ -104,7 +106,9 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushR
 				name, asset, ident.SystemID, sysid, ErrOtherCluster)
 		}
 	}
-	existed, err := r.PutNamed(ctx, walArea, asset, walRel(n), data)
+	// S2 rather than zstd: archive_command latency matters more than the
+	// last third of compression.
+	existed, err := r.PutNamed(ctx, walArea, asset, walRel(n), data, repo.CodecS2)
 	if errors.Is(err, repo.ErrConflict) {
 		return res, fmt.Errorf("wal-push %s: already archived with different content; the archived file is kept (is another cluster archiving into asset %s?): %w", name, asset, err)
 	}
@@ -113,6 +117,31 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushR
 	}
 	res.Existed = existed
 	return res, nil
+}
+
+// mapFile maps a WAL file read-only. The page cache holds it already; a
+// copy would make this short-lived process touch 16 MiB of fresh memory,
+// which costs more than compressing it.
+func mapFile(path string) ([]byte, func(), error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() == 0 || st.Size() > MaxWALSegmentSize {
+		data, err := os.ReadFile(path)
+		return data, func() {}, err
+	}
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		data, err := os.ReadFile(path)
+		return data, func() {}, err
+	}
+	return data, func() { syscall.Munmap(data) }, nil
 }
 
 // isSegmentFileName tells segment and partial segment names, whose

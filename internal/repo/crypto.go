@@ -13,6 +13,7 @@ import (
 	"hash"
 	"sync"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -142,7 +143,7 @@ func (c *crypter) blobID(data []byte) ID {
 // aad binds the ciphertext to where it belongs (an object name).
 func (c *crypter) seal(dst, plaintext, aad []byte) []byte {
 	nonce := make([]byte, c.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+	if _, err := randRead(nonce); err != nil {
 		// crypto/rand never fails on Linux; a failure here means the
 		// process cannot produce safe nonces at all.
 		panic(fmt.Sprintf("read random nonce: %v", err))
@@ -150,6 +151,9 @@ func (c *crypter) seal(dst, plaintext, aad []byte) []byte {
 	dst = append(dst, nonce...)
 	return c.aead.Seal(dst, nonce, plaintext, aad)
 }
+
+// randRead fills b from the system's secure random source.
+var randRead = rand.Read
 
 // open authenticates and decrypts a sealed buffer.
 func (c *crypter) open(dst, sealed, aad []byte) ([]byte, error) {
@@ -164,29 +168,68 @@ func (c *crypter) open(dst, sealed, aad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// Codec is the compression of a standalone object's payload.
+type Codec uint8
+
+// Codecs. zstd compresses better; S2 is several times faster, which is what
+// archive_command needs.
+const (
+	CodecNone Codec = 0
+	CodecZstd Codec = 1
+	CodecS2   Codec = 2
+)
+
 // Standalone objects (config, index, snapshot, WAL) are framed as
-// objectMagic || sealed(zstd(payload)). The additional data is the object's
-// storage name for named objects (config, WAL), and its kind for objects
-// named by their own hash (index, snapshots), so that an object moved to
-// another name or kind fails to open.
+// objectMagic || sealed(codec byte || compressed payload). The additional
+// data is the object's storage name for named objects (config, WAL), and
+// its kind for objects named by their own hash (index, snapshots), so that
+// an object moved to another name or kind fails to open.
 var objectMagic = []byte("LBO1")
 
 func (c *crypter) sealObject(aad string, payload []byte) []byte {
-	z := c.zenc.EncodeAll(payload, make([]byte, 0, len(payload)/2+64))
-	out := make([]byte, 0, len(objectMagic)+len(z)+c.aead.NonceSize()+c.aead.Overhead())
+	return c.sealObjectCodec(aad, payload, CodecZstd)
+}
+
+func (c *crypter) sealObjectCodec(aad string, payload []byte, codec Codec) []byte {
+	var z []byte
+	switch codec {
+	case CodecS2:
+		z = s2.Encode(nil, payload)
+	case CodecZstd:
+		z = c.zenc.EncodeAll(payload, make([]byte, 0, len(payload)/2+64))
+	default:
+		z = payload
+		codec = CodecNone
+	}
+	plain := make([]byte, 0, 1+len(z))
+	plain = append(append(plain, byte(codec)), z...)
+	out := make([]byte, 0, len(objectMagic)+len(plain)+c.aead.NonceSize()+c.aead.Overhead())
 	out = append(out, objectMagic...)
-	return c.seal(out, z, []byte(aad))
+	return c.seal(out, plain, []byte(aad))
 }
 
 func (c *crypter) openObject(aad string, data []byte) ([]byte, error) {
 	if !bytes.HasPrefix(data, objectMagic) {
 		return nil, fmt.Errorf("object %s: not a lifeboat object (bad magic): %w", aad, ErrCorrupt)
 	}
-	z, err := c.open(nil, data[len(objectMagic):], []byte(aad))
+	plain, err := c.open(nil, data[len(objectMagic):], []byte(aad))
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", aad, err)
 	}
-	out, err := c.zdec.DecodeAll(z, nil)
+	if len(plain) == 0 {
+		return nil, fmt.Errorf("object %s: empty payload: %w", aad, ErrCorrupt)
+	}
+	var out []byte
+	switch Codec(plain[0]) {
+	case CodecNone:
+		out = plain[1:]
+	case CodecZstd:
+		out, err = c.zdec.DecodeAll(plain[1:], nil)
+	case CodecS2:
+		out, err = s2.Decode(nil, plain[1:])
+	default:
+		err = fmt.Errorf("unknown codec %d", plain[0])
+	}
 	if err != nil {
 		return nil, fmt.Errorf("object %s: decompress: %v: %w", aad, err, ErrCorrupt)
 	}

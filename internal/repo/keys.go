@@ -229,7 +229,8 @@ func (r *Repository) AddKey(ctx context.Context, s Secret) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := r.be.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
+	// Named by the hash of its bytes: an existing object is identical.
+	if err := r.be.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil && !errors.Is(err, storage.ErrExists) {
 		return "", fmt.Errorf("store key: %w", err)
 	}
 	return name, nil

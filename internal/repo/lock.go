@@ -112,7 +112,7 @@ func (r *Repository) writeLock(ctx context.Context, info *LockInfo) (string, err
 		return "", err
 	}
 	name := "locks/" + randomHex(16)
-	if err := r.putObject(ctx, name, payload); err != nil {
+	if err := r.putFreshObject(ctx, name, payload); err != nil {
 		return "", fmt.Errorf("write lock: %w", err)
 	}
 	return name, nil

@@ -31,16 +31,23 @@ func namedObject(area, asset, rel string) (string, error) {
 	return area + "/" + asset + "/" + rel, nil
 }
 
-// PutNamed stores payload as the named object area/asset/rel, sealed and
-// bound to its name. If the object exists with identical content it
+// PutNamed stores payload as the named object area/asset/rel, compressed
+// with codec, sealed and bound to its name. If the object exists with identical content it
 // succeeds (an archiver retrying a push); with other content it fails with
 // ErrConflict and the stored object stays as it was.
-func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payload []byte) (existed bool, err error) {
+func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payload []byte, codec Codec) (existed bool, err error) {
 	name, err := namedObject(area, asset, rel)
 	if err != nil {
 		return false, err
 	}
-	sealed := r.crypt.sealObject(name, payload)
+	var sealed []byte
+	if codec == CodecS2 && len(payload) >= 1<<20 {
+		var release func()
+		sealed, release = r.crypt.sealS2Large(name, payload)
+		defer release()
+	} else {
+		sealed = r.crypt.sealObjectCodec(name, payload, codec)
+	}
 	err = r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
 	if err == nil {
 		return false, nil

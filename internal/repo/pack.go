@@ -133,11 +133,17 @@ func (d *decoder) frames() []frameHeader {
 			RawLen:    uint32(d.uvarint(maxFrameBytes)),
 			Flags:     d.byte(),
 		}
+		if d.err == nil && f.Flags&^frameFlagZstd != 0 {
+			d.err = fmt.Errorf("frame %d: unknown flags %#x", i, f.Flags)
+		}
 		nb := d.uvarint(uint64(len(d.b) / 34))
 		f.Blobs = make([]blobEntry, 0, nb)
 		var sum uint64
 		for j := uint64(0); j < nb && d.err == nil; j++ {
 			e := blobEntry{Type: BlobType(d.byte()), ID: d.id(), Len: uint32(d.uvarint(maxFrameBytes))}
+			if d.err == nil && e.Type != DataBlob && e.Type != TreeBlob {
+				d.err = fmt.Errorf("frame %d: unknown blob type %d", i, e.Type)
+			}
 			sum += uint64(e.Len)
 			f.Blobs = append(f.Blobs, e)
 		}

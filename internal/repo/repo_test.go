@@ -274,15 +274,15 @@ func TestNamedObjects(t *testing.T) {
 	r, dir, _ := newTestRepo(t)
 	ctx := context.Background()
 	seg := compressible(1<<20, 5)
-	if existed, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", seg); err != nil || existed {
+	if existed, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", seg, CodecS2); err != nil || existed {
 		t.Fatal(existed, err)
 	}
-	if existed, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", seg); err != nil || !existed {
+	if existed, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", seg, CodecS2); err != nil || !existed {
 		t.Fatalf("identical re-push: %v %v", existed, err)
 	}
 	other := append([]byte(nil), seg...)
 	other[10] ^= 1
-	if _, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", other); !errors.Is(err, ErrConflict) {
+	if _, err := r.PutNamed(ctx, "wal", "db", "00000001/000000010000000000000001", other, CodecZstd); !errors.Is(err, ErrConflict) {
 		t.Fatalf("different content: %v", err)
 	}
 	got, err := r.GetNamed(ctx, "wal", "db", "00000001/000000010000000000000001")
@@ -293,7 +293,7 @@ func TestNamedObjects(t *testing.T) {
 		t.Fatalf("missing segment: %v", err)
 	}
 	for _, bad := range []string{"../x", "a/../../b", "", "a//b"} {
-		if _, err := r.PutNamed(ctx, "wal", "db", bad, seg); err == nil {
+		if _, err := r.PutNamed(ctx, "wal", "db", bad, seg, CodecNone); err == nil {
 			t.Fatalf("name %q accepted", bad)
 		}
 	}

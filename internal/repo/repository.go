@@ -86,7 +86,7 @@ func Init(ctx context.Context, be storage.Backend, s Secret, opts InitOptions) (
 		ID:        hex.EncodeToString(idb),
 		Created:   time.Now().UTC(),
 		BlockSize: bs,
-		PackSize:  32 << 20,
+		PackSize:  16 << 20,
 		FrameSize: 1 << 20,
 	}
 	// The key goes first: a config without a key would be a repository
@@ -153,10 +153,12 @@ func (r *Repository) Backend() storage.Backend { return r.be }
 // Location names the repository for messages.
 func (r *Repository) Location() string { return r.be.Location() }
 
-// putObject seals payload and stores it under name.
-func (r *Repository) putObject(ctx context.Context, name string, payload []byte) error {
+// putFreshObject seals payload and stores it under name, a name this
+// process chose at random: an existing object can only be its own earlier
+// attempt, which a retry found already stored.
+func (r *Repository) putFreshObject(ctx context.Context, name string, payload []byte) error {
 	sealed := r.crypt.sealObject(name, payload)
-	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil && !errors.Is(err, storage.ErrExists) {
 		return fmt.Errorf("store %s: %w", name, err)
 	}
 	return nil
@@ -168,7 +170,9 @@ func (r *Repository) putContentObject(ctx context.Context, kind string, payload 
 	sealed := r.crypt.sealObject(kind, payload)
 	id := hashObject(sealed)
 	name := kind + "/" + id.String()
-	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+	// The name is the hash of these very bytes: if it exists (a retried
+	// write whose first attempt landed), what is stored is identical.
+	if err := r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil && !errors.Is(err, storage.ErrExists) {
 		return id, fmt.Errorf("store %s: %w", name, err)
 	}
 	return id, nil

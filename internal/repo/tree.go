@@ -54,7 +54,7 @@ type Node struct {
 
 // CheckPath refuses paths that could escape a restore target.
 func CheckPath(p string) error {
-	if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") ||
+	if p == "" || p == "." || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") ||
 		strings.Contains(p, "\x00") {
 		return fmt.Errorf("unsafe path %q in tree: %w", p, ErrCorrupt)
 	}

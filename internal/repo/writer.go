@@ -47,8 +47,8 @@ type packBuf struct {
 	frames []frameHeader
 }
 
-// uploaders is the number of packs uploaded at once. With a pack size of
-// 32 MiB it bounds the writer's memory to about four packs.
+// uploaders is the number of packs uploaded at once. It bounds the writer's
+// memory to about four packs (16 MiB each by default).
 const uploaders = 2
 
 // indexEvery is how many packs an index object covers at most. Writing

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/s2"
@@ -103,12 +104,14 @@ func newCrypter(k *masterKey) (*crypter, error) {
 		return nil, err
 	}
 	idKey := append([]byte(nil), k.ID...)
-	c := &crypter{aead: aead, level: zstd.SpeedFastest}
+	c := &crypter{aead: aead, level: zstd.SpeedBetterCompression}
 	c.macs.New = func() any { return hmac.New(sha256.New, idKey) }
-	// Frames are compressed independently and in parallel by the callers'
-	// goroutines; EncodeAll/DecodeAll on a shared coder are safe for that.
-	c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level), zstd.WithEncoderConcurrency(1),
-		zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+	// Frames are compressed independently by the backup workers. EncodeAll
+	// takes an encoder from a pool as large as the concurrency, so the pool
+	// must match the workers or they take turns. Frames are about 1 MiB: a
+	// larger window would cost memory and find nothing more.
+	c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithWindowSize(2<<20), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, err
 	}

@@ -52,6 +52,7 @@ type config struct {
 	dropCaches     bool
 	pgbenchSeconds int
 	pgbenchClients int
+	pgbenchRate    int
 	processMax     int
 	jsonOut        string
 	user           string
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.dropCaches, "drop-caches", root, "drop the page cache before each measured step (needs root)")
 	fs.IntVar(&cfg.pgbenchSeconds, "pgbench-seconds", 30, "length of the pgbench -N window between full and incremental")
 	fs.IntVar(&cfg.pgbenchClients, "pgbench-clients", 4, "pgbench -c")
+	fs.IntVar(&cfg.pgbenchRate, "pgbench-rate", 400, "pgbench -R: transactions per second, so both tools back up the same changes (0: unthrottled)")
 	fs.IntVar(&cfg.processMax, "process-max", runtime.NumCPU(), "pgBackRest process-max")
 	fs.StringVar(&cfg.jsonOut, "json", "", "write results as JSON here (default: <root>/results.json)")
 	fs.StringVar(&cfg.user, "user", "lifeboat-bench", "OS user for the cluster and the tools when run as root")

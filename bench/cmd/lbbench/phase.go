@@ -252,10 +252,13 @@ func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchRes
 			}
 		}
 	}()
-	h.logf("run %d: %s pgbench -N -c %d -T %d", run, t.name, pr.Clients, pr.Seconds)
+	h.logf("run %d: %s pgbench -N -c %d -T %d -R %d", run, t.name, pr.Clients, pr.Seconds, h.cfg.pgbenchRate)
+	args := []string{"-N", "-c", strconv.Itoa(pr.Clients), "-T", strconv.Itoa(pr.Seconds)}
+	if h.cfg.pgbenchRate > 0 {
+		args = append(args, "-R", strconv.Itoa(h.cfg.pgbenchRate))
+	}
 	r, err := h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "pgbench"), path: h.cl.tool("pgbench"),
-		args: []string{"-N", "-c", strconv.Itoa(pr.Clients), "-T", strconv.Itoa(pr.Seconds),
-			"-h", h.cl.sockDir, "-p", strconv.Itoa(h.cl.port), "-U", "postgres", "postgres"},
+		args:    append(args, "-h", h.cl.sockDir, "-p", strconv.Itoa(h.cl.port), "-U", "postgres", "postgres"),
 		timeout: time.Duration(pr.Seconds)*time.Second + 10*time.Minute})
 	stopSampling()
 	wg.Wait()

@@ -27,7 +27,7 @@ func (c config) summary() map[string]string {
 		"root": c.root, "scale": strconv.Itoa(c.scale), "tx_rows": strconv.FormatInt(c.txRows, 10),
 		"tools": strings.Join(c.tools, ","), "runs": strconv.Itoa(c.runs),
 		"drop_caches": strconv.FormatBool(c.dropCaches), "pgbench_seconds": strconv.Itoa(c.pgbenchSeconds),
-		"pgbench_clients": strconv.Itoa(c.pgbenchClients), "process_max": strconv.Itoa(c.processMax),
+		"pgbench_clients": strconv.Itoa(c.pgbenchClients), "pgbench_rate": strconv.Itoa(c.pgbenchRate), "process_max": strconv.Itoa(c.processMax),
 		"verify_restore": strconv.FormatBool(c.verifyRestore), "user": c.user,
 	}
 }

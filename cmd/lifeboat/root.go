@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,7 @@ var version = "dev"
 type globalOptions struct {
 	configPath string
 	verbose    int
+	cpuProfile string
 	stdout     io.Writer
 	stderr     io.Writer
 	log        *slog.Logger
@@ -52,7 +54,21 @@ Everything it protects is described in a policy file (--config).`,
 				level = slog.LevelInfo
 			}
 			g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			if g.cpuProfile != "" {
+				f, err := os.Create(g.cpuProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+			}
 			return nil
+		},
+		PersistentPostRun: func(cmd *cobra.Command, args []string) {
+			if g.cpuProfile != "" {
+				pprof.StopCPUProfile()
+			}
 		},
 	}
 	def := os.Getenv("LIFEBOAT_CONFIG")
@@ -61,6 +77,8 @@ Everything it protects is described in a policy file (--config).`,
 	}
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", def, "policy file (env LIFEBOAT_CONFIG)")
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more (-v info, -vv debug)")
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile to this file (for performance work)")
+	root.PersistentFlags().MarkHidden("cpu-profile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(
 		newRepoCommand(g),

@@ -561,7 +561,7 @@ func (b *backup) copyFiles(ctx context.Context, entries []*entry) ([]repo.ID, in
 		g.Go(func() error {
 			defer workers.Done()
 			sink := b.w.NewSink()
-			buf := make([]byte, b.opts.BlockSize)
+			buf := make([]byte, readChunk/b.opts.BlockSize*b.opts.BlockSize)
 			for pt := range jobs {
 				blocks, short, err := b.readPart(gctx, sink, pt, buf)
 				res := results[pt.fileNo]
@@ -675,8 +675,13 @@ func (b *backup) node(e *entry) *repo.Node {
 	return n
 }
 
-// readPart reads one part of a file block by block, stores the blocks the
-// parent does not have at the same place, and checks page checksums.
+// readChunk is how much of a file one read call takes: blocks are hashed
+// one by one, but 8 KiB reads would cost a system call each.
+const readChunk = 1 << 20
+
+// readPart reads one part of a file, stores the blocks the parent does not
+// have at the same place, and checks page checksums. buf holds readChunk
+// bytes, a multiple of the block size.
 func (b *backup) readPart(ctx context.Context, sink *repo.Sink, pt part, buf []byte) ([]repo.Block, bool, error) {
 	f, err := os.Open(pt.e.abs)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -688,42 +693,45 @@ func (b *backup) readPart(ctx context.Context, sink *repo.Sink, pt part, buf []b
 	defer f.Close()
 	rel, isRel := ParseRelationFile(pt.e.rel)
 	checkPages := isRel && b.si.DataChecksums
-	bs := int64(len(buf))
+	bs := int64(b.opts.BlockSize)
 	var blocks []repo.Block
 	off := pt.off
+	end := pt.off + pt.length
 	short := false
-	for pt.last || off < pt.off+pt.length {
+	for pt.last || off < end {
 		if err := ctx.Err(); err != nil {
 			return nil, false, err
 		}
-		n, err := f.ReadAt(buf, off)
+		want := int64(len(buf))
+		if !pt.last && end-off < want {
+			want = end - off
+		}
+		n, err := f.ReadAt(buf[:want], off)
 		if err != nil && err != io.EOF {
 			return nil, false, fmt.Errorf("read %s: %w", pt.e.rel, err)
 		}
-		if n == 0 {
-			short = !pt.last
-			break
-		}
-		data := buf[:n]
-		if checkPages {
-			b.checkPages(pt.e.rel, rel, off, data)
-		}
-		id := b.w.BlobID(data)
-		bi := int(off / bs)
-		if p := pt.e.prev; p == nil || bi >= len(p.Blocks) || p.Blocks[bi].ID != id {
-			if _, err := sink.SaveID(ctx, repo.DataBlob, id, data); err != nil {
-				return nil, false, err
+		for i := 0; i < n; i += int(bs) {
+			data := buf[i:min(i+int(bs), n)]
+			if checkPages {
+				b.checkPages(pt.e.rel, rel, off+int64(i), data)
 			}
+			id := b.w.BlobID(data)
+			bi := int((off + int64(i)) / bs)
+			if p := pt.e.prev; p == nil || bi >= len(p.Blocks) || p.Blocks[bi].ID != id {
+				if _, err := sink.SaveID(ctx, repo.DataBlob, id, data); err != nil {
+					return nil, false, err
+				}
+			}
+			blocks = append(blocks, repo.Block{ID: id, Len: uint32(len(data))})
 		}
-		blocks = append(blocks, repo.Block{ID: id, Len: uint32(n)})
 		off += int64(n)
 		nr := atomic.AddInt64(&b.prog.BytesRead, int64(n))
-		if b.opts.Progress != nil && bi%512 == 0 {
+		if b.opts.Progress != nil {
 			p := b.progress()
 			p.BytesRead = nr
 			b.opts.Progress(p)
 		}
-		if n < len(buf) {
+		if int64(n) < want {
 			short = !pt.last
 			break
 		}

@@ -104,7 +104,7 @@ func newCrypter(k *masterKey) (*crypter, error) {
 		return nil, err
 	}
 	idKey := append([]byte(nil), k.ID...)
-	c := &crypter{aead: aead, level: zstd.SpeedBetterCompression}
+	c := &crypter{aead: aead, level: zstd.SpeedDefault}
 	c.macs.New = func() any { return hmac.New(sha256.New, idKey) }
 	// Frames are compressed independently by the backup workers. EncodeAll
 	// takes an encoder from a pool as large as the concurrency, so the pool

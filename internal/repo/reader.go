@@ -11,12 +11,25 @@ import (
 
 // openFrame authenticates and decompresses one sealed frame.
 func (r *Repository) openFrame(sealed []byte, fl FrameLoc) ([]byte, error) {
-	plain, err := r.crypt.open(nil, sealed, nil)
+	return r.openFrameInto(nil, append([]byte(nil), sealed...), fl)
+}
+
+// openFrameInto is openFrame for callers that own sealed, which is
+// decrypted in place, and that reuse dst for the decompressed frame.
+func (r *Repository) openFrameInto(dst, sealed []byte, fl FrameLoc) ([]byte, error) {
+	ns := r.crypt.aead.NonceSize()
+	if len(sealed) < ns+r.crypt.aead.Overhead() {
+		return nil, fmt.Errorf("pack %s frame at %d: sealed data too short: %w", fl.Pack.Short(), fl.Offset, ErrCorrupt)
+	}
+	plain, err := r.crypt.open(sealed[ns:ns], sealed, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s frame at %d: %w", fl.Pack.Short(), fl.Offset, err)
 	}
 	if fl.Flags&frameFlagZstd != 0 {
-		plain, err = r.crypt.zdec.DecodeAll(plain, make([]byte, 0, fl.RawLen))
+		if cap(dst) < int(fl.RawLen) {
+			dst = make([]byte, 0, fl.RawLen)
+		}
+		plain, err = r.crypt.zdec.DecodeAll(plain, dst[:0])
 		if err != nil {
 			return nil, fmt.Errorf("pack %s frame at %d: decompress: %v: %w", fl.Pack.Short(), fl.Offset, err, ErrCorrupt)
 		}

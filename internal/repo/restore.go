@@ -184,7 +184,15 @@ func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool) (
 	plan := make(map[int][]blockTarget)
 	frameNo := make(map[int32]int)
 	var frames []FrameLoc
-	zero := make(map[ID]bool)
+	zeroIDs := make(map[uint32]ID) // the ID of an all-zero block, per length
+	isZero := func(b Block) bool {
+		z, ok := zeroIDs[b.Len]
+		if !ok {
+			z = r.crypt.blobID(make([]byte, b.Len))
+			zeroIDs[b.Len] = z
+		}
+		return z == b.ID
+	}
 	for fi, f := range files {
 		var off int64
 		for bi, b := range f.node.Blocks {
@@ -197,16 +205,8 @@ func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool) (
 			if !ok {
 				return nil, nil, fmt.Errorf("%s: block %d (blob %s) is not in the repository: %w", f.node.Path, bi, b.ID.Short(), ErrMissing)
 			}
-			if !delta {
-				// Sparse restore: a new file reads as zeros already.
-				isZero, seen := zero[b.ID]
-				if !seen {
-					isZero = r.crypt.blobID(make([]byte, b.Len)) == b.ID
-					zero[b.ID] = isZero
-				}
-				if isZero {
-					continue
-				}
+			if !delta && isZero(b) {
+				continue // sparse restore: a new file reads as zeros already
 			}
 			n, ok := frameNo[bl.Frame]
 			if !ok {
@@ -264,42 +264,71 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 	if err != nil {
 		return fmt.Errorf("read pack %s: %w", first.Pack.Short(), err)
 	}
-	buf := make([]byte, length)
+	bp := runBuffers.Get().(*[]byte)
+	defer runBuffers.Put(bp)
+	if int64(cap(*bp)) < length {
+		*bp = make([]byte, length)
+	}
+	buf := (*bp)[:length]
 	_, err = io.ReadFull(rc, buf)
 	rc.Close()
 	if err != nil {
 		return fmt.Errorf("read pack %s: %w", first.Pack.Short(), err)
 	}
 	atomic.AddInt64(&st.BytesFetched, length)
+	fp := frameBuffers.Get().(*[]byte)
+	defer frameBuffers.Put(fp)
 	for _, fi := range run {
 		fl := frames[fi]
-		frame, err := r.openFrame(buf[fl.Offset-start:fl.Offset-start+int64(fl.Sealed)], fl)
+		frame, err := r.openFrameInto(*fp, buf[fl.Offset-start:fl.Offset-start+int64(fl.Sealed)], fl)
 		if err != nil {
 			return err
 		}
+		if fl.Flags&frameFlagZstd != 0 && cap(frame) > cap(*fp) {
+			*fp = frame[:0] // grown by the decoder; raw frames live in buf
+		}
 		checked := make(map[ID]bool)
-		for _, t := range plan[fi] {
+		targets := plan[fi]
+		for _, t := range targets {
 			if uint64(t.inner)+uint64(t.length) > uint64(len(frame)) {
 				return fmt.Errorf("blob %s: outside its frame: %w", t.id.Short(), ErrCorrupt)
 			}
-			data := frame[t.inner : t.inner+t.length]
 			if !checked[t.id] {
-				if err := r.checkBlob(t.id, data); err != nil {
+				if err := r.checkBlob(t.id, frame[t.inner:t.inner+t.length]); err != nil {
 					return fmt.Errorf("pack %s: %w", fl.Pack.Short(), err)
 				}
 				checked[t.id] = true
 			}
-			if err := fdc.writeAt(files[t.file].target, int(t.file), data, t.off); err != nil {
+		}
+		// Blocks stored side by side and written side by side (the usual
+		// case: a file read in order) go out in one write.
+		for i := 0; i < len(targets); {
+			t := targets[i]
+			j, end := i+1, t.inner+t.length
+			for j < len(targets) && targets[j].file == t.file && targets[j].inner == end &&
+				targets[j].off == t.off+int64(end-t.inner) {
+				end += targets[j].length
+				j++
+			}
+			if err := fdc.writeAt(files[t.file].target, int(t.file), frame[t.inner:end], t.off); err != nil {
 				return err
 			}
-			w := atomic.AddInt64(&st.BytesWritten, int64(t.length))
+			w := atomic.AddInt64(&st.BytesWritten, int64(end-t.inner))
 			if opts.Progress != nil {
 				opts.Progress(w)
 			}
+			i = j
 		}
 	}
 	return ctx.Err()
 }
+
+// runBuffers recycles the buffers pack ranges are read into; allocating
+// 16 MiB afresh for every range costs more than the copy.
+var runBuffers = sync.Pool{New: func() any { b := make([]byte, 0); return &b }}
+
+// frameBuffers recycles the buffers frames are decompressed into.
+var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0); return &b }}
 
 func createFile(f *restoreFile, delta bool) error {
 	if err := os.MkdirAll(filepath.Dir(f.target), 0o700); err != nil {

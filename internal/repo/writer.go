@@ -34,6 +34,7 @@ type Writer struct {
 	indexes  []ID
 	seen     seenSet
 	uploads  chan *packBuf
+	free     chan *packBuf // recycled pack buffers
 	wg       sync.WaitGroup
 	errOnce  sync.Once
 	err      error
@@ -59,7 +60,8 @@ const indexEvery = 16
 // NewWriter starts a writer. known, when not nil, is consulted to skip
 // blobs the repository already holds.
 func (r *Repository) NewWriter(known *Index) *Writer {
-	w := &Writer{r: r, known: known, uploads: make(chan *packBuf), failed: make(chan struct{})}
+	w := &Writer{r: r, known: known, uploads: make(chan *packBuf), failed: make(chan struct{}),
+		free: make(chan *packBuf, uploaders+1)}
 	w.seen.init(1 << 18)
 	for i := 0; i < uploaders; i++ {
 		w.wg.Add(1)
@@ -112,8 +114,7 @@ func (w *Writer) claim(id ID) bool {
 func (w *Writer) addFrame(ctx context.Context, sealed []byte, fh frameHeader) error {
 	w.mu.Lock()
 	if w.cur == nil {
-		w.cur = &packBuf{}
-		w.cur.data.Grow(w.r.cfg.PackSize + w.r.cfg.FrameSize)
+		w.cur = w.newPackBuf()
 	}
 	w.cur.data.Write(sealed)
 	w.cur.frames = append(w.cur.frames, fh)
@@ -148,7 +149,28 @@ func (w *Writer) uploadLoop() {
 		if err := w.uploadPack(context.Background(), p); err != nil {
 			w.fail(err)
 		}
+		p.data.Reset()
+		p.frames = nil
+		select {
+		case w.free <- p:
+		default:
+		}
 	}
+}
+
+// newPackBuf takes a recycled pack buffer or makes one. A fresh 16 MiB
+// buffer is zeroed by the runtime, which costs more than filling it, and a
+// sync.Pool would drop buffers at every collection.
+func (w *Writer) newPackBuf() *packBuf {
+	select {
+	case p := <-w.free:
+		return p
+	default:
+	}
+	p := &packBuf{}
+	// Room for the pack, the frame that overflows it, and the header.
+	p.data.Grow(w.r.cfg.PackSize + 2*w.r.cfg.FrameSize + 1<<20)
+	return p
 }
 
 // uploadPack seals the header, stores the pack and, every indexEvery packs,
@@ -246,9 +268,11 @@ func (w *Writer) Abort() {
 // Sink gathers blobs of one goroutine into frames. It is not safe for
 // concurrent use; every worker takes its own.
 type Sink struct {
-	w     *Writer
-	raw   []byte
-	blobs []blobEntry
+	w      *Writer
+	raw    []byte
+	blobs  []blobEntry
+	zbuf   []byte // compressed frame, reused
+	sealed []byte // sealed frame, reused: addFrame copies it into the pack
 }
 
 // NewSink returns a sink feeding w.
@@ -290,18 +314,18 @@ func (s *Sink) Flush(ctx context.Context) error {
 	c := s.w.r.crypt
 	fh := frameHeader{RawLen: uint32(len(s.raw)), Blobs: s.blobs}
 	plain := s.raw
-	z := c.zenc.EncodeAll(s.raw, make([]byte, 0, len(s.raw)/2))
+	s.zbuf = c.zenc.EncodeAll(s.raw, s.zbuf[:0])
 	// Incompressible frames are kept raw: decompression costs time and
 	// saves nothing.
-	if len(z) < len(s.raw)-len(s.raw)/64 {
-		plain = z
+	if len(s.zbuf) < len(s.raw)-len(s.raw)/64 {
+		plain = s.zbuf
 		fh.Flags |= frameFlagZstd
 	}
-	sealed := c.seal(make([]byte, 0, len(plain)+28), plain, nil)
-	fh.SealedLen = uint32(len(sealed))
+	s.sealed = c.seal(s.sealed[:0], plain, nil)
+	fh.SealedLen = uint32(len(s.sealed))
 	s.raw = s.raw[:0]
 	s.blobs = nil
-	return s.w.addFrame(ctx, sealed, fh)
+	return s.w.addFrame(ctx, s.sealed, fh)
 }
 
 // seenSet remembers recently stored blob IDs in two generations, so that

@@ -365,3 +365,46 @@ func TestWALPushAndFetchRules(t *testing.T) {
 		t.Fatalf("wal-fetch with a missing argument: exit %d", r.code)
 	}
 }
+
+// TestRestoreFollowsNewTimeline restores, promotes the copy (timeline 2)
+// and lets it archive into the same asset, as after a real failover; a
+// later restore from the original base must follow timeline 2.
+func TestRestoreFollowsNewTimeline(t *testing.T) {
+	e := newEnv(t, false)
+	e.sql("create table ledger (id int, note text)")
+	e.sql("insert into ledger select g, 'timeline 1' from generate_series(1, 1000) g")
+	e.mustRun("backup", "db")
+	e.sql("insert into ledger select g, 'timeline 1 after backup' from generate_series(1001, 2000) g")
+	e.switchAndWait()
+	e.pg.Stop(t) // the old primary is gone
+
+	dir := filepath.Join(t.TempDir(), "promoted")
+	e.mustRun("restore", "db", "--to", dir) // archiving stays on: it replaces the original
+	c := pgtest.Open(t, dir, nil)
+	c.WaitRecoveryDone(t, 120*time.Second)
+	if tli := c.Psql(t, "postgres", "select timeline_id from pg_control_checkpoint()"); tli != "2" {
+		t.Logf("timeline after promotion: %s", tli)
+	}
+	c.Psql(t, "postgres", "insert into ledger select g, 'timeline 2' from generate_series(2001, 2500) g")
+	seg := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
+	c.Psql(t, "postgres", "select pg_switch_wal()")
+	deadline := time.Now().Add(60 * time.Second)
+	for c.Psql(t, "postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver") < seg {
+		if time.Now().After(deadline) {
+			t.Fatalf("timeline 2 segment %s not archived: %s", seg, c.Psql(t, "postgres", "select * from pg_stat_archiver"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(e.repo, "wal", "db", "history", "00000002.history")); err != nil {
+		t.Fatalf("timeline history not archived: %v", err)
+	}
+	c.Stop(t)
+
+	again := e.restoreAndStart()
+	if got := again.Psql(t, "postgres", "select count(*) from ledger"); got != "2500" {
+		t.Fatalf("restore after a timeline switch has %s rows, want 2500 (timeline 2 not followed)", got)
+	}
+	if r := e.run("verify", "--read-data"); r.code != 0 {
+		t.Fatalf("verify after a timeline switch: %s%s", r.stdout, r.stderr)
+	}
+}

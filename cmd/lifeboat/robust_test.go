@@ -210,3 +210,55 @@ func TestTablespaceRestoredElsewhere(t *testing.T) {
 		t.Fatalf("tablespace location %q, want %q", loc, newTS)
 	}
 }
+
+// TestChecksumFailureReportedNotFatal damages a page on disk: the backup
+// succeeds, copies the page as it is, and says so.
+func TestChecksumFailureReportedNotFatal(t *testing.T) {
+	e := newEnv(t, true)
+	e.sql("create table victim as select g, md5(g::text) from generate_series(1, 10000) g")
+	e.sql("checkpoint")
+	rel := e.sql("select pg_relation_filepath('victim')")
+	e.pg.Stop(t)
+	path := filepath.Join(e.pg.DataDir, rel)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[8192+4000] ^= 0xff // inside the second page's tuples, not its header
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.pg.Start(t)
+	r := e.run("backup", "db")
+	if r.code != 0 {
+		t.Fatalf("backup with a damaged page failed: %s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "1 pages failed their checksum") || !strings.Contains(r.stderr, rel+" block 1") {
+		t.Fatalf("backup does not report the damaged page %s block 1:\n%s", rel, r.stderr)
+	}
+}
+
+// TestOtherClusterRefused points the asset at a second cluster: its backup
+// and its WAL are refused, and the first cluster's archive is untouched.
+func TestOtherClusterRefused(t *testing.T) {
+	e := newEnv(t, false)
+	e.sql("create table x as select 1")
+	e.mustRun("backup", "db")
+	before := treeDigest(t, filepath.Join(e.repo, "wal"))
+
+	other := pgtest.Start(t, pgtest.Options{Conf: map[string]string{"archive_mode": "on", "archive_command": "/bin/true"}})
+	policyText, _ := os.ReadFile(e.policy)
+	swapped := strings.Replace(string(policyText), e.pg.DataDir, other.DataDir, 1)
+	swapped = strings.Replace(swapped, e.pg.DSN("postgres"), other.DSN("postgres"), 1)
+	os.WriteFile(e.policy, []byte(swapped), 0o600)
+	if r := e.run("backup", "db"); r.code != 1 || !strings.Contains(r.stderr, "belongs to the cluster with system identifier") {
+		t.Fatalf("backup of another cluster: exit %d: %s", r.code, r.stderr)
+	}
+	seg := other.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
+	if r := e.run("wal-push", "db", filepath.Join(other.DataDir, "pg_wal", seg)); r.code != 1 || !strings.Contains(r.stderr, "system identifier") {
+		t.Fatalf("wal-push from another cluster: exit %d: %s", r.code, r.stderr)
+	}
+	if after := treeDigest(t, filepath.Join(e.repo, "wal")); after != before {
+		t.Fatal("the refused cluster changed the archive")
+	}
+}

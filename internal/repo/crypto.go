@@ -88,11 +88,13 @@ func newMasterKey() (*masterKey, error) {
 // crypter seals and opens data with the master key. Safe for concurrent
 // use: the AEAD is stateless and HMAC states come from a pool.
 type crypter struct {
-	aead  cipher.AEAD
-	macs  sync.Pool
-	zenc  *zstd.Encoder
-	zdec  *zstd.Decoder
-	level zstd.EncoderLevel
+	aead     cipher.AEAD
+	macs     sync.Pool
+	level    zstd.EncoderLevel
+	zencOnce sync.Once
+	zenc     *zstd.Encoder
+	zdecOnce sync.Once
+	zdec     *zstd.Decoder
 }
 
 func newCrypter(k *masterKey) (*crypter, error) {
@@ -106,20 +108,32 @@ func newCrypter(k *masterKey) (*crypter, error) {
 	idKey := append([]byte(nil), k.ID...)
 	c := &crypter{aead: aead, level: zstd.SpeedDefault}
 	c.macs.New = func() any { return hmac.New(sha256.New, idKey) }
-	// Frames are compressed independently by the backup workers. EncodeAll
-	// takes an encoder from a pool as large as the concurrency, so the pool
-	// must match the workers or they take turns. Frames are about 1 MiB: a
-	// larger window would cost memory and find nothing more.
-	c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithWindowSize(2<<20), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, err
-	}
-	c.zdec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<31))
-	if err != nil {
-		return nil, err
-	}
 	return c, nil
+}
+
+// encoder returns the zstd encoder, made on first use: wal-push never
+// needs one, and making it costs a short-lived process several
+// milliseconds of fresh memory.
+func (c *crypter) encoder() *zstd.Encoder {
+	c.zencOnce.Do(func() {
+		// Frames are compressed independently by the backup workers.
+		// EncodeAll takes an encoder from a pool as large as the
+		// concurrency, so the pool must match the workers or they take
+		// turns. Frames are about 1 MiB: a larger window would cost memory
+		// and find nothing more. The options are constants, so NewWriter
+		// cannot fail.
+		c.zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(c.level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithWindowSize(2<<20), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+	})
+	return c.zenc
+}
+
+// decoder returns the zstd decoder, made on first use.
+func (c *crypter) decoder() *zstd.Decoder {
+	c.zdecOnce.Do(func() {
+		c.zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(1<<31))
+	})
+	return c.zdec
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
@@ -194,12 +208,15 @@ func (c *crypter) sealObject(aad string, payload []byte) []byte {
 }
 
 func (c *crypter) sealObjectCodec(aad string, payload []byte, codec Codec) []byte {
+	if len(payload) < 512 {
+		codec = CodecNone // too small to gain; saves making a compressor
+	}
 	var z []byte
 	switch codec {
 	case CodecS2:
 		z = s2.Encode(nil, payload)
 	case CodecZstd:
-		z = c.zenc.EncodeAll(payload, make([]byte, 0, len(payload)/2+64))
+		z = c.encoder().EncodeAll(payload, make([]byte, 0, len(payload)/2+64))
 	default:
 		z = payload
 		codec = CodecNone
@@ -227,7 +244,7 @@ func (c *crypter) openObject(aad string, data []byte) ([]byte, error) {
 	case CodecNone:
 		out = plain[1:]
 	case CodecZstd:
-		out, err = c.zdec.DecodeAll(plain[1:], nil)
+		out, err = c.decoder().DecodeAll(plain[1:], nil)
 	case CodecS2:
 		out, err = s2.Decode(nil, plain[1:])
 	default:

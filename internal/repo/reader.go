@@ -29,7 +29,7 @@ func (r *Repository) openFrameInto(dst, sealed []byte, fl FrameLoc) ([]byte, err
 		if cap(dst) < int(fl.RawLen) {
 			dst = make([]byte, 0, fl.RawLen)
 		}
-		plain, err = r.crypt.zdec.DecodeAll(plain, dst[:0])
+		plain, err = r.crypt.decoder().DecodeAll(plain, dst[:0])
 		if err != nil {
 			return nil, fmt.Errorf("pack %s frame at %d: decompress: %v: %w", fl.Pack.Short(), fl.Offset, err, ErrCorrupt)
 		}

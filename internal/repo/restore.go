@@ -116,6 +116,7 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 			return st, err
 		}
 	}
+	began := time.Now()
 	plan, frames, err := r.planRestore(idx, files, opts.Delta)
 	if err != nil {
 		return st, err
@@ -125,6 +126,7 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 			return st, err
 		}
 	}
+	planned := time.Now()
 	fdc := newFDCache(256)
 	defer fdc.closeAll()
 	g, gctx := errgroup.WithContext(ctx)
@@ -156,9 +158,13 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	if err := fdc.closeAll(); err != nil {
 		return st, err
 	}
+	written := time.Now()
+	r.log.Debug("restore: data written", "files", len(files), "frames", len(frames), "writes", fdc.writes,
+		"plan", planned.Sub(began), "write", written.Sub(planned))
 	if err := r.finishFiles(ctx, files, opts); err != nil {
 		return st, err
 	}
+	r.log.Debug("restore: files synced", "sync", time.Since(written))
 	// Directories last and deepest first: writing into a directory
 	// changes its mtime, and a read-only mode would stop later writes.
 	sort.Slice(dirs, func(i, j int) bool { return dirs[i].Path > dirs[j].Path })
@@ -466,10 +472,11 @@ func syncPath(path string) error {
 
 // fdCache keeps a bounded number of files open for writing.
 type fdCache struct {
-	mu    sync.Mutex
-	max   int
-	open  map[int]*cachedFD
-	clock int64
+	mu     sync.Mutex
+	max    int
+	open   map[int]*cachedFD
+	clock  int64
+	writes int64
 }
 
 type cachedFD struct {
@@ -497,6 +504,7 @@ func (c *fdCache) writeAt(path string, key int, data []byte, off int64) error {
 	}
 	e.refs++
 	c.clock++
+	c.writes++
 	e.used = c.clock
 	c.mu.Unlock()
 	_, err := e.f.WriteAt(data, off)

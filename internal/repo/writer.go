@@ -314,7 +314,7 @@ func (s *Sink) Flush(ctx context.Context) error {
 	c := s.w.r.crypt
 	fh := frameHeader{RawLen: uint32(len(s.raw)), Blobs: s.blobs}
 	plain := s.raw
-	s.zbuf = c.zenc.EncodeAll(s.raw, s.zbuf[:0])
+	s.zbuf = c.encoder().EncodeAll(s.raw, s.zbuf[:0])
 	// Incompressible frames are kept raw: decompression costs time and
 	// saves nothing.
 	if len(s.zbuf) < len(s.raw)-len(s.raw)/64 {

@@ -111,17 +111,21 @@ func (e *env) sql(q string) string {
 // archiver has pushed it.
 func (e *env) switchAndWait() {
 	e.t.Helper()
-	seg := e.sql("select pg_walfile_name(pg_current_wal_lsn())")
-	e.sql("select pg_switch_wal()")
+	switchAndWait(e.t, e.pg)
+}
+
+func switchAndWait(t *testing.T, c *pgtest.Cluster) {
+	t.Helper()
+	seg := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
+	c.Psql(t, "postgres", "select pg_switch_wal()")
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		last := e.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver")
-		if last >= seg {
+		if c.Psql(t, "postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	e.t.Fatalf("segment %s not archived within 60s: %s", seg, e.sql("select * from pg_stat_archiver"))
+	t.Fatalf("segment %s not archived within 60s: %s", seg, c.Psql(t, "postgres", "select * from pg_stat_archiver"))
 }
 
 type snapshotJSON struct {
@@ -382,19 +386,12 @@ func TestRestoreFollowsNewTimeline(t *testing.T) {
 	e.mustRun("restore", "db", "--to", dir) // archiving stays on: it replaces the original
 	c := pgtest.Open(t, dir, nil)
 	c.WaitRecoveryDone(t, 120*time.Second)
+	c.Psql(t, "postgres", "checkpoint")
 	if tli := c.Psql(t, "postgres", "select timeline_id from pg_control_checkpoint()"); tli != "2" {
-		t.Logf("timeline after promotion: %s", tli)
+		t.Fatalf("timeline after promotion is %s, want 2", tli)
 	}
 	c.Psql(t, "postgres", "insert into ledger select g, 'timeline 2' from generate_series(2001, 2500) g")
-	seg := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
-	c.Psql(t, "postgres", "select pg_switch_wal()")
-	deadline := time.Now().Add(60 * time.Second)
-	for c.Psql(t, "postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver") < seg {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeline 2 segment %s not archived: %s", seg, c.Psql(t, "postgres", "select * from pg_stat_archiver"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	switchAndWait(t, c)
 	if _, err := os.Stat(filepath.Join(e.repo, "wal", "db", "history", "00000002.history")); err != nil {
 		t.Fatalf("timeline history not archived: %v", err)
 	}

@@ -113,12 +113,9 @@ func (x *Index) add(p packEntry, keep func(BlobType, ID) bool) {
 // than the repository's size.
 func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool) (*Index, error) {
 	x := newIndex()
-	var names []string
-	if err := r.be.List(ctx, "index/", func(oi storage.ObjectInfo) error {
-		names = append(names, oi.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list index: %w", err)
+	names, err := r.listNames(ctx, "index/")
+	if err != nil {
+		return nil, err
 	}
 	type result struct {
 		packs []packEntry

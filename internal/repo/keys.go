@@ -238,13 +238,9 @@ func (r *Repository) AddKey(ctx context.Context, s Secret) (string, error) {
 
 // findMasterKey tries every key object until one opens with s.
 func findMasterKey(ctx context.Context, be storage.Backend, s Secret) (*masterKey, error) {
-	var names []string
-	err := be.List(ctx, "keys/", func(oi storage.ObjectInfo) error {
-		names = append(names, oi.Name)
-		return nil
-	})
+	names, err := listNames(ctx, be, "keys/")
 	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
+		return nil, err
 	}
 	if len(names) == 0 {
 		return nil, fmt.Errorf("%s is not a lifeboat repository (no keys/; run `lifeboat repo init`): %w", be.Location(), storage.ErrNotFound)

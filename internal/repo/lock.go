@@ -128,12 +128,9 @@ func (r *Repository) deleteLock(name string) {
 
 // Locks lists the lock objects in the repository.
 func (r *Repository) Locks(ctx context.Context) ([]*LockInfo, error) {
-	var names []string
-	if err := r.be.List(ctx, "locks/", func(oi storage.ObjectInfo) error {
-		names = append(names, oi.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list locks: %w", err)
+	names, err := r.listNames(ctx, "locks/")
+	if err != nil {
+		return nil, err
 	}
 	var out []*LockInfo
 	for _, n := range names {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -198,4 +199,20 @@ func (r *Repository) getObject(ctx context.Context, name string) ([]byte, error)
 		return nil, err
 	}
 	return r.crypt.openObject(name, data)
+}
+
+// listNames returns the names of the objects under prefix, in order.
+func (r *Repository) listNames(ctx context.Context, prefix string) ([]string, error) {
+	return listNames(ctx, r.be, prefix)
+}
+
+func listNames(ctx context.Context, be storage.Backend, prefix string) ([]string, error) {
+	var names []string
+	if err := be.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		names = append(names, oi.Name)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list %s: %w", strings.TrimSuffix(prefix, "/"), err)
+	}
+	return names, nil
 }

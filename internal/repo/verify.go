@@ -145,12 +145,9 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 // damaged ones as problems instead of stopping.
 func (r *Repository) loadIndexTolerant(ctx context.Context, rep *VerifyReport) (*Index, error) {
 	x := newIndex()
-	var names []string
-	if err := r.be.List(ctx, "index/", func(oi storage.ObjectInfo) error {
-		names = append(names, oi.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list index: %w", err)
+	names, err := r.listNames(ctx, "index/")
+	if err != nil {
+		return nil, err
 	}
 	for _, n := range names {
 		packs, err := r.readIndexFile(ctx, n)

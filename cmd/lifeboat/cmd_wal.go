@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,10 @@ and the archived file is kept.`,
 }
 
 func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error {
+	// A push allocates a bounded ~20 MiB and exits: collecting garbage on
+	// the way only competes with the database for the CPU. The soft memory
+	// limit set in main still applies.
+	debug.SetGCPercent(-1)
 	p, a, err := g.asset(asset)
 	if err != nil {
 		return err

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 
+	"github.com/lifeboat-dr/lifeboat/internal/hugemem"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -62,7 +63,7 @@ type PushResult struct {
 func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushResult, error) {
 	name := filepath.Base(path)
 	res := PushResult{Name: name}
-	data, release, err := mapFile(path)
+	data, release, err := readWALFile(path)
 	if err != nil {
 		return res, fmt.Errorf("wal-push %s: %w", name, err)
 	}
@@ -119,10 +120,10 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushR
 	return res, nil
 }
 
-// mapFile maps a WAL file read-only. The page cache holds it already; a
-// copy would make this short-lived process touch 16 MiB of fresh memory,
-// which costs more than compressing it.
-func mapFile(path string) ([]byte, func(), error) {
+// readWALFile reads a WAL file into a huge-page buffer. A fresh heap
+// buffer, or a memory map of the page cache, would make this short-lived
+// process fault in 4096 pages, which costs more than compressing them.
+func readWALFile(path string) ([]byte, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -132,16 +133,15 @@ func mapFile(path string) ([]byte, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if st.Size() == 0 || st.Size() > MaxWALSegmentSize {
-		data, err := os.ReadFile(path)
-		return data, func() {}, err
+	if st.Size() > MaxWALSegmentSize {
+		return nil, nil, fmt.Errorf("%d bytes: larger than any WAL segment", st.Size())
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		data, err := os.ReadFile(path)
-		return data, func() {}, err
+	buf, release := hugemem.Alloc(int(st.Size()))
+	if _, err := io.ReadFull(f, buf); err != nil {
+		release()
+		return nil, nil, err
 	}
-	return data, func() { syscall.Munmap(data) }, nil
+	return buf, release, nil
 }
 
 // isSegmentFileName tells segment and partial segment names, whose

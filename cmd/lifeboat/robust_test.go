@@ -262,3 +262,30 @@ func TestOtherClusterRefused(t *testing.T) {
 		t.Fatal("the refused cluster changed the archive")
 	}
 }
+
+// TestUnreadableFileFailsLoudly: a file the backup cannot read fails the
+// backup at once, naming it; no snapshot is recorded and nothing hangs.
+func TestUnreadableFileFailsLoudly(t *testing.T) {
+	e := newEnv(t, false)
+	e.pg.PGBench(t, "-i", "-s", "1", "postgres")
+	bad := filepath.Join(e.pg.DataDir, "base", "zz_unreadable")
+	if err := os.WriteFile(bad, []byte("secret"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan result, 1)
+	go func() { done <- e.run("backup", "db") }()
+	select {
+	case r := <-done:
+		if r.code != 1 || !strings.Contains(r.stderr, "zz_unreadable") || !strings.Contains(r.stderr, "permission denied") {
+			t.Fatalf("backup with an unreadable file: exit %d: %s", r.code, r.stderr)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("backup with an unreadable file hangs")
+	}
+	if n := len(e.snapshots()); n != 0 {
+		t.Fatalf("%d snapshots recorded by a failed backup", n)
+	}
+	os.Remove(bad)
+	e.mustRun("backup", "db")
+	e.mustRun("verify", "--read-data")
+}

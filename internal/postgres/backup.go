@@ -518,126 +518,148 @@ type fileResult struct {
 // copyFiles reads the files with parallel workers and writes the tree in
 // path order as files complete.
 func (b *backup) copyFiles(ctx context.Context, entries []*entry) ([]repo.ID, int, error) {
-	results := make([]*fileResult, len(entries))
-	done := make(chan int, 1024)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &copier{b: b, entries: entries, results: make([]*fileResult, len(entries)),
+		jobs: make(chan part, b.opts.Workers*2), done: make(chan int, 1024), slots: make(chan struct{}, filesInFlight)}
 	g, gctx := errgroup.WithContext(ctx)
-	jobs := make(chan part, b.opts.Workers*2)
-
-	// Dispatcher: parts of files in order, with a bounded window of files
-	// in flight so memory stays flat.
-	const window = 256
-	sem := make(chan struct{}, window)
-	g.Go(func() error {
-		defer close(jobs)
-		for i, e := range entries {
-			if e.typ != repo.NodeFile || e.reuse != nil {
-				continue
-			}
-			select {
-			case sem <- struct{}{}:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			size := e.info.Size()
-			n := int((size + partSize - 1) / partSize)
-			if n == 0 {
-				n = 1
-			}
-			results[i] = &fileResult{parts: make([][]repo.Block, n), short: make([]bool, n), pending: int32(n)}
-			for p := 0; p < n; p++ {
-				pt := part{e: e, fileNo: i, no: p, off: int64(p) * partSize, length: partSize, last: p == n-1}
-				select {
-				case jobs <- pt:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-			}
-		}
-		return nil
-	})
+	g.Go(func() error { return c.dispatch(gctx) })
 	var workers sync.WaitGroup
 	for w := 0; w < b.opts.Workers; w++ {
 		workers.Add(1)
 		g.Go(func() error {
 			defer workers.Done()
-			sink := b.w.NewSink()
-			buf := make([]byte, readChunk/b.opts.BlockSize*b.opts.BlockSize)
-			for pt := range jobs {
-				blocks, short, err := b.readPart(gctx, sink, pt, buf)
-				res := results[pt.fileNo]
-				if err != nil {
-					return err
-				}
-				res.parts[pt.no] = blocks
-				res.short[pt.no] = short
-				if atomic.AddInt32(&res.pending, -1) == 0 {
-					select {
-					case done <- pt.fileNo:
-					case <-gctx.Done():
-						return gctx.Err()
-					}
-				}
-			}
-			return sink.Flush(gctx)
+			return c.work(gctx)
 		})
 	}
 	go func() {
 		workers.Wait()
-		close(done)
+		close(c.done)
 	}()
-	tw := b.w.NewTreeWriter()
-	next := 0
-	finished := make(map[int]bool)
-	emit := func() error {
-		for next < len(entries) {
-			e := entries[next]
-			needsWork := e.typ == repo.NodeFile && e.reuse == nil
-			if needsWork && !finished[next] {
-				return nil
-			}
-			n := b.node(e)
-			if needsWork {
-				n.Blocks, n.Size = assemble(results[next])
-				results[next] = nil
-				delete(finished, next)
-				<-sem
-			}
-			if n != nil {
-				if err := tw.Add(gctx, n); err != nil {
-					return err
-				}
-			}
-			next++
-		}
-		return nil
-	}
-	var emitErr error
-	if emitErr = emit(); emitErr == nil {
-		for fileNo := range done {
-			finished[fileNo] = true
-			if emitErr = emit(); emitErr != nil {
-				break
-			}
-		}
-	}
+	tree, count, emitErr := c.emitTree(gctx)
+	// A failed reader cancels gctx, and the tree then stops short: the
+	// reader's error is the one to report.
+	groupFailed := gctx.Err() != nil
 	if emitErr != nil {
-		// Unblock workers still sending on done.
-		go func() {
-			for range done {
-			}
-		}()
+		// Stop the dispatcher and the workers, and let them finish.
+		cancel()
+		for range c.done {
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return nil, 0, err
+	werr := g.Wait()
+	if werr != nil && (emitErr == nil || groupFailed) {
+		return nil, 0, werr
 	}
 	if emitErr != nil {
 		return nil, 0, emitErr
 	}
+	return tree, count, nil
+}
+
+// filesInFlight bounds the files read but not yet written to the tree, so
+// memory stays flat whatever the number of files.
+const filesInFlight = 256
+
+// copier is the state one copyFiles run shares between its dispatcher,
+// its workers and the tree emitter.
+type copier struct {
+	b       *backup
+	entries []*entry
+	results []*fileResult // per entry, set by the dispatcher before its parts are sent
+	jobs    chan part
+	done    chan int // entry numbers whose parts are all read
+	slots   chan struct{}
+}
+
+// dispatch cuts the files to read into parts, in path order.
+func (c *copier) dispatch(ctx context.Context) error {
+	defer close(c.jobs)
+	for i, e := range c.entries {
+		if e.typ != repo.NodeFile || e.reuse != nil {
+			continue
+		}
+		select {
+		case c.slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		n := int((e.info.Size() + partSize - 1) / partSize)
+		if n == 0 {
+			n = 1
+		}
+		c.results[i] = &fileResult{parts: make([][]repo.Block, n), short: make([]bool, n), pending: int32(n)}
+		for p := 0; p < n; p++ {
+			pt := part{e: e, fileNo: i, no: p, off: int64(p) * partSize, length: partSize, last: p == n-1}
+			select {
+			case c.jobs <- pt:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// work reads parts until there are none left.
+func (c *copier) work(ctx context.Context) error {
+	sink := c.b.w.NewSink()
+	buf := make([]byte, readChunk/c.b.opts.BlockSize*c.b.opts.BlockSize)
+	for pt := range c.jobs {
+		blocks, short, err := c.b.readPart(ctx, sink, pt, buf)
+		if err != nil {
+			return err
+		}
+		res := c.results[pt.fileNo]
+		res.parts[pt.no] = blocks
+		res.short[pt.no] = short
+		if atomic.AddInt32(&res.pending, -1) == 0 {
+			select {
+			case c.done <- pt.fileNo:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return sink.Flush(ctx)
+}
+
+// emitTree adds the nodes to the tree in path order as their files
+// complete, and closes the tree once every entry is in it.
+func (c *copier) emitTree(ctx context.Context) ([]repo.ID, int, error) {
+	tw := c.b.w.NewTreeWriter()
+	next := 0
+	finished := make(map[int]bool)
+	emit := func() error {
+		for ; next < len(c.entries); next++ {
+			e := c.entries[next]
+			read := e.typ == repo.NodeFile && e.reuse == nil
+			if read && !finished[next] {
+				return nil
+			}
+			n := c.b.node(e)
+			if read {
+				n.Blocks, n.Size = assemble(c.results[next])
+				c.results[next] = nil
+				delete(finished, next)
+				<-c.slots
+			}
+			if err := tw.Add(ctx, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if err := emit(); err != nil {
 		return nil, 0, err
 	}
-	if next != len(entries) {
-		return nil, 0, fmt.Errorf("backup stopped at %s", entries[next].rel)
+	for fileNo := range c.done {
+		finished[fileNo] = true
+		if err := emit(); err != nil {
+			return nil, 0, err
+		}
+	}
+	if next != len(c.entries) {
+		return nil, 0, fmt.Errorf("backup stopped at %s", c.entries[next].rel)
 	}
 	return tw.Close(ctx)
 }

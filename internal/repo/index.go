@@ -34,7 +34,6 @@ type Index struct {
 	frames []FrameLoc
 	blobs  map[ID]BlobLoc
 	packs  map[ID]int // pack → frames count, for verify
-	files  []string   // index objects read
 }
 
 func newIndex() *Index {
@@ -60,13 +59,6 @@ func (x *Index) Has(id ID) bool {
 	return ok
 }
 
-// Len is the number of blobs indexed.
-func (x *Index) Len() int {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	return len(x.blobs)
-}
-
 // Packs lists the packs the index names, with their frame counts.
 func (x *Index) Packs() map[ID]int {
 	x.mu.RLock()
@@ -77,9 +69,6 @@ func (x *Index) Packs() map[ID]int {
 	}
 	return out
 }
-
-// Files lists the index objects that were read.
-func (x *Index) Files() []string { return x.files }
 
 // add records a pack's frames; keep selects which blobs to remember (nil
 // keeps all).
@@ -143,7 +132,6 @@ func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool
 			x.add(p, keep)
 		}
 	}
-	x.files = names
 	return x, nil
 }
 

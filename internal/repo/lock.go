@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -251,6 +250,3 @@ func (l *Lock) Unlock() {
 	l.mu.Unlock()
 	l.r.deleteLock(name)
 }
-
-// IsLockObject reports whether a storage name is a lock (verify skips them).
-func IsLockObject(name string) bool { return strings.HasPrefix(name, "locks/") }

@@ -218,6 +218,3 @@ func packName(id ID) string {
 	s := id.String()
 	return "data/" + s[:2] + "/" + s
 }
-
-func indexName(id ID) string    { return "index/" + id.String() }
-func snapshotName(id ID) string { return "snapshots/" + id.String() }

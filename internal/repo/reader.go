@@ -82,31 +82,6 @@ func (r *Repository) LoadBlob(ctx context.Context, idx *Index, id ID) ([]byte, e
 	return data, nil
 }
 
-// BlobsInFrame splits an opened frame into its blobs, checking each hash;
-// blobs the caller does not want are skipped unchecked.
-func (r *Repository) BlobsInFrame(frame []byte, entries []FrameBlob, fn func(FrameBlob, []byte) error) error {
-	for _, e := range entries {
-		if uint64(e.Offset)+uint64(e.Len) > uint64(len(frame)) {
-			return fmt.Errorf("blob %s: outside its frame: %w", e.ID.Short(), ErrCorrupt)
-		}
-		data := frame[e.Offset : e.Offset+e.Len]
-		if err := r.checkBlob(e.ID, data); err != nil {
-			return err
-		}
-		if err := fn(e, data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// FrameBlob is a blob wanted from a frame.
-type FrameBlob struct {
-	ID     ID
-	Offset uint32
-	Len    uint32
-}
-
 // PackContents is what a pack's own header says it holds.
 type PackContents struct {
 	ID     ID

@@ -162,7 +162,6 @@ func (r *Repository) loadIndexTolerant(ctx context.Context, rep *VerifyReport) (
 			x.add(p, nil)
 		}
 	}
-	x.files = names
 	return x, nil
 }
 

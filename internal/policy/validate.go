@@ -98,6 +98,17 @@ func (p *Policy) problems() []*FieldError {
 	return c.problems
 }
 
+// uniqueName checks a name's form and that no earlier item of the list has
+// it; seen maps the names so far to the lines they were declared on.
+func (c *checker) uniqueName(seen map[string]int, path string, line int, kind, name string) {
+	c.name(path, line, kind, name)
+	if first, dup := seen[name]; dup && name != "" {
+		c.add(path, line, "duplicate %s name %q (first declared on line %d)", kind, name, first)
+	} else {
+		seen[name] = c.lineOf(path, line)
+	}
+}
+
 func (c *checker) repositories() {
 	if len(c.p.Repositories) == 0 {
 		c.add("repositories", 0, "at least one repository is required")
@@ -106,12 +117,7 @@ func (c *checker) repositories() {
 	for i := range c.p.Repositories {
 		r := &c.p.Repositories[i]
 		path := itemPath("repositories", i)
-		c.name(path+".name", r.Line, "repository", r.Name)
-		if first, dup := seen[r.Name]; dup && r.Name != "" {
-			c.add(path+".name", r.Line, "duplicate repository name %q (first declared on line %d)", r.Name, first)
-		} else {
-			seen[r.Name] = c.lineOf(path+".name", r.Line)
-		}
+		c.uniqueName(seen, path+".name", r.Line, "repository", r.Name)
 		c.repositoryURL(path+".url", r.Line, r.URL)
 		switch {
 		case r.KeyFile != "" && r.Passphrase != "":
@@ -190,12 +196,7 @@ func (c *checker) assets() {
 	for i := range c.p.Assets {
 		a := &c.p.Assets[i]
 		path := itemPath("assets", i)
-		c.name(path+".name", a.Line, "asset", a.Name)
-		if first, dup := seen[a.Name]; dup && a.Name != "" {
-			c.add(path+".name", a.Line, "duplicate asset name %q (first declared on line %d)", a.Name, first)
-		} else {
-			seen[a.Name] = c.lineOf(path+".name", a.Line)
-		}
+		c.uniqueName(seen, path+".name", a.Line, "asset", a.Name)
 		if a.Tier != "" {
 			if _, ok := c.p.Tiers[a.Tier]; !ok {
 				c.add(path+".tier", a.Line, "unknown tier %q (known: %s)", a.Tier, knownList(c.tierNames()))

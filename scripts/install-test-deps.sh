@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian: the PostgreSQL 15 server binaries (tests start real
-# clusters from /usr/lib/postgresql/15/bin), contrib, git and make. Idempotent and silent when nothing
-# is missing; apt-get runs only when something is. As a normal user it prints the command to run.
+# clusters from /usr/lib/postgresql/15/bin), contrib, git, make and MinIO (scripts/install-minio.sh).
+# Idempotent and silent when nothing is missing; apt-get runs only when something is. As a normal
+# user it prints the command to run.
 # Debian's package may create and start its own "15/main" cluster: the tests never use it.
 set -euo pipefail
 
@@ -51,3 +52,6 @@ if ! command -v go >/dev/null 2>&1 && [[ ! -x /usr/local/go/bin/go ]]; then
 	echo "install-test-deps: install the Go version named in go.mod (https://go.dev/dl/) and put it in PATH." >&2
 	exit 1
 fi
+
+# MinIO, the S3 server the storage tests start: built with Go the first time (minutes), silent after.
+bash "$(dirname "${BASH_SOURCE[0]}")/install-minio.sh"

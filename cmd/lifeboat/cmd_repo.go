@@ -87,7 +87,7 @@ func initRepository(ctx context.Context, g *globalOptions, rp *policy.Repository
 			return fmt.Errorf("repository %s: %w", rp.Name, err)
 		}
 	}
-	be, err := openBackend(rp)
+	be, err := openBackend(ctx, rp)
 	if err != nil {
 		return err
 	}

@@ -29,16 +29,30 @@ type env struct {
 	bin    string
 	dir    string
 	policy string
-	repo   string
-	pg     *pgtest.Cluster
+	repo   string // the local repository directory (file repositories)
+	// repoURL and repoCreds, when set, put the repository elsewhere (S3).
+	repoURL   string
+	repoCreds string
+	pg        *pgtest.Cluster
 }
 
 // newEnv starts a cluster whose archive_command is lifeboat wal-push and
 // initialises a repository for it.
 func newEnv(t *testing.T, checksums bool) *env {
 	t.Helper()
+	return startEnv(t, checksums, nil)
+}
+
+// startEnv is newEnv with a hook that may point the repository elsewhere
+// before the policy is written.
+func startEnv(t *testing.T, checksums bool, configure func(*env)) *env {
+	t.Helper()
 	e := &env{t: t, bin: pgtest.Bin(t, "lifeboat"), dir: t.TempDir()}
 	e.repo = filepath.Join(e.dir, "repo")
+	e.repoURL = "file://" + e.repo
+	if configure != nil {
+		configure(e)
+	}
 	e.policy = filepath.Join(e.dir, "lifeboat.yaml")
 	archive := fmt.Sprintf("%s -c %s wal-push db %%p", e.bin, e.policy)
 	e.pg = pgtest.Start(t, pgtest.Options{Checksums: checksums, NoStart: true, Conf: map[string]string{
@@ -54,8 +68,8 @@ func (e *env) writePolicy(keyFile string) {
 	e.t.Helper()
 	policy := fmt.Sprintf(`repositories:
   - name: primary
-    url: file://%s
-    key_file: %s
+    url: %s
+    key_file: %s%s
 tiers:
   critical: { rpo: 5m, rto: 1h }
 assets:
@@ -65,7 +79,7 @@ assets:
     pgdata: %s
     dsn: "%s"
     repositories: [primary]
-`, e.repo, keyFile, e.pg.DataDir, e.pg.DSN("postgres"))
+`, e.repoURL, keyFile, e.repoCreds, e.pg.DataDir, e.pg.DSN("postgres"))
 	if err := os.WriteFile(e.policy, []byte(policy), 0o600); err != nil {
 		e.t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/retry"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/s3"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -132,7 +133,7 @@ func (g *globalOptions) asset(name string) (*policy.Policy, *policy.Asset, error
 
 // openBackend turns a repository URL into a storage backend, wrapped in
 // the retry decorator.
-func openBackend(rp *policy.Repository) (storage.Backend, error) {
+func openBackend(ctx context.Context, rp *policy.Repository) (storage.Backend, error) {
 	u, err := url.Parse(rp.URL)
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: url: %w", rp.Name, err)
@@ -140,6 +141,17 @@ func openBackend(rp *policy.Repository) (storage.Backend, error) {
 	switch u.Scheme {
 	case "file":
 		be, err := fs.New(u.Path)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return retry.New(be, retry.Options{}), nil
+	case "s3":
+		opts, err := s3.ParseURL(rp.URL)
+		if err != nil {
+			return nil, &usageError{fmt.Errorf("repository %s: %w", rp.Name, err)}
+		}
+		opts.AccessKey, opts.SecretKey = rp.AccessKey.Reveal(), rp.SecretKey.Reveal()
+		be, err := s3.New(ctx, opts)
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
 		}
@@ -165,7 +177,7 @@ func secretFor(rp *policy.Repository) (repo.Secret, error) {
 
 // openRepository opens one repository of the policy.
 func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
-	be, err := openBackend(rp)
+	be, err := openBackend(ctx, rp)
 	if err != nil {
 		return nil, err
 	}

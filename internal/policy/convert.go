@@ -50,6 +50,8 @@ func (c *converter) repository(path string, r *repositoryYAML) Repository {
 		repo.KeyFile = filepath.Clean(kf)
 	}
 	repo.Passphrase = Secret(c.nonEmpty(path+".passphrase", r.Passphrase))
+	repo.AccessKey = Secret(c.nonEmpty(path+".access_key", r.AccessKey))
+	repo.SecretKey = Secret(c.nonEmpty(path+".secret_key", r.SecretKey))
 	return repo
 }
 

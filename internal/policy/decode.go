@@ -26,6 +26,8 @@ type repositoryYAML struct {
 	URL        string `yaml:"url"`
 	KeyFile    string `yaml:"key_file"`
 	Passphrase string `yaml:"passphrase"`
+	AccessKey  string `yaml:"access_key"`
+	SecretKey  string `yaml:"secret_key"`
 }
 
 type tierYAML struct {

@@ -306,7 +306,7 @@ assets:
 			name: "repository URLs",
 			src: `repositories:
   - name: s3
-    url: s3://bucket/prefix
+    url: s3:///prefix
     key_file: /k
   - name: bare
     url: /var/lib/lifeboat/repo
@@ -334,7 +334,7 @@ assets:
     repositories: [local]
 `,
 			want: []string{
-				`lifeboat.yaml:3: repositories[0].url: unsupported repository URL scheme "s3" (supported: file)`,
+				`lifeboat.yaml:3: repositories[0].url: s3 URL must name a bucket, e.g. s3://backups/ledger?region=eu-north-1`,
 				`lifeboat.yaml:6: repositories[1].url: repository URL has no scheme: write file:///var/lib/lifeboat/repo`,
 				`lifeboat.yaml:9: repositories[2].url: file URL must hold an absolute path after three slashes, e.g. file:///var/lib/lifeboat/repo`,
 				`lifeboat.yaml:12: repositories[3].url: file URL must not have a user, query or fragment`,

@@ -44,8 +44,8 @@ type Policy struct {
 // Repository is a place backups are written to.
 type Repository struct {
 	Name string
-	// URL locates the repository. Only file:// URLs with an absolute path
-	// are supported for now.
+	// URL locates the repository: file:///absolute/path, or
+	// s3://bucket/prefix?endpoint=...&region=...&path_style=true.
 	URL string
 	// KeyFile is the absolute path of a file holding the repository key.
 	// A relative path in the policy file is resolved against the
@@ -54,6 +54,10 @@ type Repository struct {
 	KeyFile string
 	// Passphrase unlocks the repository key.
 	Passphrase Secret
+	// AccessKey and SecretKey are S3 credentials; when unset the
+	// environment, shared profile or instance role is used.
+	AccessKey Secret
+	SecretKey Secret
 	// Line is where the repository is declared; 0 when unknown.
 	Line int
 }

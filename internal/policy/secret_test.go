@@ -119,3 +119,30 @@ func TestRedactDSN(t *testing.T) {
 		}
 	}
 }
+
+func TestS3CredentialsAreSecrets(t *testing.T) {
+	t.Setenv("LB_TEST_S3_SECRET", "s3-secret-value")
+	p, err := Parse([]byte(`repositories:
+  - name: primary
+    url: s3://backups/ledger?endpoint=http://127.0.0.1:9000&region=us-east-1&path_style=true
+    access_key: lifeboat
+    secret_key: ${LB_TEST_S3_SECRET}
+    passphrase: correct horse battery
+assets:
+  - name: ledger
+    kind: postgres
+    pgdata: /pg
+    dsn: host=/tmp
+    repositories: [primary]
+`), "lifeboat.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Repositories[0]
+	if r.SecretKey.Reveal() != "s3-secret-value" || r.AccessKey.Reveal() != "lifeboat" {
+		t.Fatalf("credentials not read: %q %q", r.AccessKey.Reveal(), r.SecretKey.Reveal())
+	}
+	if s := fmt.Sprintf("%v %+v %#v", r, r, r); strings.Contains(s, "s3-secret-value") {
+		t.Fatalf("secret printed: %s", s)
+	}
+}

@@ -120,6 +120,12 @@ func (c *checker) repositories() {
 		c.uniqueName(seen, path+".name", r.Line, "repository", r.Name)
 		c.repositoryURL(path+".url", r.Line, r.URL)
 		switch {
+		case (r.AccessKey != "" || r.SecretKey != "") && !strings.HasPrefix(r.URL, "s3://"):
+			c.add(path+".access_key", r.Line, "access_key and secret_key apply to s3 repositories only")
+		case (r.AccessKey == "") != (r.SecretKey == ""):
+			c.add(path+".access_key", r.Line, "set both access_key and secret_key, or neither (then the environment or shared profile is used)")
+		}
+		switch {
 		case r.KeyFile != "" && r.Passphrase != "":
 			c.add(path, r.Line, "set only one of key_file or passphrase")
 		case r.KeyFile == "" && r.Passphrase == "":
@@ -151,9 +157,13 @@ func (c *checker) repositoryURL(path string, line int, raw string) {
 	case u.Scheme == "" && filepath.IsAbs(raw):
 		c.add(path, line, "repository URL has no scheme: write file://%s", raw)
 	case u.Scheme == "":
-		c.add(path, line, "repository URL has no scheme (supported: file), e.g. file:///var/lib/lifeboat/repo")
+		c.add(path, line, "repository URL has no scheme (supported: file, s3), e.g. file:///var/lib/lifeboat/repo")
+	case u.Scheme == "s3":
+		if u.Host == "" || u.User != nil || u.Fragment != "" {
+			c.add(path, line, "s3 URL must name a bucket, e.g. s3://backups/ledger?region=eu-north-1")
+		}
 	case u.Scheme != "file":
-		c.add(path, line, "unsupported repository URL scheme %q (supported: file)", u.Scheme)
+		c.add(path, line, "unsupported repository URL scheme %q (supported: file, s3)", u.Scheme)
 	case u.Opaque != "" || (u.Host != "" && u.Host != "localhost"):
 		c.add(path, line, "file URL must hold an absolute path after three slashes, e.g. file:///var/lib/lifeboat/repo")
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":

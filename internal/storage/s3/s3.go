@@ -1,0 +1,332 @@
+// Package s3 is the storage backend for S3 and S3-compatible object stores
+// (MinIO, Ceph, R2, ...). It keeps the storage contract with the store's
+// own primitives: create-if-absent through a conditional put
+// (If-None-Match: *), and a CRC32C checksum on every upload that the store
+// verifies before it stores anything, so a body damaged in transit is
+// rejected rather than kept.
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// Options say where a repository lives in S3 and how to reach it.
+type Options struct {
+	Bucket    string
+	Prefix    string // without leading or trailing slash; "" is the bucket root
+	Endpoint  string // e.g. http://127.0.0.1:9000; empty for AWS
+	Region    string
+	PathStyle bool
+	// AccessKey and SecretKey, when set, are used instead of the
+	// environment, shared profile or instance role.
+	AccessKey string
+	SecretKey string
+}
+
+// ParseURL reads s3://bucket/prefix?endpoint=...&region=...&path_style=true.
+func ParseURL(raw string) (Options, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Options{}, fmt.Errorf("s3 url: %w", err)
+	}
+	if u.Scheme != "s3" || u.Host == "" {
+		return Options{}, fmt.Errorf("s3 url %q: want s3://bucket/prefix", raw)
+	}
+	o := Options{Bucket: u.Host, Prefix: strings.Trim(u.Path, "/")}
+	q := u.Query()
+	for k := range q {
+		switch k {
+		case "endpoint", "region", "path_style":
+		default:
+			return Options{}, fmt.Errorf("s3 url %q: unknown parameter %q (known: endpoint, region, path_style)", raw, k)
+		}
+	}
+	o.Endpoint = q.Get("endpoint")
+	o.Region = q.Get("region")
+	if v := q.Get("path_style"); v != "" {
+		if o.PathStyle, err = strconv.ParseBool(v); err != nil {
+			return Options{}, fmt.Errorf("s3 url %q: path_style: %w", raw, err)
+		}
+	}
+	if o.Prefix != "" {
+		if err := storage.ValidateName(o.Prefix); err != nil {
+			return Options{}, fmt.Errorf("s3 url %q: prefix: %w", raw, err)
+		}
+	}
+	return o, nil
+}
+
+type backend struct {
+	client *s3api.Client
+	opts   Options
+}
+
+var _ storage.Backend = (*backend)(nil)
+
+// New connects to the bucket and checks that it is reachable.
+func New(ctx context.Context, opts Options) (storage.Backend, error) {
+	if opts.Bucket == "" {
+		return nil, errors.New("s3: no bucket")
+	}
+	region := opts.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	// Bounded timeouts: a store that stops answering must fail the call
+	// (and let the retry decorator try again), never hang a backup.
+	// The SDK's buildable client, so that a custom CA bundle
+	// (AWS_CA_BUNDLE) can still be added to its transport.
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) {
+			d.Timeout = 10 * time.Second
+			d.KeepAlive = 30 * time.Second
+		}).
+		WithTransportOptions(func(t *http.Transport) {
+			t.TLSHandshakeTimeout = 10 * time.Second
+			t.ResponseHeaderTimeout = 60 * time.Second
+			t.IdleConnTimeout = 90 * time.Second
+			t.MaxIdleConnsPerHost = 16
+		})
+	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithHTTPClient(httpClient)}
+	if opts.AccessKey != "" || opts.SecretKey != "" {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("s3: load configuration: %w", err)
+	}
+	client := s3api.NewFromConfig(cfg, func(o *s3api.Options) {
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+		}
+		o.UsePathStyle = opts.PathStyle
+	})
+	b := &backend{client: client, opts: opts}
+	if _, err := client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: aws.String(opts.Bucket)}); err != nil {
+		return nil, b.wrap("open", "", err)
+	}
+	return b, nil
+}
+
+func (b *backend) Location() string {
+	loc := "s3://" + b.opts.Bucket
+	if b.opts.Prefix != "" {
+		loc += "/" + b.opts.Prefix
+	}
+	if b.opts.Endpoint != "" {
+		loc += " at " + b.opts.Endpoint
+	}
+	return loc
+}
+
+func (b *backend) Close() error { return nil }
+
+func (b *backend) key(name string) string {
+	if b.opts.Prefix == "" {
+		return name
+	}
+	return b.opts.Prefix + "/" + name
+}
+
+// wrap turns SDK errors into the contract's: a missing object or a taken
+// name into the sentinels, client errors other than throttling into
+// permanent ones.
+func (b *backend) wrap(op, name string, err error) error {
+	where := b.Location()
+	if name != "" {
+		where = name
+	}
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	if errors.As(err, &nsk) || errors.As(err, &nf) {
+		return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound":
+			return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return fmt.Errorf("%s %s: %w", op, where, storage.ErrExists)
+		case "NoSuchBucket":
+			return storage.Permanent(fmt.Errorf("%s %s: bucket %q does not exist", op, where, b.opts.Bucket))
+		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
+			return storage.Permanent(fmt.Errorf("%s %s: %s (check the credentials and the bucket policy): %w", op, where, ae.ErrorCode(), err))
+		}
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		if code := re.HTTPStatusCode(); code >= 400 && code < 500 && code != 408 && code != 429 {
+			if code == 404 {
+				return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
+			}
+			return storage.Permanent(fmt.Errorf("%s %s: %w", op, where, err))
+		}
+	}
+	return fmt.Errorf("%s %s: %w", op, where, err)
+}
+
+func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
+	if err := storage.ValidateName(name); err != nil {
+		return err
+	}
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	_, err := b.client.PutObject(ctx, &s3api.PutObjectInput{
+		Bucket:            aws.String(b.opts.Bucket),
+		Key:               aws.String(b.key(name)),
+		Body:              body,
+		ContentLength:     aws.Int64(size),
+		IfNoneMatch:       aws.String("*"),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+	})
+	if err != nil {
+		return b.wrap("put", name, err)
+	}
+	return nil
+}
+
+func (b *backend) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return nil, err
+	}
+	out, err := b.client.GetObject(ctx, &s3api.GetObjectInput{
+		Bucket:       aws.String(b.opts.Bucket),
+		Key:          aws.String(b.key(name)),
+		ChecksumMode: types.ChecksumModeEnabled,
+	})
+	if err != nil {
+		return nil, b.wrap("get", name, err)
+	}
+	return out.Body, nil
+}
+
+func (b *backend) GetRange(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, storage.Permanent(fmt.Errorf("get %s: invalid range %d+%d", name, offset, length))
+	}
+	if length == 0 {
+		if _, err := b.Stat(ctx, name); err != nil {
+			return nil, err
+		}
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	out, err := b.client.GetObject(ctx, &s3api.GetObjectInput{
+		Bucket: aws.String(b.opts.Bucket),
+		Key:    aws.String(b.key(name)),
+		Range:  aws.String(fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)),
+	})
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "InvalidRange" {
+			return nil, storage.Permanent(fmt.Errorf("get %s: range %d+%d is past the end", name, offset, length))
+		}
+		return nil, b.wrap("get", name, err)
+	}
+	// A range that starts inside the object but ends past it comes back
+	// short; the contract says that is an error, not a short read.
+	if out.ContentLength == nil || *out.ContentLength != length {
+		out.Body.Close()
+		got := int64(-1)
+		if out.ContentLength != nil {
+			got = *out.ContentLength
+		}
+		return nil, storage.Permanent(fmt.Errorf("get %s: range %d+%d is past the end (%d bytes returned)", name, offset, length, got))
+	}
+	return out.Body, nil
+}
+
+func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return storage.ObjectInfo{}, err
+	}
+	out, err := b.client.HeadObject(ctx, &s3api.HeadObjectInput{
+		Bucket: aws.String(b.opts.Bucket),
+		Key:    aws.String(b.key(name)),
+	})
+	if err != nil {
+		return storage.ObjectInfo{}, b.wrap("stat", name, err)
+	}
+	oi := storage.ObjectInfo{Name: name}
+	if out.ContentLength != nil {
+		oi.Size = *out.ContentLength
+	}
+	if out.LastModified != nil {
+		oi.ModTime = *out.LastModified
+	}
+	return oi, nil
+}
+
+func (b *backend) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	p := s3api.NewListObjectsV2Paginator(b.client, &s3api.ListObjectsV2Input{
+		Bucket: aws.String(b.opts.Bucket),
+		Prefix: aws.String(b.key(prefix)),
+	})
+	strip := ""
+	if b.opts.Prefix != "" {
+		strip = b.opts.Prefix + "/"
+	}
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return b.wrap("list", prefix, err)
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), strip)
+			// Objects that are not valid names were not written by a
+			// repository (or are another tool's): the contract lists
+			// only names a backend could have stored.
+			if storage.ValidateName(name) != nil {
+				continue
+			}
+			oi := storage.ObjectInfo{Name: name, Size: aws.ToInt64(o.Size)}
+			if o.LastModified != nil {
+				oi.ModTime = *o.LastModified
+			}
+			if err := fn(oi); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Delete removes the object. S3 answers a delete of a missing key with
+// success, so the contract's ErrNotFound comes from asking first.
+func (b *backend) Delete(ctx context.Context, name string) error {
+	if _, err := b.Stat(ctx, name); err != nil {
+		return err
+	}
+	_, err := b.client.DeleteObject(ctx, &s3api.DeleteObjectInput{
+		Bucket: aws.String(b.opts.Bucket),
+		Key:    aws.String(b.key(name)),
+	})
+	if err != nil {
+		return b.wrap("delete", name, err)
+	}
+	return nil
+}

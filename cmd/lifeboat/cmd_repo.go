@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"sort"
 
 	"github.com/spf13/cobra"
 
@@ -61,15 +62,19 @@ func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error
 		}
 		targets = append(targets, rp)
 	}
+	// Copies take their primary's key, so primaries come first.
+	sort.SliceStable(targets, func(i, j int) bool {
+		return primaryOf(p, targets[i]) == nil && primaryOf(p, targets[j]) != nil
+	})
 	for _, rp := range targets {
-		if err := initRepository(ctx, g, rp); err != nil {
+		if err := initRepository(ctx, g, p, rp); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func initRepository(ctx context.Context, g *globalOptions, rp *policy.Repository) error {
+func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository) error {
 	if rp.KeyFile != "" {
 		if _, err := os.Stat(rp.KeyFile); errors.Is(err, fs.ErrNotExist) {
 			if err := repo.GenerateKeyFile(rp.KeyFile); err != nil {
@@ -95,6 +100,17 @@ func initRepository(ctx context.Context, g *globalOptions, rp *policy.Repository
 	sec, err := secretFor(rp)
 	if err != nil {
 		return err
+	}
+	if primary := primaryOf(p, rp); primary != nil {
+		src, err := g.openRepository(ctx, primary)
+		if err != nil {
+			return fmt.Errorf("repository %s copies %s, which must be initialized first: %w", rp.Name, primary.Name, err)
+		}
+		if err := src.InitCopy(ctx, be, sec); err != nil {
+			return fmt.Errorf("init repository %s: %w", rp.Name, err)
+		}
+		fmt.Fprintf(g.stdout, "initialized repository %s at %s as a copy of %s\n", rp.Name, be.Location(), primary.Name)
+		return nil
 	}
 	cfg, err := repo.Init(ctx, be, sec, repo.InitOptions{})
 	if err != nil {

@@ -28,6 +28,7 @@ type restoreOptions struct {
 	tablespaces []string
 	archiveOff  bool
 	owner       string
+	repository  string
 }
 
 func newRestoreCommand(g *globalOptions) *cobra.Command {
@@ -62,6 +63,7 @@ A time needs a zone: "2026-11-23 03:00:00+08", "2026-11-22T19:00:00Z".`,
 	f.StringArrayVar(&o.tablespaces, "tablespace", nil, "restore a tablespace elsewhere: NAME_OR_OID=DIR (repeatable)")
 	f.BoolVar(&o.archiveOff, "archive-off", false, "turn WAL archiving off in the restored cluster (for copies that must not archive into this asset)")
 	f.StringVar(&o.owner, "owner", "", "OS user to own the restored files (default: the recorded owners)")
+	f.StringVar(&o.repository, "repository", "", "restore from this repository of the asset (a copy) instead of the primary")
 	return cmd
 }
 
@@ -162,11 +164,15 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions) error {
 		uid, _ = strconv.Atoi(u.Uid)
 		gid, _ = strconv.Atoi(u.Gid)
 	}
-	restoreCmd, err := g.selfCommand("wal-fetch", a.Name, "%f", "%p")
+	fetch := []string{"wal-fetch", a.Name, "%f", "%p"}
+	if o.repository != "" {
+		fetch = []string{"wal-fetch", "--repository", o.repository, a.Name, "%f", "%p"}
+	}
+	restoreCmd, err := g.selfCommand(fetch...)
 	if err != nil {
 		return err
 	}
-	r, err := g.primaryRepository(ctx, p, a)
+	r, err := g.assetRepository(ctx, p, a, o.repository)
 	if err != nil {
 		return err
 	}

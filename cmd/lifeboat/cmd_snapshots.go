@@ -16,8 +16,9 @@ import (
 )
 
 type snapshotsOptions struct {
-	asset string
-	json  bool
+	asset      string
+	json       bool
+	repository string
 }
 
 func newSnapshotsCommand(g *globalOptions) *cobra.Command {
@@ -39,6 +40,7 @@ func newSnapshotsCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	cmd.Flags().StringVar(&o.repository, "repository", "", "list this repository only (default: the asset's primary, or every repository)")
 	return cmd
 }
 
@@ -68,7 +70,13 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 		return err
 	}
 	var repos []*policy.Repository
-	if o.asset != "" {
+	if o.repository != "" {
+		rp, err := p.Repository(o.repository)
+		if err != nil {
+			return &usageError{err}
+		}
+		repos = append(repos, rp)
+	} else if o.asset != "" {
 		a, err := p.Asset(o.asset)
 		if err != nil {
 			return &usageError{err}

@@ -50,7 +50,8 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 }
 
 func newWALFetchCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var repository string
+	cmd := &cobra.Command{
 		Use:   "wal-fetch ASSET NAME DEST",
 		Short: "Fetch one archived WAL file (restore_command)",
 		Long: `Fetch one archived WAL file. Restore writes it into the recovery settings:
@@ -63,17 +64,19 @@ object, a segment missing inside the archived range) exits 200, which makes
 PostgreSQL stop recovery instead of ending it early.`,
 		Args: exactArgs(3, "ASSET NAME DEST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWALFetch(cmd.Context(), g, args[0], args[1], args[2])
+			return runWALFetch(cmd.Context(), g, repository, args[0], args[1], args[2])
 		},
 	}
+	cmd.Flags().StringVar(&repository, "repository", "", "fetch from this repository of the asset (a copy) instead of the primary")
+	return cmd
 }
 
-func runWALFetch(ctx context.Context, g *globalOptions, asset, name, dest string) error {
+func runWALFetch(ctx context.Context, g *globalOptions, repository, asset, name, dest string) error {
 	p, a, err := g.asset(asset)
 	if err != nil {
 		return err
 	}
-	r, err := g.primaryRepository(ctx, p, a)
+	r, err := g.assetRepository(ctx, p, a, repository)
 	if err != nil {
 		return fmt.Errorf("wal-fetch: %w", err)
 	}

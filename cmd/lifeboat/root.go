@@ -90,6 +90,7 @@ Everything it protects is described in a policy file (--config).`,
 		newSnapshotsCommand(g),
 		newVerifyCommand(g),
 		newRestorePointCommand(g),
+		newCopyCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -197,11 +198,25 @@ func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repositor
 
 // primaryRepository opens the first repository of an asset.
 func (g *globalOptions) primaryRepository(ctx context.Context, p *policy.Policy, a *policy.Asset) (*repo.Repository, error) {
+	return g.assetRepository(ctx, p, a, "")
+}
+
+// assetRepository opens the asset's repository called name, or its primary
+// when name is empty.
+func (g *globalOptions) assetRepository(ctx context.Context, p *policy.Policy, a *policy.Asset, name string) (*repo.Repository, error) {
 	rps, err := p.AssetRepositories(a)
 	if err != nil {
 		return nil, &usageError{err}
 	}
-	return g.openRepository(ctx, rps[0])
+	if name == "" {
+		return g.openRepository(ctx, rps[0])
+	}
+	for _, rp := range rps {
+		if rp.Name == name {
+			return g.openRepository(ctx, rp)
+		}
+	}
+	return nil, usagef("asset %s does not use repository %q (it uses %v)", a.Name, name, a.Repositories)
 }
 
 // isTerminal reports whether w is an interactive terminal (for progress).

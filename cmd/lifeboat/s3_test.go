@@ -1,10 +1,14 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/lifeboat-dr/lifeboat/internal/s3test"
 )
@@ -54,5 +58,87 @@ func TestPITROnS3(t *testing.T) {
 	r := e.run("snapshots")
 	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "wrong-secret-key") {
 		t.Fatalf("wrong S3 secret: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestRestoreFromCopyAlone copies to a repository on a second S3 server
+// ("another region"), deletes the primary bucket, and restores from the
+// copy with nothing but the policy and the copy's key.
+func TestRestoreFromCopyAlone(t *testing.T) {
+	// The copy's secret must be in the environment before the server
+	// starts: archive_command loads the whole policy.
+	dr := s3test.Start(t)
+	dr.CreateBucket(t, "backups-dr", false)
+	t.Setenv("LB_TEST_DR_SECRET", dr.SecretKey)
+	e, srv := newS3Env(t)
+	policy, err := os.ReadFile(e.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyRepo := fmt.Sprintf(`  - name: dr-copy
+    url: s3://backups-dr/db?endpoint=%s&region=%s&path_style=true
+    key_file: %s/dr.key
+    access_key: %s
+    secret_key: ${LB_TEST_DR_SECRET}
+tiers:`, dr.Endpoint, dr.Region, e.dir, dr.AccessKey)
+	text := strings.Replace(string(policy), "tiers:", copyRepo, 1)
+	text = strings.Replace(text, "repositories: [primary]", "repositories: [primary, dr-copy]", 1)
+	if err := os.WriteFile(e.policy, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.mustRun("repo", "init", "dr-copy"); !strings.Contains(out, "as a copy of primary") {
+		t.Fatalf("repo init of a copy: %s", out)
+	}
+
+	e.sql("create table ledger (id int primary key, note text)")
+	e.sql("insert into ledger select g, 'before' from generate_series(1, 1000) g")
+	e.mustRun("backup", "db")
+	e.sql("insert into ledger select g, 'batch A' from generate_series(1001, 2000) g")
+	lsn := e.sql("select pg_current_wal_lsn()")
+	e.sql("insert into ledger select g, 'batch B' from generate_series(2001, 3000) g")
+	e.switchAndWait()
+	if out := e.mustRun("copy"); !strings.Contains(out, "to dr-copy") {
+		t.Fatalf("copy: %s", out)
+	}
+	if out := e.mustRun("copy"); !strings.HasPrefix(out, "copied 0 objects") {
+		t.Fatalf("a second copy transferred again: %s", out)
+	}
+	ids := func(repository string) []string {
+		var snaps []snapshotJSON
+		if err := json.Unmarshal([]byte(e.mustRun("snapshots", "--repository", repository, "--json")), &snaps); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range snaps {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	if primary, copied := ids("primary"), ids("dr-copy"); len(primary) != 1 || fmt.Sprint(primary) != fmt.Sprint(copied) {
+		t.Fatalf("the copy lists other snapshots: primary %v, copy %v", primary, copied)
+	}
+
+	// The primary region is gone.
+	ctx := t.Context()
+	client := srv.Client(t)
+	objs, err := client.ListObjectsV2(ctx, &s3api.ListObjectsV2Input{Bucket: aws.String("backups")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs.Contents {
+		if _, err := client.DeleteObject(ctx, &s3api.DeleteObjectInput{Bucket: aws.String("backups"), Key: o.Key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := client.DeleteBucket(ctx, &s3api.DeleteBucketInput{Bucket: aws.String("backups")}); err != nil {
+		t.Fatal(err)
+	}
+	e.pg.Stop(t)
+	if r := e.run("snapshots", "db"); r.code == 0 {
+		t.Fatal("the deleted primary still answers")
+	}
+	c := e.restoreAndStart("--repository", "dr-copy", "--lsn", lsn)
+	if got := c.Psql(t, "postgres", "select count(*) from ledger"); got != "2000" {
+		t.Fatalf("restored %s rows from the copy, want 2000", got)
 	}
 }

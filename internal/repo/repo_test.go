@@ -402,3 +402,49 @@ func FuzzDecodePackHeader(f *testing.F) {
 		decodePackHeader(b)
 	})
 }
+
+func TestCopyRestoresAlone(t *testing.T) {
+	r, _, _ := newTestRepo(t)
+	ctx := context.Background()
+	files := map[string][]byte{"a": compressible(3<<20, 7), "b": []byte("small")}
+	s := backupFiles(t, r, "a", files)
+	if _, err := r.PutNamed(ctx, "wal", "a", "00000001/000000010000000000000001", compressible(1<<20, 8), CodecS2); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dst, _ := fs.New(dir)
+	keyPath := filepath.Join(t.TempDir(), "copy.key")
+	GenerateKeyFile(keyPath)
+	sec, _ := KeyFile(keyPath)
+	if err := r.InitCopy(ctx, dst, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.InitCopy(ctx, dst, sec); err == nil {
+		t.Fatal("a second InitCopy over the copy succeeded")
+	}
+	st, err := r.Sync(ctx, dst)
+	if err != nil || st.Objects == 0 {
+		t.Fatalf("sync: %+v %v", st, err)
+	}
+	if st, err := r.Sync(ctx, dst); err != nil || st.Objects != 0 {
+		t.Fatalf("second sync copied again: %+v %v", st, err)
+	}
+	c, err := Open(ctx, dst, sec, nil)
+	if err != nil {
+		t.Fatalf("open the copy with its own key: %v", err)
+	}
+	snaps, err := c.Snapshots(ctx, "a")
+	if err != nil || len(snaps) != 1 || snaps[0].ID != s.ID {
+		t.Fatalf("copy snapshots: %v %v", snaps, err)
+	}
+	out := t.TempDir()
+	if _, err := restoreTo(t, c, snaps[0], false, out); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "dir", "a")); !bytes.Equal(got, files["a"]) {
+		t.Fatal("file restored from the copy differs")
+	}
+	if rep, err := c.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Fatalf("verify the copy: %v %v", rep.Problems, err)
+	}
+}

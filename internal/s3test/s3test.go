@@ -219,13 +219,23 @@ func (s *Server) waitReady(exited <-chan struct{}, waitErr *error) error {
 			break
 		}
 	}
-	if _, err := s.newClient().ListBuckets(ctx, &s3.ListBucketsInput{}); err != nil {
+	// MinIO can answer the probe before it accepts requests ("Server not
+	// initialized yet", 503): keep asking until the signed call succeeds.
+	client := s.newClient()
+	for {
+		_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
+		if err == nil {
+			break
+		}
 		select {
 		case <-exited:
 			return fmt.Errorf("%w: exited while another process answered on its port: %v", errPortTaken, *waitErr)
 		default:
 		}
-		return fmt.Errorf("ready, but a signed ListBuckets failed: %w", err)
+		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || ctx.Err() != nil {
+			return fmt.Errorf("ready, but a signed ListBuckets failed: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	return nil
 }

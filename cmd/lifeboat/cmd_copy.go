@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+)
+
+func newCopyCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "copy [ASSET]",
+		Short: "Bring the copy repositories up to date with their primary",
+		Long: `Copy to every copy repository (an asset's repositories after the first) the
+objects of its primary that it lacks: packs and index first, then WAL, then
+snapshots, so a copy never lists a snapshot before it holds its data. Each
+copy restores alone (restore --repository NAME) with the policy and its key.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return usagef("copy takes at most one ASSET")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asset := ""
+			if len(args) == 1 {
+				asset = args[0]
+			}
+			return runCopy(cmd.Context(), g, asset)
+		},
+	}
+}
+
+func runCopy(ctx context.Context, g *globalOptions, asset string) error {
+	p, err := g.policy()
+	if err != nil {
+		return err
+	}
+	var assets []*policy.Asset
+	if asset != "" {
+		a, err := p.Asset(asset)
+		if err != nil {
+			return &usageError{err}
+		}
+		assets = append(assets, a)
+	} else {
+		for i := range p.Assets {
+			assets = append(assets, &p.Assets[i])
+		}
+	}
+	done := make(map[[2]string]bool)
+	for _, a := range assets {
+		rps, err := p.AssetRepositories(a)
+		if err != nil {
+			return &usageError{err}
+		}
+		for _, cp := range rps[1:] {
+			pair := [2]string{rps[0].Name, cp.Name}
+			if done[pair] {
+				continue
+			}
+			done[pair] = true
+			src, err := g.openRepository(ctx, rps[0])
+			if err != nil {
+				return err
+			}
+			dst, err := openBackend(ctx, cp)
+			if err != nil {
+				return err
+			}
+			st, err := src.Sync(ctx, dst)
+			if err != nil {
+				return fmt.Errorf("copy %s to %s: %w", rps[0].Name, cp.Name, err)
+			}
+			fmt.Fprintf(g.stdout, "copied %d objects (%s) from %s to %s; %d were there already\n",
+				st.Objects, humanBytes(st.Bytes), rps[0].Name, cp.Name, st.Present)
+		}
+	}
+	return nil
+}
+
+// primaryOf returns the primary of an asset that lists rp as a copy, or nil
+// when no asset does.
+func primaryOf(p *policy.Policy, rp *policy.Repository) *policy.Repository {
+	for i := range p.Assets {
+		a := &p.Assets[i]
+		for j, name := range a.Repositories {
+			if j > 0 && name == rp.Name {
+				primary, err := p.Repository(a.Repositories[0])
+				if err == nil {
+					return primary
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -15,11 +15,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 const (
 	envPGBin         = "LIFEBOAT_PG_BIN"
-	envDisallowSkip  = "LIFEBOAT_TEST_DISALLOW_SKIP"
 	debianPGBin      = "/usr/lib/postgresql/15/bin"
 	superuser        = "postgres"
 	startTimeoutSecs = "300"
@@ -46,25 +47,11 @@ func PGBin(t testing.TB) string {
 		}
 	}
 	reason := fmt.Sprintf("PostgreSQL server binaries not found (set %s, install postgresql-15, or run scripts/install-test-deps.sh)", envPGBin)
-	if skipDisallowed() {
-		t.Fatalf("pgtest: %s; skipping is not allowed when CI or %s=1 is set", reason, envDisallowSkip)
-	}
-	t.Skip("pgtest: " + reason)
+	testenv.SkipOrFail(t, "pgtest", reason)
 	return ""
 }
 
-func hasInitdb(dir string) bool {
-	fi, err := os.Stat(filepath.Join(dir, "initdb"))
-	return err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0
-}
-
-func skipDisallowed() bool {
-	set := func(k string) bool {
-		v := strings.ToLower(strings.TrimSpace(os.Getenv(k)))
-		return v != "" && v != "0" && v != "false"
-	}
-	return set("CI") || set(envDisallowSkip)
-}
+func hasInitdb(dir string) bool { return testenv.IsExecutable(filepath.Join(dir, "initdb")) }
 
 // Options configures Start.
 type Options struct {

@@ -23,13 +23,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 const (
-	envMinIOBin     = "LIFEBOAT_MINIO_BIN"
-	envDisallowSkip = "LIFEBOAT_TEST_DISALLOW_SKIP"
-	defaultBin      = "/usr/local/lib/lifeboat/minio"
-	installCommand  = "sudo bash scripts/install-minio.sh (or scripts/install-test-deps.sh)"
+	envMinIOBin    = "LIFEBOAT_MINIO_BIN"
+	defaultBin     = "/usr/local/lib/lifeboat/minio"
+	installCommand = "sudo bash scripts/install-minio.sh (or scripts/install-test-deps.sh)"
 
 	// region is MinIO's default region; requests signed for another would be refused.
 	region = "us-east-1"
@@ -47,35 +48,17 @@ const (
 func Bin(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv(envMinIOBin); p != "" {
-		if !isExecutable(p) {
+		if !testenv.IsExecutable(p) {
 			t.Fatalf("s3test: %s=%s is not an executable file", envMinIOBin, p)
 		}
 		return p
 	}
-	if isExecutable(defaultBin) {
+	if testenv.IsExecutable(defaultBin) {
 		return defaultBin
 	}
 	reason := fmt.Sprintf("MinIO not found at %s (set %s, or install it: %s)", defaultBin, envMinIOBin, installCommand)
-	if skipDisallowed() {
-		t.Fatalf("s3test: %s; skipping is not allowed when CI or %s=1 is set", reason, envDisallowSkip)
-	}
-	t.Skip("s3test: " + reason)
+	testenv.SkipOrFail(t, "s3test", reason)
 	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0
-}
-
-func skipDisallowed() bool {
-	for _, k := range []string{"CI", envDisallowSkip} {
-		v := strings.ToLower(strings.TrimSpace(os.Getenv(k)))
-		if v != "" && v != "0" && v != "false" {
-			return true
-		}
-	}
-	return false
 }
 
 // Server is a running MinIO server owned by one test, listening on 127.0.0.1 over plain HTTP.

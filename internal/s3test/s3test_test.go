@@ -188,26 +188,6 @@ func TestStartFailureReportsOutput(t *testing.T) {
 	}
 }
 
-func TestSkipDisallowed(t *testing.T) {
-	for _, tc := range []struct {
-		ci, disallow string
-		want         bool
-	}{
-		{"", "", false},
-		{"true", "", true},
-		{"1", "", true},
-		{"false", "", false},
-		{"", "1", true},
-		{"", "0", false},
-	} {
-		t.Setenv("CI", tc.ci)
-		t.Setenv(envDisallowSkip, tc.disallow)
-		if got := skipDisallowed(); got != tc.want {
-			t.Errorf("CI=%q %s=%q: skipDisallowed = %v, want %v", tc.ci, envDisallowSkip, tc.disallow, got, tc.want)
-		}
-	}
-}
-
 func TestTail(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {

@@ -28,8 +28,11 @@ func newS3Env(t *testing.T) (*env, *s3test.Server) {
 	return e, srv
 }
 
-func TestPITROnS3(t *testing.T) {
-	e, srv := newS3Env(t)
+// ledgerHistory writes 1000 rows, backs up, writes batch A (1000 rows),
+// then batch B (1000 rows) and archives it all. It returns the LSN between
+// the batches: a restore to it has 2000 rows, to the latest 3000.
+func (e *env) ledgerHistory() string {
+	e.t.Helper()
 	e.sql("create table ledger (id int primary key, note text)")
 	e.sql("insert into ledger select g, 'before' from generate_series(1, 1000) g")
 	e.mustRun("backup", "db")
@@ -37,6 +40,12 @@ func TestPITROnS3(t *testing.T) {
 	lsn := e.sql("select pg_current_wal_lsn()")
 	e.sql("insert into ledger select g, 'batch B' from generate_series(2001, 3000) g")
 	e.switchAndWait()
+	return lsn
+}
+
+func TestPITROnS3(t *testing.T) {
+	e, srv := newS3Env(t)
+	lsn := e.ledgerHistory()
 	e.mustRun("backup", "db")
 
 	c := e.restoreAndStart("--lsn", lsn)
@@ -90,13 +99,7 @@ tiers:`, dr.Endpoint, dr.Region, e.dir, dr.AccessKey)
 		t.Fatalf("repo init of a copy: %s", out)
 	}
 
-	e.sql("create table ledger (id int primary key, note text)")
-	e.sql("insert into ledger select g, 'before' from generate_series(1, 1000) g")
-	e.mustRun("backup", "db")
-	e.sql("insert into ledger select g, 'batch A' from generate_series(1001, 2000) g")
-	lsn := e.sql("select pg_current_wal_lsn()")
-	e.sql("insert into ledger select g, 'batch B' from generate_series(2001, 3000) g")
-	e.switchAndWait()
+	lsn := e.ledgerHistory()
 	if out := e.mustRun("copy"); !strings.Contains(out, "to dr-copy") {
 		t.Fatalf("copy: %s", out)
 	}

@@ -16,6 +16,8 @@ import (
 var testEnv = map[string]string{
 	"LIFEBOAT_PASSPHRASE": "correct horse battery staple",
 	"WIKI_DB_PASSWORD":    "s3cr3t",
+	"S3_ACCESS_KEY":       "lifeboat",
+	"S3_SECRET_KEY":       "minio-secret",
 	"EMPTY":               "",
 }
 

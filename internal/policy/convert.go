@@ -52,6 +52,10 @@ func (c *converter) repository(path string, r *repositoryYAML) Repository {
 	repo.Passphrase = Secret(c.nonEmpty(path+".passphrase", r.Passphrase))
 	repo.AccessKey = Secret(c.nonEmpty(path+".access_key", r.AccessKey))
 	repo.SecretKey = Secret(c.nonEmpty(path+".secret_key", r.SecretKey))
+	if r.ObjectLock != nil {
+		repo.ObjectLock = strings.ToLower(c.expand(path+".object_lock.mode", r.ObjectLock.Mode))
+	}
+	repo.MinRetention = c.duration(path+".min_retention", r.MinRetention)
 	return repo
 }
 
@@ -77,6 +81,18 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 			c.fail(path+".block_size", asset.Line, err.Error())
 		}
 		asset.BlockSize = n
+	}
+	if r := a.Retention; r != nil {
+		rp := path + ".retention"
+		asset.Retention = Retention{
+			PITRWindow: c.duration(rp+".pitr_window", r.PITRWindow),
+			KeepWithin: c.duration(rp+".keep_within", r.KeepWithin),
+			Daily:      c.count(rp+".daily", r.Daily),
+			Weekly:     c.count(rp+".weekly", r.Weekly),
+			Monthly:    c.count(rp+".monthly", r.Monthly),
+			Yearly:     c.count(rp+".yearly", r.Yearly),
+			TimeZone:   c.expand(rp+".time_zone", r.TimeZone),
+		}
 	}
 	return asset
 }
@@ -119,6 +135,20 @@ func (c *converter) duration(path, raw string) Duration {
 		return 0
 	}
 	return Duration(d)
+}
+
+// count reads a GFS count: a whole number from 0 to 10000.
+func (c *converter) count(path, raw string) int {
+	s := c.expand(path, raw)
+	if s == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 10000 {
+		c.fail(path, 0, fmt.Sprintf("%q is not a count: write a whole number from 0 to 10000, e.g. 30", s))
+		return 0
+	}
+	return n
 }
 
 func (c *converter) fail(path string, fallback int, msg string) {

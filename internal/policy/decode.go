@@ -22,12 +22,28 @@ type fileYAML struct {
 }
 
 type repositoryYAML struct {
-	Name       string `yaml:"name"`
-	URL        string `yaml:"url"`
-	KeyFile    string `yaml:"key_file"`
-	Passphrase string `yaml:"passphrase"`
-	AccessKey  string `yaml:"access_key"`
-	SecretKey  string `yaml:"secret_key"`
+	Name         string          `yaml:"name"`
+	URL          string          `yaml:"url"`
+	KeyFile      string          `yaml:"key_file"`
+	Passphrase   string          `yaml:"passphrase"`
+	AccessKey    string          `yaml:"access_key"`
+	SecretKey    string          `yaml:"secret_key"`
+	ObjectLock   *objectLockYAML `yaml:"object_lock"`
+	MinRetention string          `yaml:"min_retention"`
+}
+
+type objectLockYAML struct {
+	Mode string `yaml:"mode"`
+}
+
+type retentionYAML struct {
+	PITRWindow string `yaml:"pitr_window"`
+	KeepWithin string `yaml:"keep_within"`
+	Daily      string `yaml:"daily"`
+	Weekly     string `yaml:"weekly"`
+	Monthly    string `yaml:"monthly"`
+	Yearly     string `yaml:"yearly"`
+	TimeZone   string `yaml:"time_zone"`
 }
 
 type tierYAML struct {
@@ -36,18 +52,19 @@ type tierYAML struct {
 }
 
 type assetYAML struct {
-	Name         string   `yaml:"name"`
-	Kind         string   `yaml:"kind"`
-	Tier         string   `yaml:"tier"`
-	PGData       string   `yaml:"pgdata"`
-	DSN          string   `yaml:"dsn"`
-	Repositories []string `yaml:"repositories"`
-	BlockSize    string   `yaml:"block_size"`
+	Name         string         `yaml:"name"`
+	Kind         string         `yaml:"kind"`
+	Tier         string         `yaml:"tier"`
+	PGData       string         `yaml:"pgdata"`
+	DSN          string         `yaml:"dsn"`
+	Repositories []string       `yaml:"repositories"`
+	BlockSize    string         `yaml:"block_size"`
+	Retention    *retentionYAML `yaml:"retention"`
 }
 
 // knownKeys lists the keys of the *YAML type yaml.v3 calls goType.
 func knownKeys(goType string) []string {
-	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}} {
+	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}} {
 		t := reflect.TypeOf(v)
 		if t.String() != goType {
 			continue

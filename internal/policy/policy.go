@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -58,6 +59,15 @@ type Repository struct {
 	// environment, shared profile or instance role is used.
 	AccessKey Secret
 	SecretKey Secret
+	// ObjectLock is "compliance" or "governance" when every object is
+	// written under S3 Object Lock, "" otherwise.
+	ObjectLock string
+	// MinRetention is the floor under every asset's retention in this
+	// repository: expire never deletes a snapshot younger than this.
+	MinRetention Duration
+	// LockFor is how long each new object stays locked when ObjectLock is
+	// set, derived from the retention of the assets using the repository.
+	LockFor Duration
 	// Line is where the repository is declared; 0 when unknown.
 	Line int
 }
@@ -88,8 +98,30 @@ type Asset struct {
 	// BlockSize is the block size in bytes, or 0 for the repository's
 	// default.
 	BlockSize int
+	// Retention says which snapshots and WAL expire keeps; the zero value
+	// keeps everything.
+	Retention Retention
 	// Line is where the asset is declared; 0 when unknown.
 	Line int
+}
+
+// Retention is an asset's retention as written in the policy; see
+// docs/retention.md for what each rule keeps.
+type Retention struct {
+	PITRWindow Duration // restore to any moment of this window
+	KeepWithin Duration // keep every snapshot this young
+	Daily      int
+	Weekly     int
+	Monthly    int
+	Yearly     int
+	// TimeZone is the IANA zone whose calendar days, weeks, months and
+	// years the GFS counts use; "" means UTC.
+	TimeZone string
+}
+
+// IsZero reports whether no rule is set: such an asset is never expired.
+func (r Retention) IsZero() bool {
+	return r.PITRWindow == 0 && r.KeepWithin == 0 && r.Daily == 0 && r.Weekly == 0 && r.Monthly == 0 && r.Yearly == 0
 }
 
 // Load reads the policy file at path, expands ${NAME} references from the
@@ -152,7 +184,33 @@ func parse(data []byte, source, base string, lookupEnv func(string) (string, boo
 	if len(problems) > 0 {
 		return nil, joinProblems(problems)
 	}
+	for i := range p.Repositories {
+		if p.Repositories[i].ObjectLock != "" {
+			p.Repositories[i].LockFor = p.lockFor(&p.Repositories[i])
+		}
+	}
 	return p, nil
+}
+
+// lockFor is how long a new object in rp is certainly needed: the longest
+// of the windows its assets keep everything for, and its floor. Expire
+// extends the lock of what weekly, monthly and yearly rules keep longer.
+func (p *Policy) lockFor(rp *Repository) Duration {
+	const day = Duration(24 * time.Hour)
+	d := max(rp.MinRetention, day)
+	for _, a := range p.Assets {
+		if !slices.Contains(a.Repositories, rp.Name) {
+			continue
+		}
+		r := a.Retention
+		// A WAL segment archived now is needed until the window has
+		// moved past the next backup: a day of slack covers nightly ones.
+		d = max(d, r.KeepWithin, Duration(r.Daily)*day)
+		if r.PITRWindow > 0 {
+			d = max(d, r.PITRWindow+day)
+		}
+	}
+	return d
 }
 
 // parseDocument reads the YAML syntax tree, which is kept to map decode

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
@@ -125,6 +126,17 @@ func (c *checker) repositories() {
 		case (r.AccessKey == "") != (r.SecretKey == ""):
 			c.add(path+".access_key", r.Line, "set both access_key and secret_key, or neither (then the environment or shared profile is used)")
 		}
+		switch r.ObjectLock {
+		case "", "compliance", "governance":
+		default:
+			c.add(path+".object_lock.mode", r.Line, "object_lock mode must be compliance or governance, not %q", r.ObjectLock)
+		}
+		if r.ObjectLock != "" && !strings.HasPrefix(r.URL, "s3://") {
+			c.add(path+".object_lock", r.Line, "object_lock applies to s3 repositories only (the bucket must be created with Object Lock enabled)")
+		}
+		if r.MinRetention < 0 {
+			c.add(path+".min_retention", r.Line, "min_retention must not be negative")
+		}
 		switch {
 		case r.KeyFile != "" && r.Passphrase != "":
 			c.add(path, r.Line, "set only one of key_file or passphrase")
@@ -221,6 +233,7 @@ func (c *checker) assets() {
 			c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, kindList())
 		}
 		c.assetRepositories(path+".repositories", a)
+		c.retention(path+".retention", a)
 		if a.BlockSize != 0 && !slices.Contains(blockSizes(), a.BlockSize) {
 			c.add(path+".block_size", a.Line, "block_size must be one of %s", blockSizeList())
 		}
@@ -236,6 +249,28 @@ func (c *checker) postgres(path string, a *Asset) {
 	}
 	if a.DSN == "" {
 		c.add(path+".dsn", a.Line, `dsn is required for a postgres asset, e.g. "host=/var/run/postgresql user=postgres dbname=postgres"`)
+	}
+}
+
+func (c *checker) retention(path string, a *Asset) {
+	r := a.Retention
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"pitr_window", r.PITRWindow}, {"keep_within", r.KeepWithin}} {
+		if d.v < 0 {
+			c.add(path+"."+d.key, a.Line, "%s must not be negative", d.key)
+		}
+	}
+	if r.TimeZone != "" {
+		if _, err := time.LoadLocation(r.TimeZone); err != nil {
+			c.add(path+".time_zone", a.Line, "unknown time zone %q (use an IANA name such as Asia/Singapore or UTC)", r.TimeZone)
+		}
+	}
+	if c.p.lines != nil {
+		if _, written := c.p.lines[path]; written && r.IsZero() {
+			c.add(path, a.Line, "retention names no rule: set pitr_window, keep_within, daily, weekly, monthly or yearly (leave retention out to keep everything)")
+		}
 	}
 }
 

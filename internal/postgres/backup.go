@@ -250,10 +250,11 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	}
 	// A backup reads its parent's tree only; tree blobs are all it needs
 	// from the index, which keeps memory flat as the repository grows.
-	idx, err := r.LoadIndex(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
+	view, err := r.OpenWriteView(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
 	if err != nil {
 		return nil, err
 	}
+	idx := view.Index
 	startTime := time.Now().UTC()
 	label := fmt.Sprintf("lifeboat %s %s", b.opts.Asset, startTime.Format(time.RFC3339))
 	b.startLSN, err = StartBackup(ctx, conn, label, true)
@@ -326,7 +327,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	if err := CheckWALRange(ctx, r, b.opts.Asset, tli, b.startLSN, stop.LSN, seg); err != nil {
 		return nil, fmt.Errorf("backup of %s is not restorable: %w", b.opts.Asset, err)
 	}
-	if err := b.lock.Err(); err != nil {
+	if err := b.lock.Check(ctx); err != nil {
 		return nil, fmt.Errorf("backup of %s lost its lock, another process may have taken it over: %w", b.opts.Asset, err)
 	}
 	extra, err := json.Marshal(info)
@@ -348,8 +349,8 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 		snap.Type = string(lifeboat.SnapshotIncremental)
 		snap.Parent = &parent.ID
 	}
-	if err := r.SaveSnapshot(ctx, snap); err != nil {
-		return nil, err
+	if err := r.CommitSnapshot(ctx, view, snap); err != nil {
+		return nil, fmt.Errorf("backup of %s: %w; run the backup again", b.opts.Asset, err)
 	}
 	b.log.Info("backup finished", "asset", b.opts.Asset, "snapshot", snap.ID.Short(), "stop_lsn", stop.LSN.String())
 	return snap, nil

@@ -46,10 +46,15 @@ func VerifyWAL(ctx context.Context, r *repo.Repository, asset string, readData b
 	if err != nil {
 		return nil, err
 	}
+	horizon, err := walHorizonSeg(ctx, r, asset)
+	if err != nil {
+		return nil, fmt.Errorf("WAL horizon of %s: %w", asset, err)
+	}
 	for tli, list := range segs {
 		rep.Timelines = append(rep.Timelines, tli)
 		for i := 1; i < len(list); i++ {
-			if list[i] != list[i-1]+1 {
+			// Below the horizon expire kept only what each snapshot needs.
+			if list[i] != list[i-1]+1 && list[i] > horizon {
 				from := SegmentName(tli, list[i-1]+1, seg)
 				to := SegmentName(tli, list[i]-1, seg)
 				rep.Problems = append(rep.Problems, fmt.Sprintf("asset %s timeline %d: WAL segments %s to %s are missing (%d segments)",

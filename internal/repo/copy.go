@@ -40,7 +40,7 @@ type CopyStats struct {
 // syncOrder lists what a copy holds, in the order it is filled: data before
 // the index that names it, the index before the snapshots that use it, so
 // a snapshot never appears in the copy before everything it needs.
-var syncOrder = []string{"data/", "index/", "meta/", "wal/", "restorepoints/", "snapshots/"}
+var syncOrder = []string{"data/", "index/", "meta/", "wal/", "restorepoints/", "snapshots/", "pins/"}
 
 // Sync copies to dst every object of r that dst lacks. Keys, locks and the
 // configuration are not copied: the copy has its own key.

@@ -100,7 +100,18 @@ func (x *Index) add(p packEntry, keep func(BlobType, ID) bool) {
 // to hold in memory (a backup needs only tree blobs; a restore only the
 // blobs of its snapshot), so memory follows what the caller needs rather
 // than the repository's size.
+// Entries of packs a sweep deleted are left out: only an interrupted
+// backup can have written them, and another copy of their blobs may exist.
 func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool) (*Index, error) {
+	swept, err := r.sweptPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.loadIndex(ctx, keep, func(p ID) bool { return !swept[p] })
+}
+
+// loadIndex is LoadIndex that also leaves out the packs usePack refuses.
+func (r *Repository) loadIndex(ctx context.Context, keep func(BlobType, ID) bool, usePack func(ID) bool) (*Index, error) {
 	x := newIndex()
 	names, err := r.listNames(ctx, "index/")
 	if err != nil {
@@ -129,7 +140,9 @@ func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool
 			return nil, fmt.Errorf("index %s: %w", strings.TrimPrefix(names[i], "index/"), res.err)
 		}
 		for _, p := range res.packs {
-			x.add(p, keep)
+			if usePack == nil || usePack(p.ID) {
+				x.add(p, keep)
+			}
 		}
 	}
 	return x, nil

@@ -33,7 +33,11 @@ type LockInfo struct {
 	Token     string    `json:"token"` // the same across refreshes of one lock
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed"`
-	name      string
+	// Released marks a lock given up by a holder whose credential may not
+	// delete (a put-only backup role): the lock is over, and expire
+	// removes its objects.
+	Released bool `json:"released,omitempty"`
+	name     string
 }
 
 func (li *LockInfo) String() string {
@@ -78,7 +82,7 @@ func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive 
 		info.name = name
 		holder, err := r.conflictingLock(ctx, &info)
 		if err != nil {
-			r.deleteLock(name)
+			r.releaseLock(info)
 			return nil, err
 		}
 		if holder == nil {
@@ -86,7 +90,7 @@ func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive 
 			go l.refreshLoop()
 			return l, nil
 		}
-		r.deleteLock(name)
+		r.releaseLock(info)
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%s is held by %s: %w", scope, holder, ErrLocked)
 		}
@@ -99,7 +103,9 @@ func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive 
 		if delay < 5*time.Second {
 			delay *= 2
 		}
-		// A retry is a new claim: it must queue behind the holder.
+		// A retry is a new claim: it must queue behind the holder, and
+		// has a token of its own since the last one may be released.
+		info.Token = randomHex(16)
 		info.Created = r.Clock().UTC()
 		info.Refreshed = info.Created
 	}
@@ -125,8 +131,72 @@ func (r *Repository) deleteLock(name string) {
 	}
 }
 
-// Locks lists the lock objects in the repository.
+// releaseLock ends a lock. A credential that may not delete writes a
+// release record instead, which ends the lock for everyone who reads it.
+func (r *Repository) releaseLock(info LockInfo) {
+	err := r.be.Delete(context.Background(), info.name)
+	if err == nil || errors.Is(err, storage.ErrNotFound) {
+		return
+	}
+	if errors.Is(err, storage.ErrPermission) {
+		info.Released = true
+		if _, werr := r.writeLock(context.Background(), &info); werr == nil {
+			return
+		} else {
+			err = werr
+		}
+	}
+	r.log.Warn("release lock", "scope", info.Scope, "err", err)
+}
+
+// CleanLocks removes the objects of released and stale locks; it needs a
+// credential that may delete.
+func (r *Repository) CleanLocks(ctx context.Context) (int, error) {
+	infos, err := r.lockObjects(ctx)
+	if err != nil {
+		return 0, err
+	}
+	released := map[string]bool{}
+	for _, li := range infos {
+		if li.Released {
+			released[li.Token] = true
+		}
+	}
+	n := 0
+	for _, li := range infos {
+		if released[li.Token] || r.stale(li) {
+			if err := r.be.Delete(ctx, li.name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return n, fmt.Errorf("remove lock %s: %w", li.name, err)
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Locks lists the locks held, oldest claim first.
 func (r *Repository) Locks(ctx context.Context) ([]*LockInfo, error) {
+	infos, err := r.lockObjects(ctx)
+	if err != nil {
+		return nil, err
+	}
+	released := map[string]bool{}
+	for _, li := range infos {
+		if li.Released {
+			released[li.Token] = true
+		}
+	}
+	var out []*LockInfo
+	for _, li := range infos {
+		if !released[li.Token] {
+			out = append(out, li)
+		}
+	}
+	return out, nil
+}
+
+// lockObjects reads every lock object, release records included.
+func (r *Repository) lockObjects(ctx context.Context) ([]*LockInfo, error) {
 	names, err := r.listNames(ctx, "locks/")
 	if err != nil {
 		return nil, err
@@ -210,6 +280,9 @@ func (l *Lock) refreshLoop() {
 			if err != nil {
 				l.r.log.Error("refresh lock", "scope", l.info.Scope, "err", err)
 			}
+			if errors.Is(err, ErrLocked) {
+				return // lost for good
+			}
 		}
 	}
 }
@@ -220,12 +293,22 @@ func (l *Lock) refresh() error {
 	l.mu.Lock()
 	info := l.info
 	l.mu.Unlock()
+	// A lock object that vanished was taken for stale by another process
+	// (this one was paused or cut off); what it protected is no longer
+	// protected, and the holder must not commit.
+	if _, err := l.r.be.Stat(context.Background(), info.name); errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("lock on %s was removed by another process as stale: %w", info.Scope, ErrLocked)
+	}
 	info.Refreshed = l.r.Clock().UTC()
 	name, err := l.r.writeLock(context.Background(), &info)
 	if err != nil {
 		return err
 	}
-	l.r.deleteLock(info.name)
+	// Without the right to delete, the old object stays beside the new
+	// one; both carry the same token, and expire removes it once stale.
+	if err := l.r.be.Delete(context.Background(), info.name); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrPermission) {
+		l.r.log.Warn("remove old lock object", "name", info.name, "err", err)
+	}
 	info.name = name
 	l.mu.Lock()
 	l.info = info
@@ -241,12 +324,33 @@ func (l *Lock) Err() error {
 	return l.err
 }
 
+// Check confirms, just before a job commits, that the lock still stands:
+// its object is there and it was refreshed recently enough that nobody
+// could have taken it for stale.
+func (l *Lock) Check(ctx context.Context) error {
+	if err := l.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	info := l.info
+	l.mu.Unlock()
+	if age := l.r.Clock().Sub(info.Refreshed); age > LockStaleAfter-time.Minute {
+		return fmt.Errorf("lock on %s was not refreshed for %s (was the process paused?) and may have been taken over: %w", info.Scope, age.Round(time.Second), ErrLocked)
+	}
+	if _, err := l.r.be.Stat(ctx, info.name); errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("lock on %s was removed by another process as stale: %w", info.Scope, ErrLocked)
+	} else if err != nil {
+		return fmt.Errorf("check lock on %s: %w", info.Scope, err)
+	}
+	return nil
+}
+
 // Unlock releases the lock.
 func (l *Lock) Unlock() {
 	close(l.stop)
 	<-l.done
 	l.mu.Lock()
-	name := l.info.name
+	info := l.info
 	l.mu.Unlock()
-	l.r.deleteLock(name)
+	l.r.releaseLock(info)
 }

@@ -102,3 +102,23 @@ func (r *Repository) HasNamed(ctx context.Context, area, asset, rel string) (boo
 	}
 	return true, nil
 }
+
+// NamedObject returns the storage name of a named object, for operations
+// on the backend itself such as retention; it panics on an invalid name,
+// which only a programming error can produce here.
+func (r *Repository) NamedObject(area, asset, rel string) string {
+	name, err := namedObject(area, asset, rel)
+	if err != nil {
+		panic(err)
+	}
+	return name
+}
+
+// DeleteNamed removes a named object; expire is its only user.
+func (r *Repository) DeleteNamed(ctx context.Context, area, asset, rel string) error {
+	name, err := namedObject(area, asset, rel)
+	if err != nil {
+		return err
+	}
+	return r.be.Delete(ctx, name)
+}

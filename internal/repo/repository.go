@@ -148,6 +148,9 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 // Config returns the repository configuration.
 func (r *Repository) Config() Config { return r.cfg }
 
+// Backend is the storage the repository lives on.
+func (r *Repository) Backend() storage.Backend { return r.be }
+
 // Location names the repository for messages.
 func (r *Repository) Location() string { return r.be.Location() }
 

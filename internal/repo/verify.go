@@ -25,6 +25,7 @@ type VerifyReport struct {
 	Blobs        int
 	BytesRead    int64
 	Unreferenced []string // packs no index names: harmless leftovers of interrupted backups
+	StaleEntries int      // index entries of packs expire deleted, left by a backup that then refused to commit
 	Problems     []string
 }
 
@@ -145,6 +146,10 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 // damaged ones as problems instead of stopping.
 func (r *Repository) loadIndexTolerant(ctx context.Context, rep *VerifyReport) (*Index, error) {
 	x := newIndex()
+	swept, err := r.sweptPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
 	names, err := r.listNames(ctx, "index/")
 	if err != nil {
 		return nil, err
@@ -159,6 +164,10 @@ func (r *Repository) loadIndexTolerant(ctx context.Context, rep *VerifyReport) (
 			continue
 		}
 		for _, p := range packs {
+			if swept[p.ID] {
+				rep.StaleEntries++
+				continue
+			}
 			x.add(p, nil)
 		}
 	}

@@ -214,3 +214,31 @@ func TestTail(t *testing.T) {
 		t.Fatalf("tail of a missing file = %q", got)
 	}
 }
+
+// TestCreateUser checks the hand-written admin calls against the server: the user exists, signs
+// with its own keys and is held to its policy.
+func TestCreateUser(t *testing.T) {
+	srv := Start(t)
+	srv.CreateBucket(t, "users", false)
+	srv.CreateUser(t, "reader", "reader-secret-key", "read-users", `{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::users/*"]}
+  ]
+}`)
+	put(t, srv.Client(t), "users", "k", []byte("root wrote this"))
+	reader := srv.ClientAs(t, "reader", "reader-secret-key")
+	if got := string(get(t, reader, "users", "k")); got != "root wrote this" {
+		t.Fatalf("user read %q", got)
+	}
+	ctx := testContext(t)
+	_, err := reader.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String("users"), Key: aws.String("k2"), Body: strings.NewReader("x")})
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "AccessDenied" {
+		t.Fatalf("put by a read-only user: err = %v, want AccessDenied", err)
+	}
+	_, err = srv.ClientAs(t, "reader", "wrong-secret-key").GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("users"), Key: aws.String("k")})
+	if err == nil {
+		t.Fatal("the server accepted a wrong secret key for the user")
+	}
+}

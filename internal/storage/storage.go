@@ -21,6 +21,12 @@
 //     none empty or beginning with a dot (see ValidateName); an invalid name
 //     is rejected with a permanent error before anything is written.
 //     List returns names relative to the backend root, in lexical order.
+//   - A store may refuse an operation: for lack of rights (a put-only
+//     credential may not delete) the error matches ErrPermission; for an
+//     object lock that still protects the object, Delete returns a
+//     *RetainedError (matching ErrRetained) naming the date it becomes
+//     deletable. Both are permanent. Backends with write-once retention
+//     implement Retainer; retention is only ever lengthened, never cut.
 package storage
 
 import (
@@ -36,6 +42,53 @@ var ErrNotFound = errors.New("object not found")
 
 // ErrExists is returned (wrapped) by Put when an object of that name exists.
 var ErrExists = errors.New("object already exists")
+
+// ErrPermission is returned (wrapped, and permanent) when the store refuses
+// an operation because the credential lacks the right to it (S3
+// AccessDenied). Callers tell "this credential may not delete" apart from
+// other failures with errors.Is.
+var ErrPermission = errors.New("permission denied")
+
+// ErrRetained matches a *RetainedError with errors.Is.
+var ErrRetained = errors.New("object is under retention")
+
+// RetainedError is returned (wrapped, and permanent) by Delete when an
+// object lock forbids deleting the object yet. Asking again before Until
+// changes nothing; callers report the date instead.
+type RetainedError struct {
+	Name string
+	// Until is when the retention ends and the object becomes deletable.
+	// It is zero for a legal hold, which lasts until it is lifted.
+	Until time.Time
+	// Mode is the lock's mode as the store names it (COMPLIANCE,
+	// GOVERNANCE), or LEGAL_HOLD.
+	Mode string
+}
+
+func (e *RetainedError) Error() string {
+	if e.Until.IsZero() {
+		return fmt.Sprintf("%s is under %s and cannot be deleted until the hold is lifted", e.Name, e.Mode)
+	}
+	return fmt.Sprintf("%s is under %s retention until %s and cannot be deleted before then",
+		e.Name, e.Mode, e.Until.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrRetained) hold for a *RetainedError.
+func (e *RetainedError) Is(target error) bool { return target == ErrRetained }
+
+// Retainer is implemented by backends that can keep objects write-once for
+// a retention period (S3 object lock). It is optional: callers check for it
+// with a type assertion.
+type Retainer interface {
+	// Retention reports until when the object is retained and in which
+	// mode. An object without retention yields the zero time, "" and nil.
+	Retention(ctx context.Context, name string) (until time.Time, mode string, err error)
+
+	// ExtendRetention moves the object's retain-until date to until. It
+	// never shortens: if the current date is later or equal it does nothing
+	// and returns nil.
+	ExtendRetention(ctx context.Context, name string, until time.Time) error
+}
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {

@@ -4,6 +4,12 @@
 // (If-None-Match: *), and a CRC32C checksum on every upload that the store
 // verifies before it stores anything, so a body damaged in transit is
 // rejected rather than kept.
+//
+// Write-once storage: with Options.LockMode set, every object is put under
+// an S3 object lock that ends RetainFor later, and the backend implements
+// storage.Retainer. Delete removes the object's current version by its
+// version id, so that on a versioned bucket it frees the space instead of
+// leaving a delete marker over a version that is still stored.
 package s3
 
 import (
@@ -40,6 +46,44 @@ type Options struct {
 	// environment, shared profile or instance role.
 	AccessKey string
 	SecretKey string
+	// LockMode, when set, puts every object under an object lock of this
+	// mode: COMPLIANCE (nobody can delete or shorten it before the date)
+	// or GOVERNANCE (only a credential allowed to bypass governance can,
+	// which Lifeboat never does). Lower case is accepted. The bucket must
+	// have object lock enabled, and the credential needs
+	// s3:PutObjectRetention (see docs/storage.md).
+	LockMode string
+	// RetainFor is how long an object stays locked after its Put. It must
+	// be positive when LockMode is set, and zero when it is not.
+	RetainFor time.Duration
+}
+
+// Object lock modes for Options.LockMode.
+const (
+	LockCompliance = "COMPLIANCE"
+	LockGovernance = "GOVERNANCE"
+)
+
+// legalHoldMode is the mode a RetainedError names for a legal hold.
+const legalHoldMode = "LEGAL_HOLD"
+
+// checkLock validates the lock options and returns the mode in the form
+// the S3 API takes.
+func (o Options) checkLock() (string, error) {
+	mode := strings.ToUpper(o.LockMode)
+	switch mode {
+	case "":
+		if o.RetainFor != 0 {
+			return "", fmt.Errorf("s3: retention of %v without a lock mode (set the lock mode to %s or %s)", o.RetainFor, LockCompliance, LockGovernance)
+		}
+	case LockCompliance, LockGovernance:
+		if o.RetainFor <= 0 {
+			return "", fmt.Errorf("s3: lock mode %s needs a positive retention period, got %v", mode, o.RetainFor)
+		}
+	default:
+		return "", fmt.Errorf("s3: unknown lock mode %q (want %s or %s)", o.LockMode, LockCompliance, LockGovernance)
+	}
+	return mode, nil
 }
 
 // ParseURL reads s3://bucket/prefix?endpoint=...&region=...&path_style=true.
@@ -76,16 +120,25 @@ func ParseURL(raw string) (Options, error) {
 }
 
 type backend struct {
-	client *s3api.Client
-	opts   Options
+	client   *s3api.Client
+	opts     Options
+	lockMode string           // Options.LockMode in upper case
+	now      func() time.Time // the clock retention dates are computed and judged by
 }
 
-var _ storage.Backend = (*backend)(nil)
+var (
+	_ storage.Backend  = (*backend)(nil)
+	_ storage.Retainer = (*backend)(nil)
+)
 
 // New connects to the bucket and checks that it is reachable.
 func New(ctx context.Context, opts Options) (storage.Backend, error) {
 	if opts.Bucket == "" {
 		return nil, errors.New("s3: no bucket")
+	}
+	lockMode, err := opts.checkLock()
+	if err != nil {
+		return nil, err
 	}
 	region := opts.Region
 	if region == "" {
@@ -121,11 +174,31 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 		}
 		o.UsePathStyle = opts.PathStyle
 	})
-	b := &backend{client: client, opts: opts}
+	b := &backend{client: client, opts: opts, lockMode: lockMode, now: time.Now}
 	if _, err := client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: aws.String(opts.Bucket)}); err != nil {
 		return nil, b.wrap("open", "", err)
 	}
+	if lockMode != "" {
+		if err := b.checkBucketLock(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// checkBucketLock makes a bucket without object lock fail at open, with a
+// hint, rather than at the first Put.
+func (b *backend) checkBucketLock(ctx context.Context) error {
+	out, err := b.client.GetObjectLockConfiguration(ctx, &s3api.GetObjectLockConfigurationInput{Bucket: aws.String(b.opts.Bucket)})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "ObjectLockConfigurationNotFoundError" ||
+		err == nil && (out.ObjectLockConfiguration == nil || out.ObjectLockConfiguration.ObjectLockEnabled != types.ObjectLockEnabledEnabled) {
+		return storage.Permanent(fmt.Errorf("open %s: lock mode %s is set but the bucket has no object lock (it can only be enabled when the bucket is created)", b.Location(), b.lockMode))
+	}
+	if err != nil {
+		return b.wrap("read object lock configuration of", "", err)
+	}
+	return nil
 }
 
 func (b *backend) Location() string {
@@ -170,20 +243,32 @@ func (b *backend) wrap(op, name string, err error) error {
 			return fmt.Errorf("%s %s: %w", op, where, storage.ErrExists)
 		case "NoSuchBucket":
 			return storage.Permanent(fmt.Errorf("%s %s: bucket %q does not exist", op, where, b.opts.Bucket))
-		case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch":
+		case "AccessDenied":
+			return b.denied(op, where, err)
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch":
 			return storage.Permanent(fmt.Errorf("%s %s: %s (check the credentials and the bucket policy): %w", op, where, ae.ErrorCode(), err))
 		}
 	}
 	var re interface{ HTTPStatusCode() int }
 	if errors.As(err, &re) {
 		if code := re.HTTPStatusCode(); code >= 400 && code < 500 && code != 408 && code != 429 {
-			if code == 404 {
+			switch code {
+			case 404:
 				return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
+			case 403:
+				// An answer to HEAD has no body, so no error code: 403
+				// is all there is to go on.
+				return b.denied(op, where, err)
 			}
 			return storage.Permanent(fmt.Errorf("%s %s: %w", op, where, err))
 		}
 	}
 	return fmt.Errorf("%s %s: %w", op, where, err)
+}
+
+// denied is wrap's answer to a refusal for lack of rights.
+func (b *backend) denied(op, where string, err error) error {
+	return storage.Permanent(fmt.Errorf("%s %s: %w (check the credentials and the bucket policy): %w", op, where, storage.ErrPermission, err))
 }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
@@ -193,14 +278,22 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
 	}
-	_, err := b.client.PutObject(ctx, &s3api.PutObjectInput{
+	in := &s3api.PutObjectInput{
 		Bucket:            aws.String(b.opts.Bucket),
 		Key:               aws.String(b.key(name)),
 		Body:              body,
 		ContentLength:     aws.Int64(size),
 		IfNoneMatch:       aws.String("*"),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-	})
+	}
+	// The lock travels with the upload, so there is no moment at which the
+	// object exists unprotected. MinIO (like AWS) accepts the CRC32C
+	// checksum as the integrity check a locked upload needs; no Content-MD5.
+	if b.lockMode != "" {
+		in.ObjectLockMode = types.ObjectLockMode(b.lockMode)
+		in.ObjectLockRetainUntilDate = aws.Time(b.now().Add(b.opts.RetainFor))
+	}
+	_, err := b.client.PutObject(ctx, in)
 	if err != nil {
 		return b.wrap("put", name, err)
 	}
@@ -264,10 +357,7 @@ func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, er
 	if err := storage.ValidateName(name); err != nil {
 		return storage.ObjectInfo{}, err
 	}
-	out, err := b.client.HeadObject(ctx, &s3api.HeadObjectInput{
-		Bucket: aws.String(b.opts.Bucket),
-		Key:    aws.String(b.key(name)),
-	})
+	out, err := b.head(ctx, name)
 	if err != nil {
 		return storage.ObjectInfo{}, b.wrap("stat", name, err)
 	}
@@ -316,17 +406,120 @@ func (b *backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 }
 
 // Delete removes the object. S3 answers a delete of a missing key with
-// success, so the contract's ErrNotFound comes from asking first.
+// success, so the contract's ErrNotFound comes from asking first; the same
+// HEAD gives the version to delete and its lock. On a versioned bucket a
+// plain delete only stacks a delete marker on the version, which stays
+// stored (and billed), so the current version is deleted by its id; on an
+// unversioned bucket there is no id and the plain delete is the right one.
+// Older versions of the name, which Lifeboat never makes (it never
+// overwrites), are left alone.
 func (b *backend) Delete(ctx context.Context, name string) error {
-	if _, err := b.Stat(ctx, name); err != nil {
+	if err := storage.ValidateName(name); err != nil {
 		return err
 	}
-	_, err := b.client.DeleteObject(ctx, &s3api.DeleteObjectInput{
+	head, err := b.head(ctx, name)
+	if err != nil {
+		return b.wrap("delete", name, err)
+	}
+	// Asking the store to delete a locked version is refused anyway; the
+	// caller wants the date it becomes deletable, which the HEAD gave.
+	if r := b.retained(name, head); r != nil {
+		return storage.Permanent(r)
+	}
+	in := &s3api.DeleteObjectInput{Bucket: aws.String(b.opts.Bucket), Key: aws.String(b.key(name))}
+	if v := aws.ToString(head.VersionId); v != "" {
+		in.VersionId = aws.String(v)
+	}
+	if _, err := b.client.DeleteObject(ctx, in); err != nil {
+		// The lock had expired by our clock but not by the store's: MinIO
+		// refuses a locked version with InvalidRequest (AWS with
+		// AccessDenied, which stays a permission error: the two cannot be
+		// told apart there).
+		var ae smithy.APIError
+		if head.ObjectLockMode != "" && head.ObjectLockRetainUntilDate != nil &&
+			errors.As(err, &ae) && ae.ErrorCode() == "InvalidRequest" {
+			return storage.Permanent(&storage.RetainedError{Name: name, Until: *head.ObjectLockRetainUntilDate, Mode: string(head.ObjectLockMode)})
+		}
+		return b.wrap("delete", name, err)
+	}
+	return nil
+}
+
+func (b *backend) head(ctx context.Context, name string) (*s3api.HeadObjectOutput, error) {
+	return b.client.HeadObject(ctx, &s3api.HeadObjectInput{
 		Bucket: aws.String(b.opts.Bucket),
 		Key:    aws.String(b.key(name)),
 	})
+}
+
+// retained returns the error Delete reports for a version that a lock
+// still protects, or nil. The store only shows the lock to a credential
+// allowed s3:GetObjectRetention and s3:GetObjectLegalHold; without them
+// the delete is tried and the store's refusal reported.
+func (b *backend) retained(name string, head *s3api.HeadObjectOutput) *storage.RetainedError {
+	if head.ObjectLockLegalHoldStatus == types.ObjectLockLegalHoldStatusOn {
+		return &storage.RetainedError{Name: name, Mode: legalHoldMode}
+	}
+	if head.ObjectLockMode != "" && head.ObjectLockRetainUntilDate != nil && head.ObjectLockRetainUntilDate.After(b.now()) {
+		return &storage.RetainedError{Name: name, Until: *head.ObjectLockRetainUntilDate, Mode: string(head.ObjectLockMode)}
+	}
+	return nil
+}
+
+// Retention reports the retain-until date and mode of the object's current
+// version, whether or not the retention has passed.
+func (b *backend) Retention(ctx context.Context, name string) (time.Time, string, error) {
+	if err := storage.ValidateName(name); err != nil {
+		return time.Time{}, "", err
+	}
+	head, err := b.head(ctx, name)
 	if err != nil {
-		return b.wrap("delete", name, err)
+		return time.Time{}, "", b.wrap("retention of", name, err)
+	}
+	if head.ObjectLockMode == "" || head.ObjectLockRetainUntilDate == nil {
+		return time.Time{}, "", nil
+	}
+	return *head.ObjectLockRetainUntilDate, string(head.ObjectLockMode), nil
+}
+
+// ExtendRetention moves the retain-until date of the object's current
+// version to until, keeping its mode (an object without retention gets
+// Options.LockMode). It never shortens, and never sends the governance
+// bypass: a shorter date is a no-op, not a request the store would refuse.
+func (b *backend) ExtendRetention(ctx context.Context, name string, until time.Time) error {
+	if err := storage.ValidateName(name); err != nil {
+		return err
+	}
+	head, err := b.head(ctx, name)
+	if err != nil {
+		return b.wrap("extend retention of", name, err)
+	}
+	// The store keeps milliseconds; compare at that precision so that
+	// asking for the date already set is the no-op it should be.
+	until = until.Truncate(time.Millisecond)
+	mode := string(head.ObjectLockMode)
+	if mode != "" && head.ObjectLockRetainUntilDate != nil {
+		if !until.After(*head.ObjectLockRetainUntilDate) {
+			return nil
+		}
+	} else {
+		mode = b.lockMode
+	}
+	if mode == "" {
+		return storage.Permanent(fmt.Errorf("extend retention of %s: the object has no retention and no lock mode is set to give it one", name))
+	}
+	in := &s3api.PutObjectRetentionInput{
+		Bucket:    aws.String(b.opts.Bucket),
+		Key:       aws.String(b.key(name)),
+		Retention: &types.ObjectLockRetention{Mode: types.ObjectLockRetentionMode(mode), RetainUntilDate: aws.Time(until)},
+		// MinIO refuses this call without Content-MD5 or a checksum.
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+	}
+	if v := aws.ToString(head.VersionId); v != "" {
+		in.VersionId = aws.String(v)
+	}
+	if _, err := b.client.PutObjectRetention(ctx, in); err != nil {
+		return b.wrap("extend retention of", name, err)
 	}
 	return nil
 }

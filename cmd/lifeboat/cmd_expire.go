@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/internal/expire"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/retention"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+type expireOptions struct {
+	repository string
+	dryRun     bool
+	json       bool
+	grace      time.Duration
+	lockWait   time.Duration
+}
+
+func newExpireCommand(g *globalOptions) *cobra.Command {
+	var o expireOptions
+	cmd := &cobra.Command{
+		Use:   "expire",
+		Short: "Apply retention: delete the snapshots, WAL and data no rule keeps",
+		Long: `Apply each asset's retention to every repository (or one, with --repository).
+For every snapshot and WAL range it prints keep or delete and the rule that
+decided. Manifests go first, then WAL, then the packs no snapshot uses: those
+are condemned first and deleted by a later run, once unused for --grace, so a
+backup running meanwhile on another host is never left with deleted data.
+Objects under S3 Object Lock are left alone, with the date they can go.
+Run it with a credential that may delete; backups do not need one.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runExpire(cmd.Context(), g, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.repository, "repository", "", "expire this repository only")
+	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would be deleted, change nothing")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the report as JSON")
+	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "how long data must be unused before it is deleted; longer than any backup may pause")
+	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another expire to finish")
+	return cmd
+}
+
+func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
+	if o.grace <= 0 {
+		return usagef("--grace must be positive")
+	}
+	p, err := g.policy()
+	if err != nil {
+		return err
+	}
+	var repos []*policy.Repository
+	if o.repository != "" {
+		rp, err := p.Repository(o.repository)
+		if err != nil {
+			return &usageError{err}
+		}
+		repos = append(repos, rp)
+	} else {
+		for i := range p.Repositories {
+			repos = append(repos, &p.Repositories[i])
+		}
+	}
+	var reports []*expire.Report
+	var failed []error
+	for _, rp := range repos {
+		rep, err := expireRepository(ctx, g, p, rp, o)
+		if rep != nil {
+			reports = append(reports, rep)
+			if !o.json {
+				printExpire(g, rp.Name, rep)
+			}
+		}
+		if err != nil {
+			failed = append(failed, fmt.Errorf("expire %s: %w", rp.Name, err))
+		}
+	}
+	if o.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(reports); err != nil {
+			return err
+		}
+	}
+	return errors.Join(failed...)
+}
+
+func expireRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository, o expireOptions) (*expire.Report, error) {
+	opts := expire.Options{Grace: o.grace, DryRun: o.dryRun, LockWait: o.lockWait, Log: g.log}
+	for _, a := range p.Assets {
+		uses := false
+		for _, n := range a.Repositories {
+			uses = uses || n == rp.Name
+		}
+		if !uses {
+			continue
+		}
+		rules := retention.Rules{
+			PITRWindow: a.Retention.PITRWindow.Std(), KeepWithin: a.Retention.KeepWithin.Std(),
+			Floor: rp.MinRetention.Std(), Daily: a.Retention.Daily, Weekly: a.Retention.Weekly,
+			Monthly: a.Retention.Monthly, Yearly: a.Retention.Yearly, Location: time.UTC,
+		}
+		if a.Retention.TimeZone != "" {
+			loc, err := time.LoadLocation(a.Retention.TimeZone)
+			if err != nil {
+				return nil, usagef("asset %s: time zone %q: %v", a.Name, a.Retention.TimeZone, err)
+			}
+			rules.Location = loc
+		}
+		opts.Assets = append(opts.Assets, expire.Asset{Name: a.Name, Kind: a.Kind, Rules: rules})
+	}
+	r, err := g.openRepository(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	return expire.Run(ctx, r, opts)
+}
+
+func printExpire(g *globalOptions, name string, rep *expire.Report) {
+	w := g.stdout
+	verb := "expire"
+	if rep.DryRun {
+		verb = "expire (dry run, nothing changed)"
+	}
+	fmt.Fprintf(w, "%s: repository %s\n", verb, name)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SNAPSHOT\tASSET\tTYPE\tEND\tDECISION\tRULE")
+	for _, s := range rep.Snapshots {
+		decision := "keep"
+		switch {
+		case !s.Keep && !s.RetainedUntil.IsZero():
+			decision = "delete: under retention until " + s.RetainedUntil.UTC().Format(time.RFC3339)
+		case !s.Keep && (s.Deleted || rep.DryRun):
+			decision = "delete"
+		case !s.Keep:
+			decision = "delete (not done)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Asset, s.Type, s.End.UTC().Format("2006-01-02 15:04:05Z"),
+			decision, strings.Join(s.Reasons, ", "))
+	}
+	tw.Flush()
+	for asset, ranges := range rep.WAL {
+		for _, wr := range ranges {
+			decision := "keep"
+			if !wr.Keep {
+				decision = "delete"
+				if !wr.Until.IsZero() {
+					decision = fmt.Sprintf("delete: %d under retention until %s", wr.Files-wr.Deleted, wr.Until.UTC().Format(time.RFC3339))
+				}
+			}
+			fmt.Fprintf(w, "  WAL %s timeline %d %s..%s (%d files): %s, %s\n", asset, wr.Timeline, wr.First, wr.Last, wr.Files, decision, wr.Rule)
+		}
+	}
+	if sw := rep.Sweep; sw != nil {
+		fmt.Fprintf(w, "  packs: %d stored, %d used, %d condemned (deleted after the grace period), %d deleted (%s), %d too young to judge\n",
+			sw.Packs, sw.UsedPacks, len(sw.Condemned), len(sw.Deleted), humanBytes(sw.BytesFreed), sw.Young)
+		for _, ps := range sw.Retained {
+			fmt.Fprintf(w, "  pack %s: unused, under retention until %s\n", ps.Name, ps.Until.UTC().Format(time.RFC3339))
+		}
+		if sw.Extended > 0 {
+			fmt.Fprintf(w, "  retention extended on %d objects\n", sw.Extended)
+		}
+	}
+}
+
+type pinOptions struct {
+	repository string
+	reason     string
+	until      string
+}
+
+func newPinCommand(g *globalOptions) *cobra.Command {
+	var o pinOptions
+	cmd := &cobra.Command{
+		Use:   "pin SNAPSHOT --reason TEXT",
+		Short: "Place a legal hold on a snapshot: retention never removes it",
+		Long: `Pin a snapshot in every repository that holds it (or one, with --repository).
+Expire keeps a pinned snapshot, its data and the WAL it needs, whatever the
+retention rules say, until it is unpinned. With --until on an S3 repository
+under Object Lock, its objects are locked until that date too.`,
+		Args: exactArgs(1, "one SNAPSHOT id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPin(cmd.Context(), g, args[0], o, true)
+		},
+	}
+	cmd.Flags().StringVar(&o.repository, "repository", "", "pin in this repository only")
+	cmd.Flags().StringVar(&o.reason, "reason", "", "why the snapshot is held (required)")
+	cmd.Flags().StringVar(&o.until, "until", "", "keep it at least until this date (YYYY-MM-DD)")
+	return cmd
+}
+
+func newUnpinCommand(g *globalOptions) *cobra.Command {
+	var o pinOptions
+	cmd := &cobra.Command{
+		Use:   "unpin SNAPSHOT",
+		Short: "Remove a legal hold; retention applies again at the next expire",
+		Args:  exactArgs(1, "one SNAPSHOT id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runPin(cmd.Context(), g, args[0], o, false)
+		},
+	}
+	cmd.Flags().StringVar(&o.repository, "repository", "", "unpin in this repository only")
+	return cmd
+}
+
+func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin bool) error {
+	var until time.Time
+	if pin {
+		if strings.TrimSpace(o.reason) == "" {
+			return usagef("pin needs --reason: who asked for the hold, and why")
+		}
+		if o.until != "" {
+			t, err := time.Parse("2006-01-02", o.until)
+			if err != nil {
+				return usagef("--until %q: want a date as YYYY-MM-DD", o.until)
+			}
+			until = t
+		}
+	}
+	p, err := g.policy()
+	if err != nil {
+		return err
+	}
+	var repos []*policy.Repository
+	if o.repository != "" {
+		rp, err := p.Repository(o.repository)
+		if err != nil {
+			return &usageError{err}
+		}
+		repos = append(repos, rp)
+	} else {
+		for i := range p.Repositories {
+			repos = append(repos, &p.Repositories[i])
+		}
+	}
+	found := 0
+	for _, rp := range repos {
+		r, err := g.openRepository(ctx, rp)
+		if err != nil {
+			return err
+		}
+		s, err := r.FindSnapshot(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) && o.repository == "" {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		found++
+		if pin {
+			_, err = r.PinSnapshot(ctx, s.ID, o.reason, until)
+			if errors.Is(err, repo.ErrPinned) {
+				fmt.Fprintf(g.stdout, "snapshot %s is pinned already in %s\n", s.ID.Short(), rp.Name)
+				continue
+			}
+		} else {
+			err = r.UnpinSnapshot(ctx, s.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		verb := "pinned"
+		if !pin {
+			verb = "unpinned"
+		}
+		fmt.Fprintf(g.stdout, "snapshot %s %s in %s\n", s.ID.Short(), verb, rp.Name)
+	}
+	if found == 0 {
+		return fmt.Errorf("no repository of the policy holds snapshot %q", id)
+	}
+	return nil
+}

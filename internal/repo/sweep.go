@@ -1,0 +1,501 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+// SweepOptions shape Sweep.
+type SweepOptions struct {
+	// Grace is how long a pack must be unused, and how old it must be,
+	// before it is deleted. It must exceed the time a backup may pause
+	// between checking the marks and storing its manifest.
+	Grace time.Duration
+	// DryRun computes the report without writing or deleting anything.
+	DryRun bool
+	// Snapshots are those whose data stays: every snapshot listed when the
+	// expire run started, including those it deletes in this run. Counting
+	// the latter keeps their packs one more grace period, which is what
+	// makes a backup that took one of them as its parent safe.
+	Snapshots []*Snapshot
+	// KeepUntil, when the backend keeps objects under retention, says how
+	// long each snapshot must stay; Sweep extends the retention of the
+	// snapshot's manifest, packs and index objects to at least that date.
+	KeepUntil map[ID]time.Time
+}
+
+// PackState is one pack as the sweep saw it.
+type PackState struct {
+	Name  string
+	Size  int64
+	Since time.Time // unused since
+	Until time.Time // under retention until (Retained only)
+}
+
+// SweepReport says what a sweep found and did.
+type SweepReport struct {
+	Packs, UsedPacks int
+	Condemned        []PackState // unused, deleted once unused for the grace period
+	Deleted          []PackState
+	Retained         []PackState // unused long enough, but under retention
+	BytesFreed       int64
+	IndexesRewritten int
+	StaleEntries     int // index entries of packs already deleted, dropped
+	Extended         int // objects whose retention was extended
+	Young            int // unused packs left alone: younger than the grace period or written under a live lock
+}
+
+// sweepState is what one sweep works from.
+type sweepState struct {
+	prev      *mark
+	indexes   map[string][]packEntry // index object → its entries
+	where     map[ID]ID              // blob → the pack the sweep counts it in
+	idx       *Index
+	stored    map[ID]storage.ObjectInfo
+	used      map[ID]bool
+	packUntil map[ID]time.Time
+}
+
+// Sweep removes packs no snapshot uses, in two steps separated by the
+// grace period (see marks.go), and extends retention of what stays.
+func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport, error) {
+	now := r.Clock().UTC()
+	names, err := r.markNames(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := &sweepState{used: map[ID]bool{}, packUntil: map[ID]time.Time{}}
+	if st.prev, err = r.latestMark(ctx, names); err != nil {
+		return nil, err
+	}
+	if err := r.loadSweepIndex(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := r.markUsed(ctx, st, opts); err != nil {
+		return nil, err
+	}
+	protect, err := r.oldestLiveLock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &SweepReport{Packs: len(st.stored), UsedPacks: len(st.used)}
+	next := &mark{Created: now, Condemned: map[string]time.Time{}, Swept: map[string]time.Time{}}
+	for s, t := range st.prev.Swept {
+		if now.Sub(t) < markKeep {
+			next.Swept[s] = t
+		}
+	}
+	var doomed []ID
+	for id, oi := range st.stored {
+		if st.used[id] {
+			continue
+		}
+		if now.Sub(oi.ModTime) < opts.Grace || (!protect.IsZero() && !oi.ModTime.Before(protect)) {
+			rep.Young++
+			continue
+		}
+		since, ok := st.prev.Condemned[id.String()]
+		if !ok {
+			since = now
+		}
+		next.Condemned[id.String()] = since
+		ps := PackState{Name: oi.Name, Size: oi.Size, Since: since}
+		if now.Sub(since) < opts.Grace {
+			rep.Condemned = append(rep.Condemned, ps)
+			continue
+		}
+		doomed = append(doomed, id)
+	}
+	sortIDs(doomed)
+	// An index object that cannot be deleted keeps its packs: deleting
+	// them would leave the index naming missing packs.
+	retainedUntil, err := r.retainedPacks(ctx, st, doomed, now)
+	if err != nil {
+		return nil, err
+	}
+	var deleting []ID
+	for _, id := range doomed {
+		oi := st.stored[id]
+		ps := PackState{Name: oi.Name, Size: oi.Size, Since: next.Condemned[id.String()]}
+		if until, ok := retainedUntil[id]; ok {
+			ps.Until = until
+			rep.Retained = append(rep.Retained, ps)
+			continue
+		}
+		deleting = append(deleting, id)
+		next.Swept[id.String()] = now
+	}
+	// Index entries of packs an earlier sweep deleted come from a backup
+	// that was interrupted (and refused to commit) meanwhile.
+	stale := map[ID]bool{}
+	for _, packs := range st.indexes {
+		for _, p := range packs {
+			if _, ok := st.stored[p.ID]; !ok {
+				if _, swept := st.prev.Swept[p.ID.String()]; swept {
+					stale[p.ID] = true
+				}
+			}
+		}
+	}
+	if opts.DryRun {
+		for _, id := range deleting {
+			oi := st.stored[id]
+			rep.Deleted = append(rep.Deleted, PackState{Name: oi.Name, Size: oi.Size, Since: next.Condemned[id.String()]})
+			rep.BytesFreed += oi.Size
+		}
+		return rep, nil
+	}
+	// The mark goes first: a backup that commits from now on sees it.
+	payload, err := json.Marshal(next)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.putFreshObject(ctx, markName(now), payload); err != nil {
+		return nil, fmt.Errorf("write mark: %w", err)
+	}
+	gone := map[ID]bool{}
+	for _, id := range deleting {
+		gone[id] = true
+	}
+	for id := range stale {
+		gone[id] = true
+	}
+	if err := r.rewriteIndexes(ctx, st, gone, rep); err != nil {
+		return nil, err
+	}
+	if err := r.deletePacks(ctx, st, deleting, rep); err != nil {
+		return rep, err
+	}
+	if len(opts.KeepUntil) > 0 {
+		if err := r.extendRetention(ctx, st, opts, rep); err != nil {
+			return rep, err
+		}
+	}
+	for _, n := range names {
+		if m, err := r.loadMark(ctx, n); err == nil && now.Sub(m.Created) > markKeep {
+			r.deleteQuietly(ctx, n)
+		}
+	}
+	return rep, nil
+}
+
+func sortIDs(ids []ID) {
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+}
+
+// loadSweepIndex reads every index object and lists the stored packs.
+// Unlike a backup's view it must be complete: a blob the sweep cannot find
+// would make its pack look unused.
+func (r *Repository) loadSweepIndex(ctx context.Context, st *sweepState) error {
+	names, err := r.listNames(ctx, "index/")
+	if err != nil {
+		return err
+	}
+	st.indexes = make(map[string][]packEntry, len(names))
+	st.idx = newIndex()
+	st.where = map[ID]ID{}
+	condemned := st.prev.packSet(true)
+	for _, n := range names {
+		packs, err := r.readIndexFile(ctx, n)
+		if err != nil {
+			return fmt.Errorf("index %s: %w (run lifeboat verify; expire deletes nothing while the index is damaged)", strings.TrimPrefix(n, "index/"), err)
+		}
+		st.indexes[n] = packs
+		for _, p := range packs {
+			st.idx.add(p, nil)
+			for _, f := range p.Frames {
+				for _, b := range f.Blobs {
+					// A blob stored twice counts in one pack only,
+					// preferring one that is not condemned.
+					if cur, ok := st.where[b.ID]; !ok || (condemned[cur] && !condemned[p.ID]) {
+						st.where[b.ID] = p.ID
+					}
+				}
+			}
+		}
+	}
+	st.stored = map[ID]storage.ObjectInfo{}
+	return r.be.List(ctx, "data/", func(oi storage.ObjectInfo) error {
+		id, err := ParseID(oi.Name[strings.LastIndex(oi.Name, "/")+1:])
+		if err != nil {
+			return fmt.Errorf("unexpected object %s in the pack area", oi.Name)
+		}
+		st.stored[id] = oi
+		return nil
+	})
+}
+
+// markUsed walks every snapshot and records the packs it needs. A tree
+// blob shared by many snapshots is read once.
+func (r *Repository) markUsed(ctx context.Context, st *sweepState, opts SweepOptions) error {
+	treePacks := map[ID][]ID{}
+	for _, s := range opts.Snapshots {
+		until := opts.KeepUntil[s.ID]
+		note := func(pack ID) {
+			st.used[pack] = true
+			if until.After(st.packUntil[pack]) {
+				st.packUntil[pack] = until
+			}
+		}
+		for _, t := range s.Tree {
+			packs, ok := treePacks[t]
+			if !ok {
+				var err error
+				if packs, err = r.treeBlobPacks(ctx, st, t); err != nil {
+					return fmt.Errorf("snapshot %s (%s): %w (expire deletes nothing while a snapshot cannot be read)", s.ID.Short(), s.Asset, err)
+				}
+				treePacks[t] = packs
+			}
+			for _, p := range packs {
+				note(p)
+			}
+		}
+	}
+	return nil
+}
+
+// treeBlobPacks lists the packs holding a tree blob and the blocks it names.
+func (r *Repository) treeBlobPacks(ctx context.Context, st *sweepState, t ID) ([]ID, error) {
+	data, err := r.LoadBlob(ctx, st.idx, t)
+	if err != nil {
+		return nil, fmt.Errorf("tree blob %s: %w", t.Short(), err)
+	}
+	nodes, err := decodeTreeBlob(data)
+	if err != nil {
+		return nil, err
+	}
+	set := map[ID]bool{st.where[t]: true}
+	for _, n := range nodes {
+		for _, b := range n.Blocks {
+			p, ok := st.where[b.ID]
+			if !ok {
+				return nil, fmt.Errorf("%s: blob %s is not in the index: %w", n.Path, b.ID.Short(), ErrMissing)
+			}
+			set[p] = true
+		}
+	}
+	out := make([]ID, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// oldestLiveLock returns when the oldest live lock of a writer was taken:
+// packs written since may belong to a backup still running.
+func (r *Repository) oldestLiveLock(ctx context.Context) (time.Time, error) {
+	locks, err := r.Locks(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var oldest time.Time
+	for _, li := range locks {
+		if li.Scope == expireScope || r.stale(li) {
+			continue
+		}
+		// Clocks of other hosts drift; a minute of slack costs nothing.
+		t := li.Created.Add(-time.Minute)
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	return oldest, nil
+}
+
+// expireScope is the lock scope of expire runs, which must not overlap.
+const expireScope = "expire"
+
+// LockExpire takes the lock that keeps two expire runs apart.
+func (r *Repository) LockExpire(ctx context.Context, wait time.Duration) (*Lock, error) {
+	return r.Lock(ctx, expireScope, "expire", true, wait)
+}
+
+// retainedPacks returns, for the doomed packs that cannot be deleted yet,
+// the date they can: their own retention or that of an index object that
+// names them.
+func (r *Repository) retainedPacks(ctx context.Context, st *sweepState, doomed []ID, now time.Time) (map[ID]time.Time, error) {
+	out := map[ID]time.Time{}
+	ret, ok := r.be.(storage.Retainer)
+	if !ok || len(doomed) == 0 {
+		return out, nil
+	}
+	isDoomed := map[ID]bool{}
+	for _, id := range doomed {
+		isDoomed[id] = true
+		until, _, err := ret.Retention(ctx, packName(id))
+		if err != nil {
+			return nil, fmt.Errorf("retention of %s: %w", packName(id), err)
+		}
+		if until.After(now) {
+			out[id] = until
+		}
+	}
+	for n, packs := range st.indexes {
+		var mine []ID
+		for _, p := range packs {
+			if isDoomed[p.ID] {
+				mine = append(mine, p.ID)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		until, _, err := ret.Retention(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("retention of %s: %w", n, err)
+		}
+		if until.After(now) {
+			for _, p := range mine {
+				if until.After(out[p]) {
+					out[p] = until
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// rewriteIndexes replaces the index objects that name gone packs by one
+// object without them. The new object is stored before the old ones are
+// deleted, so an interruption leaves duplicates, never a gap.
+func (r *Repository) rewriteIndexes(ctx context.Context, st *sweepState, gone map[ID]bool, rep *SweepReport) error {
+	var affected []string
+	var keep []packEntry
+	for n, packs := range st.indexes {
+		hit := false
+		for _, p := range packs {
+			if gone[p.ID] {
+				hit = true
+				if _, stored := st.stored[p.ID]; !stored {
+					rep.StaleEntries++
+				}
+			}
+		}
+		if !hit {
+			continue
+		}
+		affected = append(affected, n)
+		for _, p := range packs {
+			if !gone[p.ID] {
+				keep = append(keep, p)
+			}
+		}
+	}
+	if len(affected) == 0 {
+		return nil
+	}
+	sort.Strings(affected)
+	if len(keep) > 0 {
+		if _, err := r.putContentObject(ctx, "index", encodeIndex(keep)); err != nil {
+			return fmt.Errorf("rewrite index: %w", err)
+		}
+	}
+	for _, n := range affected {
+		if err := r.be.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("delete %s: %w", n, err)
+		}
+		rep.IndexesRewritten++
+	}
+	return nil
+}
+
+func (r *Repository) deletePacks(ctx context.Context, st *sweepState, ids []ID, rep *SweepReport) error {
+	var mu sync.Mutex
+	var errs []error
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			oi := st.stored[id]
+			err := r.be.Delete(ctx, oi.Name)
+			mu.Lock()
+			defer mu.Unlock()
+			var re *storage.RetainedError
+			switch {
+			case err == nil || errors.Is(err, storage.ErrNotFound):
+				rep.Deleted = append(rep.Deleted, PackState{Name: oi.Name, Size: oi.Size})
+				rep.BytesFreed += oi.Size
+			case errors.As(err, &re):
+				rep.Retained = append(rep.Retained, PackState{Name: oi.Name, Size: oi.Size, Until: re.Until})
+			default:
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(rep.Deleted, func(i, j int) bool { return rep.Deleted[i].Name < rep.Deleted[j].Name })
+	return errors.Join(errs...)
+}
+
+// extendRetention makes every object a kept snapshot needs stay at least
+// as long as the snapshot must.
+func (r *Repository) extendRetention(ctx context.Context, st *sweepState, opts SweepOptions, rep *SweepReport) error {
+	ret, ok := r.be.(storage.Retainer)
+	if !ok {
+		return nil
+	}
+	want := map[string]time.Time{}
+	for _, s := range opts.Snapshots {
+		if u := opts.KeepUntil[s.ID]; !u.IsZero() {
+			want["snapshots/"+s.ID.String()] = u
+		}
+	}
+	for p, u := range st.packUntil {
+		if u.IsZero() {
+			continue
+		}
+		want[packName(p)] = u
+	}
+	for n, packs := range st.indexes {
+		for _, p := range packs {
+			if u := st.packUntil[p.ID]; u.After(want[n]) {
+				want[n] = u
+			}
+		}
+	}
+	for name, until := range want {
+		cur, _, err := ret.Retention(ctx, name)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // deleted by this run
+		}
+		if err != nil {
+			return fmt.Errorf("retention of %s: %w", name, err)
+		}
+		if !until.After(cur) {
+			continue
+		}
+		if err := ret.ExtendRetention(ctx, name, until); err != nil {
+			return fmt.Errorf("extend retention of %s: %w", name, err)
+		}
+		rep.Extended++
+	}
+	return nil
+}
+
+func (r *Repository) deleteQuietly(ctx context.Context, name string) {
+	if err := r.be.Delete(ctx, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		r.log.Warn("delete", "name", name, "err", err)
+	}
+}
+
+// DeleteSnapshot removes a snapshot's manifest: its data goes at a later
+// sweep. Under retention it fails with a *storage.RetainedError.
+func (r *Repository) DeleteSnapshot(ctx context.Context, id ID) error {
+	name := "snapshots/" + id.String()
+	if err := r.be.Delete(ctx, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("delete snapshot %s: %w", id.Short(), err)
+	}
+	return nil
+}

@@ -24,6 +24,7 @@ type expireOptions struct {
 	json       bool
 	grace      time.Duration
 	lockWait   time.Duration
+	maxUnused  int
 }
 
 func newExpireCommand(g *globalOptions) *cobra.Command {
@@ -48,12 +49,16 @@ Run it with a credential that may delete; backups do not need one.`,
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the report as JSON")
 	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "how long data must be unused before it is deleted; longer than any backup may pause")
 	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another expire to finish")
+	cmd.Flags().IntVar(&o.maxUnused, "max-unused", 30, "repack a pack once this percentage of it is unused (0-100; 100 never repacks)")
 	return cmd
 }
 
 func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 	if o.grace <= 0 {
 		return usagef("--grace must be positive")
+	}
+	if o.maxUnused < 0 || o.maxUnused > 100 {
+		return usagef("--max-unused must be a percentage from 0 to 100")
 	}
 	p, err := g.policy()
 	if err != nil {
@@ -97,6 +102,9 @@ func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 
 func expireRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository, o expireOptions) (*expire.Report, error) {
 	opts := expire.Options{Grace: o.grace, DryRun: o.dryRun, LockWait: o.lockWait, Log: g.log}
+	if o.maxUnused < 100 {
+		opts.RepackUnused = max(float64(o.maxUnused)/100, 0.01)
+	}
 	for _, a := range p.Assets {
 		uses := false
 		for _, n := range a.Repositories {
@@ -162,8 +170,8 @@ func printExpire(g *globalOptions, name string, rep *expire.Report) {
 		}
 	}
 	if sw := rep.Sweep; sw != nil {
-		fmt.Fprintf(w, "  packs: %d stored, %d used, %d condemned (deleted after the grace period), %d deleted (%s), %d too young to judge\n",
-			sw.Packs, sw.UsedPacks, len(sw.Condemned), len(sw.Deleted), humanBytes(sw.BytesFreed), sw.Young)
+		fmt.Fprintf(w, "  packs: %d stored, %d used, %d condemned (deleted after the grace period), %d deleted (%s), %d repacked (%s live data copied), %d too young to judge\n",
+			sw.Packs, sw.UsedPacks, len(sw.Condemned), len(sw.Deleted), humanBytes(sw.BytesFreed), sw.Repacked, humanBytes(sw.RepackedBytes), sw.Young)
 		for _, ps := range sw.Retained {
 			fmt.Fprintf(w, "  pack %s: unused, under retention until %s\n", ps.Name, ps.Until.UTC().Format(time.RFC3339))
 		}

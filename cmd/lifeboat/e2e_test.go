@@ -33,7 +33,9 @@ type env struct {
 	// repoURL and repoCreds, when set, put the repository elsewhere (S3).
 	repoURL   string
 	repoCreds string
-	pg        *pgtest.Cluster
+	// assetExtra is added to the asset's entry in the policy (retention).
+	assetExtra string
+	pg         *pgtest.Cluster
 }
 
 // newEnv starts a cluster whose archive_command is lifeboat wal-push and
@@ -79,7 +81,7 @@ assets:
     pgdata: %s
     dsn: "%s"
     repositories: [primary]
-`, e.repoURL, keyFile, e.repoCreds, e.pg.DataDir, e.pg.DSN("postgres"))
+%s`, e.repoURL, keyFile, e.repoCreds, e.pg.DataDir, e.pg.DSN("postgres"), e.assetExtra)
 	if err := os.WriteFile(e.policy, []byte(policy), 0o600); err != nil {
 		e.t.Fatal(err)
 	}

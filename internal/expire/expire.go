@@ -34,7 +34,9 @@ type Options struct {
 	// does not name.
 	Assets []Asset
 	Grace  time.Duration
-	DryRun bool
+	// RepackUnused is passed to repo.Sweep.
+	RepackUnused float64
+	DryRun       bool
 	// LockWait is how long to wait for another expire run to finish.
 	LockWait time.Duration
 	Log      *slog.Logger
@@ -130,7 +132,8 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Report, error)
 			}
 			rep.Snapshots = append(rep.Snapshots, v)
 		}
-		if a.Kind == lifeboat.KindPostgres {
+		// Without rules nothing is judged, the archive included.
+		if a.Kind == lifeboat.KindPostgres && !a.Rules.IsZero() {
 			walJobs = append(walJobs, job)
 		}
 	}
@@ -177,7 +180,7 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Report, error)
 			return rep, err
 		}
 	}
-	sw, err := r.Sweep(ctx, repo.SweepOptions{Grace: opts.Grace, DryRun: opts.DryRun, Snapshots: all, KeepUntil: keepUntil})
+	sw, err := r.Sweep(ctx, repo.SweepOptions{Grace: opts.Grace, DryRun: opts.DryRun, Snapshots: all, KeepUntil: keepUntil, RepackUnused: opts.RepackUnused})
 	rep.Sweep = sw
 	if err != nil {
 		return rep, err

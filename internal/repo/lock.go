@@ -138,7 +138,9 @@ func (r *Repository) releaseLock(info LockInfo) {
 	if err == nil || errors.Is(err, storage.ErrNotFound) {
 		return
 	}
-	if errors.Is(err, storage.ErrPermission) {
+	// Without the right to delete, or with the lock object itself under
+	// object lock, a release record ends the lock.
+	if errors.Is(err, storage.ErrPermission) || errors.Is(err, storage.ErrRetained) {
 		info.Released = true
 		if _, werr := r.writeLock(context.Background(), &info); werr == nil {
 			return
@@ -165,7 +167,11 @@ func (r *Repository) CleanLocks(ctx context.Context) (int, error) {
 	n := 0
 	for _, li := range infos {
 		if released[li.Token] || r.stale(li) {
-			if err := r.be.Delete(ctx, li.name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			err := r.be.Delete(ctx, li.name)
+			if errors.Is(err, storage.ErrRetained) {
+				continue // goes at a later run
+			}
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return n, fmt.Errorf("remove lock %s: %w", li.name, err)
 			}
 			n++
@@ -306,7 +312,7 @@ func (l *Lock) refresh() error {
 	}
 	// Without the right to delete, the old object stays beside the new
 	// one; both carry the same token, and expire removes it once stale.
-	if err := l.r.be.Delete(context.Background(), info.name); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrPermission) {
+	if err := l.r.be.Delete(context.Background(), info.name); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrPermission) && !errors.Is(err, storage.ErrRetained) {
 		l.r.log.Warn("remove old lock object", "name", info.name, "err", err)
 	}
 	info.name = name

@@ -55,11 +55,22 @@ func compressible(n int, seed byte) []byte {
 // backupFiles stores files (path → content) as a snapshot of asset a.
 func backupFiles(t testing.TB, r *Repository, asset string, files map[string][]byte) *Snapshot {
 	t.Helper()
-	ctx := context.Background()
-	known, err := r.LoadIndex(ctx, nil)
+	known, err := r.LoadIndex(context.Background(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := writeFiles(t, r, known, asset, files)
+	if err := r.SaveSnapshot(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writeFiles stores files and returns the snapshot that would record
+// them, not yet saved.
+func writeFiles(t testing.TB, r *Repository, known *Index, asset string, files map[string][]byte) *Snapshot {
+	t.Helper()
+	ctx := context.Background()
 	w := r.NewWriter(known)
 	sink := w.NewSink()
 	tw := w.NewTreeWriter()
@@ -98,12 +109,8 @@ func backupFiles(t testing.TB, r *Repository, asset string, files map[string][]b
 		t.Fatal(err)
 	}
 	st := w.Stats()
-	s := &Snapshot{Asset: asset, Kind: "files", Type: "full", Tree: tree, Nodes: count, StartTime: time.Now(), EndTime: time.Now(),
+	return &Snapshot{Asset: asset, Kind: "files", Type: "full", Tree: tree, Nodes: count, StartTime: time.Now(), EndTime: time.Now(),
 		Stats: SnapshotStats{BytesNew: st.BytesNew, BlobsNew: st.BlobsNew}}
-	if err := r.SaveSnapshot(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 func sortStrings(s []string) {

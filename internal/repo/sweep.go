@@ -30,6 +30,12 @@ type SweepOptions struct {
 	// long each snapshot must stay; Sweep extends the retention of the
 	// snapshot's manifest, packs and index objects to at least that date.
 	KeepUntil map[ID]time.Time
+	// RepackUnused is the share (0 to 1) of a pack's bytes that must be
+	// unused for the sweep to copy its live blobs into new packs and
+	// condemn it; 0 never repacks. Whole-pack deletion alone frees little
+	// when live and dead blocks share packs, as they do after incremental
+	// backups.
+	RepackUnused float64
 }
 
 // PackState is one pack as the sweep saw it.
@@ -51,6 +57,8 @@ type SweepReport struct {
 	StaleEntries     int // index entries of packs already deleted, dropped
 	Extended         int // objects whose retention was extended
 	Young            int // unused packs left alone: younger than the grace period or written under a live lock
+	Repacked         int   // partly used packs whose live blobs were copied, condemned since
+	RepackedBytes    int64 // live bytes copied by the repack
 }
 
 // sweepState is what one sweep works from.
@@ -61,6 +69,7 @@ type sweepState struct {
 	idx       *Index
 	stored    map[ID]storage.ObjectInfo
 	used      map[ID]bool
+	usedBlobs map[ID]struct{}
 	packUntil map[ID]time.Time
 }
 
@@ -72,7 +81,7 @@ func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport
 	if err != nil {
 		return nil, err
 	}
-	st := &sweepState{used: map[ID]bool{}, packUntil: map[ID]time.Time{}}
+	st := &sweepState{used: map[ID]bool{}, usedBlobs: map[ID]struct{}{}, packUntil: map[ID]time.Time{}}
 	if st.prev, err = r.latestMark(ctx, names); err != nil {
 		return nil, err
 	}
@@ -115,6 +124,19 @@ func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport
 		doomed = append(doomed, id)
 	}
 	sortIDs(doomed)
+	repack := r.repackCandidates(st, opts, now, protect)
+	if len(repack) > 0 && !opts.DryRun {
+		if err := r.repack(ctx, st, repack, rep); err != nil {
+			return nil, err
+		}
+		// Their live blobs have a second home now; from the next sweep on
+		// they count there, and these packs are unused.
+		for _, id := range repack {
+			next.Condemned[id.String()] = now
+		}
+	} else {
+		rep.Repacked = len(repack)
+	}
 	// An index object that cannot be deleted keeps its packs: deleting
 	// them would leave the index naming missing packs.
 	retainedUntil, err := r.retainedPacks(ctx, st, doomed, now)
@@ -185,6 +207,106 @@ func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport
 		}
 	}
 	return rep, nil
+}
+
+// repackCandidates lists the used packs old enough to judge whose unused
+// share reaches opts.RepackUnused.
+func (r *Repository) repackCandidates(st *sweepState, opts SweepOptions, now, protect time.Time) []ID {
+	if opts.RepackUnused <= 0 {
+		return nil
+	}
+	seen := map[ID]bool{}
+	var out []ID
+	for _, packs := range st.indexes {
+		for _, p := range packs {
+			oi, stored := st.stored[p.ID]
+			if seen[p.ID] || !stored || !st.used[p.ID] {
+				continue
+			}
+			seen[p.ID] = true
+			if now.Sub(oi.ModTime) < opts.Grace || (!protect.IsZero() && !oi.ModTime.Before(protect)) {
+				continue
+			}
+			var total, live int64
+			for _, f := range p.Frames {
+				for _, b := range f.Blobs {
+					total += int64(b.Len)
+					if _, ok := st.usedBlobs[b.ID]; ok && st.where[b.ID] == p.ID {
+						live += int64(b.Len)
+					}
+				}
+			}
+			if total > 0 && float64(total-live) >= opts.RepackUnused*float64(total) {
+				out = append(out, p.ID)
+			}
+		}
+	}
+	sortIDs(out)
+	return out
+}
+
+// repack copies the live blobs of packs into new packs through a writer,
+// which stores them, with their index, before the old packs are condemned.
+func (r *Repository) repack(ctx context.Context, st *sweepState, packs []ID, rep *SweepReport) error {
+	entries := map[ID]packEntry{}
+	for _, list := range st.indexes {
+		for _, p := range list {
+			entries[p.ID] = p
+		}
+	}
+	w := r.NewWriter(nil)
+	sink := w.NewSink()
+	for _, id := range packs {
+		var off int64
+		for _, f := range entries[id].Frames {
+			fl := FrameLoc{Pack: id, Offset: off, Sealed: f.SealedLen, RawLen: f.RawLen, Flags: f.Flags}
+			off += int64(f.SealedLen)
+			live := false
+			for _, b := range f.Blobs {
+				if _, ok := st.usedBlobs[b.ID]; ok && st.where[b.ID] == id {
+					live = true
+				}
+			}
+			if !live {
+				continue
+			}
+			raw, err := r.ReadFrame(ctx, fl)
+			if err != nil {
+				w.Abort()
+				return fmt.Errorf("repack %s: %w", packName(id), err)
+			}
+			var inner uint32
+			for _, b := range f.Blobs {
+				if uint64(inner)+uint64(b.Len) > uint64(len(raw)) {
+					w.Abort()
+					return fmt.Errorf("repack %s: blob %s outside its frame: %w", packName(id), b.ID.Short(), ErrCorrupt)
+				}
+				data := raw[inner : inner+b.Len]
+				inner += b.Len
+				if _, ok := st.usedBlobs[b.ID]; !ok || st.where[b.ID] != id {
+					continue
+				}
+				if err := r.checkBlob(b.ID, data); err != nil {
+					w.Abort()
+					return fmt.Errorf("repack %s: %w", packName(id), err)
+				}
+				if _, err := sink.SaveID(ctx, b.Type, b.ID, data); err != nil {
+					w.Abort()
+					return fmt.Errorf("repack %s: %w", packName(id), err)
+				}
+				rep.RepackedBytes += int64(b.Len)
+			}
+		}
+		rep.Repacked++
+	}
+	if err := sink.Flush(ctx); err != nil {
+		w.Abort()
+		return fmt.Errorf("repack: %w", err)
+	}
+	if err := w.Finish(ctx); err != nil {
+		return fmt.Errorf("repack: %w", err)
+	}
+	return nil
 }
 
 func sortIDs(ids []ID) {
@@ -273,6 +395,7 @@ func (r *Repository) treeBlobPacks(ctx context.Context, st *sweepState, t ID) ([
 		return nil, err
 	}
 	set := map[ID]bool{st.where[t]: true}
+	st.usedBlobs[t] = struct{}{}
 	for _, n := range nodes {
 		for _, b := range n.Blocks {
 			p, ok := st.where[b.ID]
@@ -280,6 +403,7 @@ func (r *Repository) treeBlobPacks(ctx context.Context, st *sweepState, t ID) ([
 				return nil, fmt.Errorf("%s: blob %s is not in the index: %w", n.Path, b.ID.Short(), ErrMissing)
 			}
 			set[p] = true
+			st.usedBlobs[b.ID] = struct{}{}
 		}
 	}
 	out := make([]ID, 0, len(set))

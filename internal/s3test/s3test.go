@@ -1,5 +1,7 @@
 // Package s3test holds test helpers only: it starts throwaway MinIO servers (a real S3 implementation,
 // built by scripts/install-minio.sh) so that storage code is tested against S3 itself, never a mock.
+// It also creates users held to IAM policies, among them the roles docs/storage.md gives operators,
+// so that what a credential may not do is tested against the store's own policy engine.
 // Nothing outside _test.go files may import it.
 package s3test
 

@@ -3,6 +3,7 @@ package s3test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -240,5 +241,75 @@ func TestCreateUser(t *testing.T) {
 	_, err = srv.ClientAs(t, "reader", "wrong-secret-key").GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("users"), Key: aws.String("k")})
 	if err == nil {
 		t.Fatal("the server accepted a wrong secret key for the user")
+	}
+}
+
+// TestPoliciesInDocs keeps docs/storage.md showing the policy documents the tests run.
+func TestPoliciesInDocs(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "storage.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, policy := range map[string]string{
+		"backup role": backupRole, "expire role": expireRole, "AWS if-none-match statement": awsRequireIfNoneMatch,
+	} {
+		if !json.Valid([]byte(policy)) {
+			t.Errorf("the %s is not valid JSON", name)
+		}
+		if !strings.Contains(string(doc), "```json\n"+policy+"```") {
+			t.Errorf("docs/storage.md does not show the %s as in testdata", name)
+		}
+	}
+	if got := BackupRolePolicy("vault"); strings.Contains(got, "BUCKET") || !strings.Contains(got, `"arn:aws:s3:::vault/*"`) {
+		t.Errorf("BackupRolePolicy(vault) = %s", got)
+	}
+}
+
+// TestRolePoliciesAccepted runs both role documents through MinIO's policy parser.
+func TestRolePoliciesAccepted(t *testing.T) {
+	srv := Start(t)
+	ctx := testContext(t)
+	for name, policy := range map[string]string{"backup": BackupRolePolicy("vault"), "expire": ExpireRolePolicy("vault")} {
+		if err := srv.addCannedPolicy(ctx, "lifeboat-"+name, policy); err != nil {
+			t.Errorf("MinIO refused the %s role: %v", name, err)
+		}
+	}
+}
+
+// TestIfNoneMatchConditionRefused pins why the backup role cannot refuse overwrites on MinIO:
+// its policy engine does not know the s3:if-none-match condition key AWS offers.
+func TestIfNoneMatchConditionRefused(t *testing.T) {
+	srv := Start(t)
+	// An identity policy holds no Principal; otherwise the AWS statement as documented.
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(AWSRequireIfNoneMatchPolicy("vault")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range doc["Statement"].([]any) {
+		delete(st.(map[string]any), "Principal")
+	}
+	policy, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.addCannedPolicy(testContext(t), "require-if-none-match", string(policy))
+	if err == nil || !strings.Contains(err.Error(), "invalid condition key") || !strings.Contains(err.Error(), "s3:if-none-match") {
+		t.Fatalf("MinIO on a policy with s3:if-none-match: err = %v, want it refused as an invalid condition key (if MinIO accepts it now, add it to the backup role and update docs/storage.md)", err)
+	}
+}
+
+func TestEncryptAdminDataBounds(t *testing.T) {
+	for _, n := range []int{0, 1, sioBufSize} {
+		out, err := encryptAdminData("root-secret", make([]byte, n))
+		if err != nil {
+			t.Fatalf("encrypt %d bytes: %v", n, err)
+		}
+		// salt, algorithm id, nonce, ciphertext, GCM tag
+		if want := adminSaltSize + 1 + sioNonceSize + n + 16; len(out) != want || out[adminSaltSize] != adminAlgPBKDF2 {
+			t.Fatalf("encrypt %d bytes: %d bytes out (id %#x), want %d (id %#x)", n, len(out), out[adminSaltSize], want, adminAlgPBKDF2)
+		}
+	}
+	if _, err := encryptAdminData("root-secret", make([]byte, sioBufSize+1)); err == nil {
+		t.Fatal("a body larger than one fragment was encrypted as one")
 	}
 }

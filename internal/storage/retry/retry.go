@@ -81,7 +81,40 @@ func New(be storage.Backend, opts Options) storage.Backend {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &backend{be: be, opts: opts}
+	b := &backend{be: be, opts: opts}
+	// Retention is an optional capability; hiding it behind the decorator
+	// would silently turn object lock handling off.
+	if ret, ok := be.(storage.Retainer); ok {
+		return &retainer{backend: b, ret: ret}
+	}
+	return b
+}
+
+// retainer is the decorator for backends that keep objects under retention.
+type retainer struct {
+	*backend
+	ret storage.Retainer
+}
+
+func (b *retainer) Retention(ctx context.Context, name string) (time.Time, string, error) {
+	var until time.Time
+	var mode string
+	n, err := b.do(ctx, "retention", name, func(int) error {
+		var err error
+		until, mode, err = b.ret.Retention(ctx, name)
+		return err
+	})
+	if err != nil {
+		return time.Time{}, "", annotate(ctx, "retention", name, n, err)
+	}
+	return until, mode, nil
+}
+
+func (b *retainer) ExtendRetention(ctx context.Context, name string, until time.Time) error {
+	n, err := b.do(ctx, "extend retention", name, func(int) error {
+		return b.ret.ExtendRetention(ctx, name, until)
+	})
+	return annotate(ctx, "extend retention", name, n, err)
 }
 
 // Log keys, constant so that log lines can be searched.

@@ -54,9 +54,9 @@ type SweepReport struct {
 	Retained         []PackState // unused long enough, but under retention
 	BytesFreed       int64
 	IndexesRewritten int
-	StaleEntries     int // index entries of packs already deleted, dropped
-	Extended         int // objects whose retention was extended
-	Young            int // unused packs left alone: younger than the grace period or written under a live lock
+	StaleEntries     int   // index entries of packs already deleted, dropped
+	Extended         int   // objects whose retention was extended
+	Young            int   // unused packs left alone: younger than the grace period or written under a live lock
 	Repacked         int   // partly used packs whose live blobs were copied, condemned since
 	RepackedBytes    int64 // live bytes copied by the repack
 }

@@ -162,7 +162,18 @@ func (c *converter) fail(path string, fallback int, msg string) {
 // then "unknown tier"); the one exception is a repository whose key_file or
 // passphrase failed, which Validate would call unlocked by neither.
 func (c *converter) covers(path string) bool {
-	return c.failed[path] || c.failed[path+".key_file"] || c.failed[path+".passphrase"]
+	if c.failed[path] || c.failed[path+".key_file"] || c.failed[path+".passphrase"] {
+		return true
+	}
+	// "retention names no rule" follows from rules that failed to convert.
+	if strings.HasSuffix(path, ".retention") {
+		for p := range c.failed {
+			if strings.HasPrefix(p, path+".") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // expandEnv replaces each ${NAME} in s with the value of the environment

@@ -41,6 +41,34 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`lifeboat.yaml: the policy file is empty`},
 		},
 		{
+			name: "retention mistakes",
+			src: repoOK + assetOK + `    retention: { daily: many, pitr_window: 7x, time_zone: Mars/Olympus }
+`,
+			want: []string{
+				`lifeboat.yaml:11: assets[0].retention.pitr_window: invalid duration "7x": use a number and a unit: ns, us, ms, s, m, h, d (days) or w (weeks), e.g. 90s, 36h, 7d`,
+				`lifeboat.yaml:11: assets[0].retention.daily: "many" is not a count: write a whole number from 0 to 10000, e.g. 30`,
+				`lifeboat.yaml:11: assets[0].retention.time_zone: unknown time zone "Mars/Olympus" (use an IANA name such as Asia/Singapore or UTC)`,
+			},
+		},
+		{
+			name: "retention without a rule",
+			src:  repoOK + assetOK + "    retention: { time_zone: UTC }\n",
+			want: []string{`lifeboat.yaml:11: assets[0].retention: retention names no rule: set pitr_window, keep_within, daily, weekly, monthly or yearly (leave retention out to keep everything)`},
+		},
+		{
+			name: "object lock on a local repository, unknown mode",
+			src: `repositories:
+  - name: primary
+    url: file:///var/lib/lifeboat/repo
+    key_file: /etc/lifeboat/repo.key
+    object_lock: { mode: forever }
+` + assetOK,
+			want: []string{
+				`lifeboat.yaml:5: repositories[0].object_lock.mode: object_lock mode must be compliance or governance, not "forever"`,
+				`lifeboat.yaml:5: repositories[0].object_lock: object_lock applies to s3 repositories only (the bucket must be created with Object Lock enabled)`,
+			},
+		},
+		{
 			name: "null document",
 			src:  "---\n~\n",
 			want: []string{`lifeboat.yaml:1: the policy file is empty`},

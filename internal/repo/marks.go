@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -209,8 +210,10 @@ func (r *Repository) checkNotDoomed(ctx context.Context, s *Snapshot, doomed map
 	})
 }
 
-// sweptPacks lists the packs recent sweeps deleted, so that verify can
-// tell an index entry left behind by an interrupted backup from damage.
+// sweptPacks lists the packs recent sweeps deleted and that are still
+// gone, so that readers skip index entries left behind by an interrupted
+// backup. A pack stored again since (a copy catching up from its primary)
+// is not swept.
 func (r *Repository) sweptPacks(ctx context.Context) (map[ID]bool, error) {
 	names, err := r.markNames(ctx)
 	if err != nil {
@@ -218,16 +221,34 @@ func (r *Repository) sweptPacks(ctx context.Context) (map[ID]bool, error) {
 	}
 	m, err := r.latestMark(ctx, names)
 	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return map[ID]bool{}, nil
-		}
 		return nil, err
 	}
 	out := map[ID]bool{}
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
 	for s := range m.Swept {
-		if id, err := ParseID(s); err == nil {
-			out[id] = true
+		id, err := ParseID(s)
+		if err != nil {
+			continue
 		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, err := r.be.Stat(ctx, packName(id))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				out[id] = true
+			case err != nil:
+				errs = append(errs, err)
+			}
+		}()
 	}
-	return out, nil
+	wg.Wait()
+	return out, errors.Join(errs...)
 }

@@ -64,17 +64,9 @@ func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 	if err != nil {
 		return err
 	}
-	var repos []*policy.Repository
-	if o.repository != "" {
-		rp, err := p.Repository(o.repository)
-		if err != nil {
-			return &usageError{err}
-		}
-		repos = append(repos, rp)
-	} else {
-		for i := range p.Repositories {
-			repos = append(repos, &p.Repositories[i])
-		}
+	repos, err := namedOrAllRepositories(p, o.repository)
+	if err != nil {
+		return err
 	}
 	var reports []*expire.Report
 	var failed []error
@@ -239,17 +231,9 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 	if err != nil {
 		return err
 	}
-	var repos []*policy.Repository
-	if o.repository != "" {
-		rp, err := p.Repository(o.repository)
-		if err != nil {
-			return &usageError{err}
-		}
-		repos = append(repos, rp)
-	} else {
-		for i := range p.Repositories {
-			repos = append(repos, &p.Repositories[i])
-		}
+	repos, err := namedOrAllRepositories(p, o.repository)
+	if err != nil {
+		return err
 	}
 	found := 0
 	for _, rp := range repos {
@@ -287,4 +271,21 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 		return fmt.Errorf("no repository of the policy holds snapshot %q", id)
 	}
 	return nil
+}
+
+// namedOrAllRepositories returns the policy's repository called name, or
+// all of them when name is empty.
+func namedOrAllRepositories(p *policy.Policy, name string) ([]*policy.Repository, error) {
+	if name != "" {
+		rp, err := p.Repository(name)
+		if err != nil {
+			return nil, &usageError{err}
+		}
+		return []*policy.Repository{rp}, nil
+	}
+	var repos []*policy.Repository
+	for i := range p.Repositories {
+		repos = append(repos, &p.Repositories[i])
+	}
+	return repos, nil
 }

@@ -70,13 +70,7 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 		return err
 	}
 	var repos []*policy.Repository
-	if o.repository != "" {
-		rp, err := p.Repository(o.repository)
-		if err != nil {
-			return &usageError{err}
-		}
-		repos = append(repos, rp)
-	} else if o.asset != "" {
+	if o.repository == "" && o.asset != "" {
 		a, err := p.Asset(o.asset)
 		if err != nil {
 			return &usageError{err}
@@ -85,10 +79,8 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 			return &usageError{err}
 		}
 		repos = repos[:1]
-	} else {
-		for i := range p.Repositories {
-			repos = append(repos, &p.Repositories[i])
-		}
+	} else if repos, err = namedOrAllRepositories(p, o.repository); err != nil {
+		return err
 	}
 	rows := []snapshotRow{}
 	for _, rp := range repos {

@@ -25,6 +25,14 @@ const (
 	FlipRequestBody              // forward with one byte of the request body flipped
 	FlipResponse                 // forward, flip one byte of the response body
 	SlowResponse                 // forward, then dribble the response body slowly
+	// Status200Error answers 200 OK with an S3 error document, without
+	// forwarding: a store that failed but said so only in the body, as S3
+	// does for some calls. Nothing was stored.
+	Status200Error
+	// DropResponse forwards the request, then closes the connection
+	// without passing the answer on: the store acted (an upload is kept)
+	// but the client never hears of it, as when an acknowledgement is lost.
+	DropResponse
 )
 
 // FaultProxy sits between a client and a Server and injects faults into
@@ -81,17 +89,18 @@ func NewFaultProxy(t testing.TB, srv *Server) *FaultProxy {
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>`)
 			return
+		case Status200Error:
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>`)
+			return
 		case Reset:
-			if hj, ok := w.(http.Hijacker); ok {
-				if conn, _, err := hj.Hijack(); err == nil {
-					if tc, ok := conn.(*net.TCPConn); ok {
-						tc.SetLinger(0) // RST rather than FIN
-					}
-					conn.Close()
-					return
-				}
-			}
-			panic(http.ErrAbortHandler)
+			reset(w)
+			return
+		case DropResponse:
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			reset(w)
+			return
 		case FlipRequestBody:
 			body, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -133,6 +142,20 @@ func (p *FaultProxy) next(r *http.Request) Fault {
 	return f
 }
 
+// reset closes the client's connection with a TCP reset, without an answer.
+func reset(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			if tc, ok := conn.(*net.TCPConn); ok {
+				tc.SetLinger(0) // RST rather than FIN
+			}
+			conn.Close()
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
+}
+
 // slowReader hands out a response body a few bytes at a time.
 type slowReader struct{ r io.ReadCloser }
 
@@ -145,3 +168,11 @@ func (s *slowReader) Read(b []byte) (int, error) {
 }
 
 func (s *slowReader) Close() error { return s.r.Close() }
+
+// Injected returns how many faults the current plan has dealt out; unlike
+// Seen it may be read while requests are still arriving.
+func (p *FaultProxy) Injected() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.Seen
+}

@@ -31,6 +31,7 @@ import (
 	s3api "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
@@ -159,7 +160,12 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 			t.IdleConnTimeout = 90 * time.Second
 			t.MaxIdleConnsPerHost = 16
 		})
-	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithHTTPClient(httpClient)}
+	// The SDK logs to stderr by default (a debug line for every ranged
+	// read, whose answer carries no checksum). Lifeboat's stderr is one
+	// line per failure, which PostgreSQL collects from archive_command;
+	// what the SDK has to say arrives as errors.
+	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithHTTPClient(httpClient),
+		config.WithLogger(logging.Nop{})}
 	if opts.AccessKey != "" || opts.SecretKey != "" {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
@@ -241,6 +247,11 @@ func (b *backend) wrap(op, name string, err error) error {
 			return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
 		case "PreconditionFailed", "ConditionalRequestConflict":
 			return fmt.Errorf("%s %s: %w", op, where, storage.ErrExists)
+		case "BadDigest", "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch":
+			// The store refused a body that did not match the checksums
+			// sent with it: damaged on the way, which sending it again
+			// cures. Nothing was stored.
+			return fmt.Errorf("%s %s: damaged in transit, refused by the store: %w", op, where, err)
 		case "NoSuchBucket":
 			return storage.Permanent(fmt.Errorf("%s %s: bucket %q does not exist", op, where, b.opts.Bucket))
 		case "AccessDenied":
@@ -347,6 +358,12 @@ func (b *backend) GetRange(ctx context.Context, name string, offset, length int6
 		got := int64(-1)
 		if out.ContentLength != nil {
 			got = *out.ContentLength
+		}
+		// Without a Content-Range the answer is not about the range at
+		// all (a proxy's or a failing store's error page sent with 200):
+		// asking again may well get the range.
+		if out.ContentRange == nil {
+			return nil, fmt.Errorf("get %s: range %d+%d answered with %d bytes and no Content-Range", name, offset, length, got)
 		}
 		return nil, storage.Permanent(fmt.Errorf("get %s: range %d+%d is past the end (%d bytes returned)", name, offset, length, got))
 	}

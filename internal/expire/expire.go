@@ -98,10 +98,9 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Report, error)
 	keepUntil := map[repo.ID]time.Time{}
 	judged := map[string]bool{}
 	type walJob struct {
-		asset      string
-		kept       []*repo.Snapshot
-		base       *repo.Snapshot
-		hasWindows bool
+		asset string
+		kept  []*repo.Snapshot
+		base  *repo.Snapshot // the PITR window's base; nil without a window
 	}
 	var walJobs []walJob
 	var doomed []*SnapshotVerdict
@@ -115,7 +114,7 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Report, error)
 		if err != nil {
 			return nil, err
 		}
-		job := walJob{asset: a.Name, hasWindows: a.Rules.PITRWindow > 0}
+		job := walJob{asset: a.Name}
 		for _, d := range plan.Decisions {
 			s := byID[d.Snapshot.ID]
 			v := SnapshotVerdict{Asset: a.Name, ID: s.ID.String(), Type: s.Type, End: d.Snapshot.End, Timeline: d.Snapshot.Timeline,
@@ -170,11 +169,7 @@ func Run(ctx context.Context, r *repo.Repository, opts Options) (*Report, error)
 		if len(j.kept) == 0 {
 			continue
 		}
-		base := j.base
-		if !j.hasWindows {
-			base = nil
-		}
-		ranges, err := postgres.ExpireWAL(ctx, r, j.asset, postgres.WALExpireOptions{Kept: j.kept, Base: base, DryRun: opts.DryRun, KeepUntil: keepUntil})
+		ranges, err := postgres.ExpireWAL(ctx, r, j.asset, postgres.WALExpireOptions{Kept: j.kept, Base: j.base, DryRun: opts.DryRun, KeepUntil: keepUntil})
 		rep.WAL[j.asset] = ranges
 		if err != nil {
 			return rep, err

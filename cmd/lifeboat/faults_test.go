@@ -301,7 +301,16 @@ func (f *faultEnv) fetchedEquals(t *testing.T, seg string) {
 	t.Helper()
 	dest := filepath.Join(t.TempDir(), seg)
 	f.mustRun("wal-fetch", "db", seg, dest)
-	got, err := os.ReadFile(dest)
+	if !f.sameAsServer(t, dest, seg) {
+		t.Fatalf("archived %s differs from the server's", seg)
+	}
+}
+
+// sameAsServer reports whether the file at path holds exactly the server's
+// segment seg.
+func (f *faultEnv) sameAsServer(t *testing.T, path, seg string) bool {
+	t.Helper()
+	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,9 +318,7 @@ func (f *faultEnv) fetchedEquals(t *testing.T, seg string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, orig) {
-		t.Fatalf("archived %s differs from the server's", seg)
-	}
+	return bytes.Equal(got, orig)
 }
 
 // TestFaultsDuringWALPush archives segments by hand (archiving paused) while
@@ -413,15 +420,7 @@ func TestFaultsDuringWALPush(t *testing.T) {
 				t.Logf("wal-fetch refused the damaged download: %s", strings.TrimSpace(r.stderr))
 				return
 			}
-			got, err := os.ReadFile(dest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			orig, err := os.ReadFile(filepath.Join(f.pg.DataDir, "pg_wal", seg))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, orig) {
+			if !f.sameAsServer(t, dest, seg) {
 				t.Fatal("wal-fetch exited 0 with a segment that differs from the archived one")
 			}
 		})

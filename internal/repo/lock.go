@@ -158,12 +158,7 @@ func (r *Repository) CleanLocks(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	released := map[string]bool{}
-	for _, li := range infos {
-		if li.Released {
-			released[li.Token] = true
-		}
-	}
+	released := releasedTokens(infos)
 	n := 0
 	for _, li := range infos {
 		if released[li.Token] || r.stale(li) {
@@ -186,12 +181,7 @@ func (r *Repository) Locks(ctx context.Context) ([]*LockInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	released := map[string]bool{}
-	for _, li := range infos {
-		if li.Released {
-			released[li.Token] = true
-		}
-	}
+	released := releasedTokens(infos)
 	var out []*LockInfo
 	for _, li := range infos {
 		if !released[li.Token] {
@@ -199,6 +189,17 @@ func (r *Repository) Locks(ctx context.Context) ([]*LockInfo, error) {
 		}
 	}
 	return out, nil
+}
+
+// releasedTokens lists the tokens of locks ended by a release record.
+func releasedTokens(infos []*LockInfo) map[string]bool {
+	released := map[string]bool{}
+	for _, li := range infos {
+		if li.Released {
+			released[li.Token] = true
+		}
+	}
+	return released
 }
 
 // lockObjects reads every lock object, release records included.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,6 +63,20 @@ func (m *mark) packSet(withSwept bool) map[ID]bool {
 
 func markName(t time.Time) string {
 	return fmt.Sprintf("%s%020d-%s", markArea, t.UnixNano(), randomHex(4))
+}
+
+// markTime reads the time a mark was written from its name, so that old
+// marks can be found without reading them.
+func markTime(name string) (time.Time, bool) {
+	digits, _, ok := strings.Cut(strings.TrimPrefix(name, markArea), "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
 }
 
 func (r *Repository) markNames(ctx context.Context) ([]string, error) {

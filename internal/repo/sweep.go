@@ -202,11 +202,18 @@ func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport
 		}
 	}
 	for _, n := range names {
-		if m, err := r.loadMark(ctx, n); err == nil && now.Sub(m.Created) > markKeep {
+		if written, ok := markTime(n); ok && now.Sub(written) > markKeep {
 			r.deleteQuietly(ctx, n)
 		}
 	}
 	return rep, nil
+}
+
+// liveIn reports whether blob is used and counted in pack: a blob stored
+// twice is live in one place only.
+func (st *sweepState) liveIn(blob, pack ID) bool {
+	_, used := st.usedBlobs[blob]
+	return used && st.where[blob] == pack
 }
 
 // repackCandidates lists the used packs old enough to judge whose unused
@@ -231,7 +238,7 @@ func (r *Repository) repackCandidates(st *sweepState, opts SweepOptions, now, pr
 			for _, f := range p.Frames {
 				for _, b := range f.Blobs {
 					total += int64(b.Len)
-					if _, ok := st.usedBlobs[b.ID]; ok && st.where[b.ID] == p.ID {
+					if st.liveIn(b.ID, p.ID) {
 						live += int64(b.Len)
 					}
 				}
@@ -263,7 +270,7 @@ func (r *Repository) repack(ctx context.Context, st *sweepState, packs []ID, rep
 			off += int64(f.SealedLen)
 			live := false
 			for _, b := range f.Blobs {
-				if _, ok := st.usedBlobs[b.ID]; ok && st.where[b.ID] == id {
+				if st.liveIn(b.ID, id) {
 					live = true
 				}
 			}
@@ -283,7 +290,7 @@ func (r *Repository) repack(ctx context.Context, st *sweepState, packs []ID, rep
 				}
 				data := raw[inner : inner+b.Len]
 				inner += b.Len
-				if _, ok := st.usedBlobs[b.ID]; !ok || st.where[b.ID] != id {
+				if !st.liveIn(b.ID, id) {
 					continue
 				}
 				if err := r.checkBlob(b.ID, data); err != nil {

@@ -197,3 +197,14 @@ func TestLiveLockProtectsNewPacks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMarkTimeFromName(t *testing.T) {
+	at := time.Date(2026, 11, 23, 4, 5, 6, 7, time.UTC)
+	got, ok := markTime(markName(at))
+	if !ok || !got.Equal(at) {
+		t.Fatalf("markTime(markName(%s)) = %s, %v", at, got, ok)
+	}
+	if _, ok := markTime("marks/not-a-time"); ok {
+		t.Fatal("a malformed mark name was given a time")
+	}
+}

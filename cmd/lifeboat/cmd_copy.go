@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -10,13 +11,18 @@ import (
 )
 
 func newCopyCommand(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	var queued bool
+	cmd := &cobra.Command{
 		Use:   "copy [ASSET]",
 		Short: "Bring the copy repositories up to date with their primary",
 		Long: `Copy to every copy repository (an asset's repositories after the first) the
 objects of its primary that it lacks: packs and index first, then WAL, then
 snapshots, so a copy never lists a snapshot before it holds its data. Each
-copy restores alone (restore --repository NAME) with the policy and its key.`,
+copy restores alone (restore --repository NAME) with the policy and its key.
+
+Before that it sends what this host's copy queues hold (WAL files wal-push
+queued). With --queued it sends only those: wal-push starts it in the
+background after each file.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return usagef("copy takes at most one ASSET")
@@ -28,27 +34,38 @@ copy restores alone (restore --repository NAME) with the policy and its key.`,
 			if len(args) == 1 {
 				asset = args[0]
 			}
-			return runCopy(cmd.Context(), g, asset)
+			return runCopy(cmd.Context(), g, asset, queued)
 		},
 	}
+	cmd.Flags().BoolVar(&queued, "queued", false, "only send what the copy queues hold")
+	return cmd
 }
 
-func runCopy(ctx context.Context, g *globalOptions, asset string) error {
+func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) error {
 	p, err := g.policy()
 	if err != nil {
 		return err
 	}
-	var assets []*policy.Asset
-	if asset != "" {
-		a, err := p.Asset(asset)
+	assets, err := selectAssets(p, asset)
+	if err != nil {
+		return err
+	}
+	var copies []*policy.Repository
+	for _, a := range assets {
+		rps, err := p.AssetRepositories(a)
 		if err != nil {
 			return &usageError{err}
 		}
-		assets = append(assets, a)
-	} else {
-		for i := range p.Assets {
-			assets = append(assets, &p.Assets[i])
+		for _, cp := range rps[1:] {
+			if !slices.Contains(copies, cp) {
+				copies = append(copies, cp)
+			}
 		}
+	}
+	// A background drainer started by wal-push gives up when another
+	// holds a queue; a full copy waits, so that it reports every failure.
+	if err := g.drainQueues(ctx, p, copies, !queued); err != nil || queued {
+		return err
 	}
 	done := make(map[[2]string]bool)
 	for _, a := range assets {

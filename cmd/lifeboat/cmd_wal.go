@@ -20,7 +20,11 @@ func newWALPushCommand(g *globalOptions) *cobra.Command {
 
 It exits 0 only once the file is durably in the repository. A file archived
 before with identical content succeeds again; with different content it fails
-and the archived file is kept.`,
+and the archived file is kept.
+
+When the asset has copy repositories, the file is also added to each copy's
+queue in the state directory (durable before exit 0), and a background
+"lifeboat copy --queued" sends it on, so a slow copy never slows archiving.`,
 		Args: exactArgs(2, "ASSET PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runWALPush(cmd.Context(), g, args[0], args[1])
@@ -37,15 +41,37 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 	if err != nil {
 		return err
 	}
+	queues, err := openCopyQueues(p, a)
+	if err != nil {
+		return fmt.Errorf("wal-push: %w", err)
+	}
 	r, err := g.primaryRepository(ctx, p, a)
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
-	res, err := postgres.PushWAL(ctx, r, a.Name, path)
+	var enqueue func(name string, stored []byte) error
+	if len(queues) > 0 {
+		enqueue = func(name string, stored []byte) error {
+			for _, q := range queues {
+				if err := q.Add(name, stored); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	res, err := postgres.PushWAL(ctx, r, a.Name, path, enqueue)
 	if err != nil {
 		return err
 	}
 	g.log.Info("archived", "asset", a.Name, "file", res.Name, "bytes", res.Bytes, "existed", res.Existed)
+	if len(queues) > 0 {
+		// The file is archived and queued: a drainer that fails to start
+		// delays the copy, which status shows, but loses nothing.
+		if err := g.startDrainer(queues); err != nil {
+			g.log.Warn("copy drainer not started; lifeboat copy sends the queue", "err", err)
+		}
+	}
 	return nil
 }
 

@@ -68,7 +68,8 @@ func startEnv(t *testing.T, checksums bool, configure func(*env)) *env {
 
 func (e *env) writePolicy(keyFile string) {
 	e.t.Helper()
-	policy := fmt.Sprintf(`repositories:
+	policy := fmt.Sprintf(`state_dir: %s
+repositories:
   - name: primary
     url: %s
     key_file: %s%s
@@ -81,7 +82,7 @@ assets:
     pgdata: %s
     dsn: "%s"
     repositories: [primary]
-%s`, e.repoURL, keyFile, e.repoCreds, e.pg.DataDir, e.pg.DSN("postgres"), e.assetExtra)
+%s`, filepath.Join(e.dir, "state"), e.repoURL, keyFile, e.repoCreds, e.pg.DataDir, e.pg.DSN("postgres"), e.assetExtra)
 	if err := os.WriteFile(e.policy, []byte(policy), 0o600); err != nil {
 		e.t.Fatal(err)
 	}

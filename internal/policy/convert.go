@@ -23,7 +23,13 @@ type converter struct {
 }
 
 func (c *converter) convert(raw *fileYAML) *Policy {
-	p := &Policy{Source: c.source, lines: c.idx.lines()}
+	p := &Policy{Source: c.source, lines: c.idx.lines(), StateDir: DefaultStateDir}
+	if d := c.nonEmpty("state_dir", raw.StateDir); d != "" {
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(c.base, d)
+		}
+		p.StateDir = filepath.Clean(d)
+	}
 	for i, r := range raw.Repositories {
 		p.Repositories = append(p.Repositories, c.repository(itemPath("repositories", i), &r))
 	}

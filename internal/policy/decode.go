@@ -19,6 +19,7 @@ type fileYAML struct {
 	Repositories []repositoryYAML    `yaml:"repositories"`
 	Tiers        map[string]tierYAML `yaml:"tiers"`
 	Assets       []assetYAML         `yaml:"assets"`
+	StateDir     string              `yaml:"state_dir"`
 }
 
 type repositoryYAML struct {

@@ -101,7 +101,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level is a list",
 			src:  "- repositories\n",
-			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets; found a list`},
+			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets, state_dir; found a list`},
 		},
 		{
 			name: "unknown key in asset",
@@ -258,6 +258,16 @@ assets:
 				`lifeboat.yaml:7: repositories[1].passphrase: "${" at character 1 has no closing "}"`,
 				`lifeboat.yaml:10: repositories[2].passphrase: "${...}" at character 1 must hold only a variable name (letters, digits and '_', not starting with a digit); ${NAME} is the only expansion supported`,
 			},
+		},
+		{
+			name: "empty state_dir",
+			src: `state_dir: ${EMPTY}
+repositories:
+  - name: primary
+    url: file:///r
+    passphrase: p
+` + assetOK,
+			want: []string{`lifeboat.yaml:1: state_dir: state_dir is empty after expanding environment variables`},
 		},
 		{
 			name: "passphrase from an empty variable",

@@ -32,7 +32,11 @@ import (
 type Policy struct {
 	// Source names where the policy came from (normally its path); error
 	// messages are prefixed with it.
-	Source       string
+	Source string
+	// StateDir holds what Lifeboat keeps on this host: the queue of WAL
+	// files still to reach the copy repositories. A relative state_dir is
+	// resolved against the policy file's directory.
+	StateDir     string
 	Repositories []Repository
 	Tiers        map[string]Tier
 	Assets       []Asset
@@ -41,6 +45,9 @@ type Policy struct {
 	// written on, so that Validate can point at the exact line.
 	lines map[string]int
 }
+
+// DefaultStateDir is StateDir when the policy does not set state_dir.
+const DefaultStateDir = "/var/lib/lifeboat"
 
 // Repository is a place backups are written to.
 type Repository struct {

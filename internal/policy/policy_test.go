@@ -157,7 +157,8 @@ func TestAccessors(t *testing.T) {
 
 func TestLoadResolvesRelativeKeyFile(t *testing.T) {
 	dir := t.TempDir()
-	src := `repositories:
+	src := `state_dir: state
+repositories:
   - name: here
     url: file:///r
     key_file: keys/repo.key
@@ -189,6 +190,9 @@ assets:
 			if got := p.Repositories[i].KeyFile; got != w {
 				t.Errorf("repositories[%d].key_file = %q, want %q", i, got, w)
 			}
+		}
+		if want := filepath.Join(dir, "state"); p.StateDir != want {
+			t.Errorf("state_dir = %q, want %q", p.StateDir, want)
 		}
 	}
 

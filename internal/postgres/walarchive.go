@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/hugemem"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
@@ -25,6 +27,30 @@ var ErrWALNotFound = errors.New("WAL file not in the archive")
 var ErrWALGap = errors.New("WAL segment missing inside the archived range")
 
 const walArea = "wal"
+
+// WALPrefix is the object name prefix of an asset's WAL area, for
+// comparing a copy with its primary.
+func WALPrefix(asset string) string { return walArea + "/" + asset + "/" }
+
+// NewestWAL returns the name of the newest archived WAL segment of an
+// asset and when the repository stored it; "" when none is archived.
+// Segment names grow with timeline and position, so the newest is the
+// greatest name.
+func NewestWAL(ctx context.Context, r *repo.Repository, asset string) (string, time.Time, error) {
+	var name string
+	var at time.Time
+	err := r.Backend().List(ctx, WALPrefix(asset), func(oi storage.ObjectInfo) error {
+		base := path.Base(oi.Name)
+		if isSegmentFileName(base) && base > name {
+			name, at = base, oi.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("list WAL of %s: %w", asset, err)
+	}
+	return name, at, nil
+}
 
 // walRel is where a WAL file lives in an asset's WAL area: segments,
 // partial segments and backup history files under their timeline,
@@ -59,8 +85,10 @@ type PushResult struct {
 // PushWAL archives the WAL file at path (archive_command's %p). It returns
 // nil only once the file is durably in the repository. A file archived
 // before with identical content succeeds again; with different content it
-// fails and the archived file stays as it was.
-func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushResult, error) {
+// fails and the archived file stays as it was. stored, when not nil, is
+// called with the object's name and stored bytes (nil when it existed) and
+// its error returned: wal-push queues the object for the copies there.
+func PushWAL(ctx context.Context, r *repo.Repository, asset, path string, stored func(name string, data []byte) error) (PushResult, error) {
 	name := filepath.Base(path)
 	res := PushResult{Name: name}
 	data, release, err := readWALFile(path)
@@ -109,7 +137,7 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string) (PushR
 	}
 	// S2 rather than zstd: archive_command latency matters more than the
 	// last third of compression.
-	existed, err := r.PutNamed(ctx, walArea, asset, walRel(n), data, repo.CodecS2)
+	existed, err := r.PutNamedThen(ctx, walArea, asset, walRel(n), data, repo.CodecS2, stored)
 	if errors.Is(err, repo.ErrConflict) {
 		return res, fmt.Errorf("wal-push %s: already archived with different content; the archived file is kept (is another cluster archiving into asset %s?): %w", name, asset, err)
 	}

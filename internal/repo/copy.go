@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
@@ -74,6 +75,23 @@ func (r *Repository) Sync(ctx context.Context, dst storage.Backend) (CopyStats, 
 	return st, nil
 }
 
+// CopyQueued delivers one object named by the copy queue to dst: stored
+// is the object's bytes as the primary src stored them, or nil to read
+// them from src. An object dst already holds is left alone.
+func CopyQueued(ctx context.Context, src, dst storage.Backend, name string, stored []byte) error {
+	if stored == nil {
+		if _, err := dst.Stat(ctx, name); err == nil {
+			return nil
+		}
+		return copyObject(ctx, src, dst, name)
+	}
+	err := dst.Put(ctx, name, bytes.NewReader(stored), int64(len(stored)))
+	if err != nil && !errors.Is(err, storage.ErrExists) {
+		return fmt.Errorf("copy %s to %s: %w", name, dst.Location(), err)
+	}
+	return nil
+}
+
 func copyObject(ctx context.Context, src, dst storage.Backend, name string) error {
 	_, err := copyObjectSize(ctx, src, dst, name)
 	return err
@@ -91,4 +109,46 @@ func copyObjectSize(ctx context.Context, src, dst storage.Backend, name string) 
 		return 0, fmt.Errorf("copy %s to %s: %w", name, dst.Location(), err)
 	}
 	return int64(len(data)), nil
+}
+
+// Lag is how far a copy is behind its primary under one prefix.
+type Lag struct {
+	Missing int   // objects the primary holds and the copy lacks
+	Bytes   int64 // their size
+	// Oldest is when the oldest missing object was stored in the
+	// primary; zero when nothing is missing.
+	Oldest time.Time
+}
+
+// LagOf counts the objects under prefix that r holds and dst lacks. With
+// ordered (names that grow with time, such as WAL), names below dst's
+// lowest name under the prefix are not counted: the copy expired them.
+func (r *Repository) LagOf(ctx context.Context, dst storage.Backend, prefix string, ordered bool) (Lag, error) {
+	have := make(map[string]bool)
+	lowest := ""
+	if err := dst.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		have[oi.Name] = true
+		if lowest == "" || oi.Name < lowest {
+			lowest = oi.Name
+		}
+		return nil
+	}); err != nil {
+		return Lag{}, fmt.Errorf("list %s in %s: %w", prefix, dst.Location(), err)
+	}
+	var lag Lag
+	err := r.be.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		if have[oi.Name] || (ordered && oi.Name < lowest) {
+			return nil
+		}
+		lag.Missing++
+		lag.Bytes += oi.Size
+		if lag.Oldest.IsZero() || oi.ModTime.Before(lag.Oldest) {
+			lag.Oldest = oi.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return Lag{}, fmt.Errorf("list %s in %s: %w", prefix, r.be.Location(), err)
+	}
+	return lag, nil
 }

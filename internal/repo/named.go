@@ -32,10 +32,18 @@ func namedObject(area, asset, rel string) (string, error) {
 }
 
 // PutNamed stores payload as the named object area/asset/rel, compressed
-// with codec, sealed and bound to its name. If the object exists with identical content it
-// succeeds (an archiver retrying a push); with other content it fails with
-// ErrConflict and the stored object stays as it was.
+// with codec, sealed and bound to its name. If the object exists with
+// identical content it succeeds (an archiver retrying a push); with other
+// content it fails with ErrConflict and the stored object stays as it was.
 func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payload []byte, codec Codec) (existed bool, err error) {
+	return r.PutNamedThen(ctx, area, asset, rel, payload, codec, nil)
+}
+
+// PutNamedThen is PutNamed that, once the object is stored, hands its full
+// name and stored bytes to then (bytes nil when the object was there
+// already), for passing them on to copies; the bytes are valid only during
+// the call. An error from then is returned.
+func (r *Repository) PutNamedThen(ctx context.Context, area, asset, rel string, payload []byte, codec Codec, then func(name string, stored []byte) error) (existed bool, err error) {
 	name, err := namedObject(area, asset, rel)
 	if err != nil {
 		return false, err
@@ -50,6 +58,9 @@ func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payl
 	}
 	err = r.be.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
 	if err == nil {
+		if then != nil {
+			return false, then(name, sealed)
+		}
 		return false, nil
 	}
 	if !errors.Is(err, storage.ErrExists) {
@@ -61,6 +72,9 @@ func (r *Repository) PutNamed(ctx context.Context, area, asset, rel string, payl
 	}
 	if !bytes.Equal(old, payload) {
 		return true, fmt.Errorf("%s: %w", name, ErrConflict)
+	}
+	if then != nil {
+		return true, then(name, nil)
 	}
 	return true, nil
 }

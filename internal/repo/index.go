@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 // FrameLoc says where a sealed frame lives.
@@ -149,14 +148,12 @@ func (r *Repository) loadIndex(ctx context.Context, keep func(BlobType, ID) bool
 }
 
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packEntry, error) {
-	data, err := storage.ReadAll(ctx, r.be, name)
-	if err != nil {
-		return nil, err
-	}
-	if want := strings.TrimPrefix(name, "index/"); hashObject(data).String() != want {
-		return nil, fmt.Errorf("content does not match its name: %w", ErrCorrupt)
-	}
-	plain, err := r.crypt.openObject("index", data)
+	plain, err := readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
+		if want := strings.TrimPrefix(name, "index/"); hashObject(data).String() != want {
+			return nil, fmt.Errorf("content does not match its name: %w", ErrCorrupt)
+		}
+		return r.crypt.openObject("index", data)
+	})
 	if err != nil {
 		return nil, err
 	}

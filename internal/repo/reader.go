@@ -42,16 +42,31 @@ func (r *Repository) openFrameInto(dst, sealed []byte, fl FrameLoc) ([]byte, err
 
 // ReadFrame fetches and opens one frame.
 func (r *Repository) ReadFrame(ctx context.Context, fl FrameLoc) ([]byte, error) {
-	rc, err := r.be.GetRange(ctx, packName(fl.Pack), fl.Offset, int64(fl.Sealed))
-	if err != nil {
-		return nil, fmt.Errorf("read pack %s: %w", fl.Pack.Short(), err)
-	}
-	defer rc.Close()
 	sealed := make([]byte, fl.Sealed)
-	if _, err := io.ReadFull(rc, sealed); err != nil {
-		return nil, fmt.Errorf("read pack %s: %w", fl.Pack.Short(), err)
+	for attempt := 0; ; attempt++ {
+		if err := r.readRange(ctx, fl.Pack, fl.Offset, sealed); err != nil {
+			return nil, err
+		}
+		out, err := r.openFrame(sealed, fl)
+		if err == nil || !damaged(err) || attempt > 0 {
+			return out, err
+		}
+		r.damagedInTransit(packName(fl.Pack), err)
 	}
-	return r.openFrame(sealed, fl)
+}
+
+// readRange fills buf from the pack at offset.
+func (r *Repository) readRange(ctx context.Context, pack ID, offset int64, buf []byte) error {
+	rc, err := r.be.GetRange(ctx, packName(pack), offset, int64(len(buf)))
+	if err != nil {
+		return fmt.Errorf("read pack %s: %w", pack.Short(), err)
+	}
+	_, err = io.ReadFull(rc, buf)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("read pack %s: %w", pack.Short(), err)
+	}
+	return nil
 }
 
 // checkBlob verifies that a blob's content hashes to its ID.

@@ -124,16 +124,14 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	data, err := storage.ReadAll(ctx, be, configName)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("%s has keys but no config (an interrupted init? run `lifeboat repo init` again): %w", be.Location(), err)
-		}
-		return nil, fmt.Errorf("read config: %w", err)
+	plain, err := readVerified(ctx, be, log, configName, func(data []byte) ([]byte, error) {
+		return c.openObject(configName, data)
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%s has keys but no config (an interrupted init? run `lifeboat repo init` again): %w", be.Location(), err)
 	}
-	plain, err := c.openObject(configName, data)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var cfg Config
 	if err := json.Unmarshal(plain, &cfg); err != nil {
@@ -182,23 +180,46 @@ func (r *Repository) putContentObject(ctx context.Context, kind string, payload 
 // getContentObject reads kind/<id>, checks its hash and opens it.
 func (r *Repository) getContentObject(ctx context.Context, kind string, id ID) ([]byte, error) {
 	name := kind + "/" + id.String()
-	data, err := storage.ReadAll(ctx, r.be, name)
-	if err != nil {
-		return nil, err
-	}
-	if hashObject(data) != id {
-		return nil, fmt.Errorf("%s: content does not match its name: %w", name, ErrCorrupt)
-	}
-	return r.crypt.openObject(kind, data)
+	return readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
+		if hashObject(data) != id {
+			return nil, fmt.Errorf("%s: content does not match its name: %w", name, ErrCorrupt)
+		}
+		return r.crypt.openObject(kind, data)
+	})
 }
 
 // getObject reads and opens a sealed object.
 func (r *Repository) getObject(ctx context.Context, name string) ([]byte, error) {
-	data, err := storage.ReadAll(ctx, r.be, name)
-	if err != nil {
-		return nil, err
+	return readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
+		return r.crypt.openObject(name, data)
+	})
+}
+
+// readVerified reads an object and opens it with open. A read that fails
+// a check is read once more: damage on the way (a flipped bit in a proxy,
+// an error page instead of the object) passes with a second read, damage
+// at rest fails it too and is reported then.
+func readVerified(ctx context.Context, be storage.Backend, log *slog.Logger, name string, open func([]byte) ([]byte, error)) ([]byte, error) {
+	for attempt := 0; ; attempt++ {
+		data, err := storage.ReadAll(ctx, be, name)
+		if err == nil {
+			data, err = open(data)
+		}
+		if err == nil || attempt > 0 || !damaged(err) {
+			return data, err
+		}
+		log.Info("read failed its check; reading it again", "object", name, "err", err)
 	}
-	return r.crypt.openObject(name, data)
+}
+
+func damaged(err error) bool {
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, storage.ErrDamaged)
+}
+
+// damagedInTransit logs a range read that failed its check before it is
+// read again (see readVerified).
+func (r *Repository) damagedInTransit(what string, err error) {
+	r.log.Info("read failed its check; reading it again", "object", what, "err", err)
 }
 
 // listNames returns the names of the objects under prefix, in order.

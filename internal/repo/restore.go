@@ -267,46 +267,44 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 	first, last := frames[run[0]], frames[run[len(run)-1]]
 	start := first.Offset
 	length := last.Offset + int64(last.Sealed) - start
-	rc, err := r.be.GetRange(ctx, packName(first.Pack), start, length)
-	if err != nil {
-		return fmt.Errorf("read pack %s: %w", first.Pack.Short(), err)
-	}
 	bp := runBuffers.Get().(*[]byte)
 	defer runBuffers.Put(bp)
 	if int64(cap(*bp)) < length {
 		*bp = make([]byte, length)
 	}
 	buf := (*bp)[:length]
-	_, err = io.ReadFull(rc, buf)
-	rc.Close()
-	if err != nil {
-		return fmt.Errorf("read pack %s: %w", first.Pack.Short(), err)
+	if err := r.readRange(ctx, first.Pack, start, buf); err != nil {
+		return err
 	}
 	atomic.AddInt64(&st.BytesFetched, length)
 	fp := frameBuffers.Get().(*[]byte)
 	defer frameBuffers.Put(fp)
-	for _, fi := range run {
-		fl := frames[fi]
+	reread := false
+	for k := 0; k < len(run); k++ {
+		fl := frames[run[k]]
 		frame, err := r.openFrameInto(*fp, buf[fl.Offset-start:fl.Offset-start+int64(fl.Sealed)], fl)
+		if err == nil {
+			err = r.checkFrameBlobs(frame, fl, plan[run[k]])
+		}
+		if damaged(err) && !reread {
+			// Frames are opened in place, so the rest of the run is read
+			// again from this frame on; what was written stays.
+			reread = true
+			r.damagedInTransit(packName(fl.Pack), err)
+			if err := r.readRange(ctx, fl.Pack, fl.Offset, buf[fl.Offset-start:]); err != nil {
+				return err
+			}
+			atomic.AddInt64(&st.BytesFetched, length-(fl.Offset-start))
+			k--
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		if fl.Flags&frameFlagZstd != 0 && cap(frame) > cap(*fp) {
 			*fp = frame[:0] // grown by the decoder; raw frames live in buf
 		}
-		checked := make(map[ID]bool)
-		targets := plan[fi]
-		for _, t := range targets {
-			if uint64(t.inner)+uint64(t.length) > uint64(len(frame)) {
-				return fmt.Errorf("blob %s: outside its frame: %w", t.id.Short(), ErrCorrupt)
-			}
-			if !checked[t.id] {
-				if err := r.checkBlob(t.id, frame[t.inner:t.inner+t.length]); err != nil {
-					return fmt.Errorf("pack %s: %w", fl.Pack.Short(), err)
-				}
-				checked[t.id] = true
-			}
-		}
+		targets := plan[run[k]]
 		// Blocks stored side by side and written side by side (the usual
 		// case: a file read in order) go out in one write.
 		for i := 0; i < len(targets); {
@@ -328,6 +326,24 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 		}
 	}
 	return ctx.Err()
+}
+
+// checkFrameBlobs checks that every block a frame is to give holds what
+// its id says, before any of it is written.
+func (r *Repository) checkFrameBlobs(frame []byte, fl FrameLoc, targets []blockTarget) error {
+	checked := make(map[ID]bool)
+	for _, t := range targets {
+		if uint64(t.inner)+uint64(t.length) > uint64(len(frame)) {
+			return fmt.Errorf("blob %s: outside its frame: %w", t.id.Short(), ErrCorrupt)
+		}
+		if !checked[t.id] {
+			if err := r.checkBlob(t.id, frame[t.inner:t.inner+t.length]); err != nil {
+				return fmt.Errorf("pack %s: %w", fl.Pack.Short(), err)
+			}
+			checked[t.id] = true
+		}
+	}
+	return nil
 }
 
 // runBuffers recycles the buffers pack ranges are read into; allocating

@@ -43,6 +43,11 @@ var ErrNotFound = errors.New("object not found")
 // ErrExists is returned (wrapped) by Put when an object of that name exists.
 var ErrExists = errors.New("object already exists")
 
+// ErrDamaged is returned (wrapped) by a read whose bytes did not match the
+// checksum the store keeps for the object: damaged on the way, most
+// likely, so a second read may well succeed.
+var ErrDamaged = errors.New("object damaged in transit")
+
 // ErrPermission is returned (wrapped, and permanent) when the store refuses
 // an operation because the credential lacks the right to it (S3
 // AccessDenied). Callers tell "this credential may not delete" apart from

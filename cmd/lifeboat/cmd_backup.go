@@ -17,6 +17,7 @@ type backupOptions struct {
 	full     bool
 	workers  int
 	lockWait time.Duration
+	noCopy   bool
 }
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
@@ -29,8 +30,12 @@ backup API. After the first backup the default is incremental: files unchanged
 since the last backup are not read again, and of the others only blocks the
 repository lacks are stored. --full reads every file.
 
+Then it brings the asset's copy repositories up to date (as lifeboat copy
+does), unless --no-copy.
+
 Exit 0 means the snapshot, its data and the WAL that makes it consistent are
-durably in the repository.`,
+durably in the repository, and in every copy. When only the copy failed, the
+error says the snapshot is stored in the primary; lifeboat copy retries.`,
 		Args: exactArgs(1, "ASSET"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.asset = args[0]
@@ -40,6 +45,7 @@ durably in the repository.`,
 	cmd.Flags().BoolVar(&o.full, "full", false, "read every file, not only those changed since the last backup")
 	cmd.Flags().IntVar(&o.workers, "workers", 0, "parallel readers (default: all cores)")
 	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another backup of the asset to finish (default: refuse at once)")
+	cmd.Flags().BoolVar(&o.noCopy, "no-copy", false, "leave the copy repositories for a later lifeboat copy")
 	return cmd
 }
 
@@ -51,7 +57,11 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 	if a.Kind != lifeboat.KindPostgres {
 		return usagef("asset %s: backup of kind %s is not supported yet", a.Name, a.Kind)
 	}
-	r, err := g.primaryRepository(ctx, p, a)
+	rps, err := p.AssetRepositories(a)
+	if err != nil {
+		return &usageError{err}
+	}
+	r, err := g.openRepository(ctx, rps[0])
 	if err != nil {
 		return err
 	}
@@ -76,6 +86,17 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
 	if info.ChecksumFailures > 0 {
 		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
+	}
+	if o.noCopy || len(rps) == 1 {
+		return nil
+	}
+	if err := g.drainQueues(ctx, p, rps[1:], true); err != nil {
+		return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), rps[0].Name, err)
+	}
+	for _, cp := range rps[1:] {
+		if err := g.syncCopy(ctx, r, rps[0], cp); err != nil {
+			return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), rps[0].Name, err)
+		}
 	}
 	return nil
 }

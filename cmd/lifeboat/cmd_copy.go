@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
 func newCopyCommand(g *globalOptions) *cobra.Command {
@@ -83,18 +84,27 @@ func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) e
 			if err != nil {
 				return err
 			}
-			dst, err := openBackend(ctx, cp)
-			if err != nil {
+			if err := g.syncCopy(ctx, src, rps[0], cp); err != nil {
 				return err
 			}
-			st, err := src.Sync(ctx, dst)
-			if err != nil {
-				return fmt.Errorf("copy %s to %s: %w", rps[0].Name, cp.Name, err)
-			}
-			fmt.Fprintf(g.stdout, "copied %d objects (%s) from %s to %s; %d were there already\n",
-				st.Objects, humanBytes(st.Bytes), rps[0].Name, cp.Name, st.Present)
 		}
 	}
+	return nil
+}
+
+// syncCopy mirrors the primary src (the repository rp) into the copy cp.
+func (g *globalOptions) syncCopy(ctx context.Context, src *repo.Repository, rp, cp *policy.Repository) error {
+	dst, err := openBackend(ctx, cp)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	st, err := src.Sync(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("copy %s to %s: %w", rp.Name, cp.Name, err)
+	}
+	fmt.Fprintf(g.stdout, "copied %d objects (%s) from %s to %s; %d were there already\n",
+		st.Objects, humanBytes(st.Bytes), rp.Name, cp.Name, st.Present)
 	return nil
 }
 

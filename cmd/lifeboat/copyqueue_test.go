@@ -94,8 +94,9 @@ func TestWALCopyQueue(t *testing.T) {
 
 	e.sql("create table t (i int)")
 	e.sql("insert into t select generate_series(1, 1000)")
-	e.mustRun("backup", "db")
-	e.mustRun("copy")
+	if out := e.mustRun("backup", "db"); !strings.Contains(out, "to dr-copy") {
+		t.Fatalf("backup did not copy its snapshot to the copy:\n%s", out)
+	}
 	e.sql("insert into t select generate_series(1001, 2000)")
 	e.switchAndWait()
 	cp := e.waitCopyCaughtUp(30 * time.Second)
@@ -113,9 +114,15 @@ func TestWALCopyQueue(t *testing.T) {
 		e.switchAndWait()
 	}
 	waitDrainerGone(t, queue)
+	// A backup is stored, and says that its copy is not.
+	r := e.run("backup", "db")
+	if r.code != 1 || !strings.Contains(r.stderr, "is stored in primary, but copy to dr-copy") ||
+		strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("backup with the copy unreachable: exit %d: %s", r.code, r.stderr)
+	}
 	rows, code := e.status()
 	cp = rows["dr-copy"]
-	if code != 1 || cp.Error == "" || cp.Lag == nil || cp.Lag.Queue == nil || cp.Lag.Queue.Entries < 3 ||
+	if code != 1 || cp.Error == "" || rows["primary"].Snapshots != 2 || cp.Lag == nil || cp.Lag.Queue == nil || cp.Lag.Queue.Entries < 3 ||
 		!strings.Contains(cp.Lag.Queue.LastError, "does not exist") {
 		t.Fatalf("status with the copy unreachable: exit %d, %+v, lag %+v", code, cp, cp.Lag)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -139,6 +140,18 @@ tiers:`, dr.Endpoint, dr.Region, e.dir, dr.AccessKey)
 	e.pg.Stop(t)
 	if r := e.run("snapshots", "db"); r.code == 0 {
 		t.Fatal("the deleted primary still answers")
+	}
+	// A new host: nothing of the old one's state directory.
+	policy, err = os.ReadFile(e.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := strings.Replace(string(policy), "state_dir: "+filepath.Join(e.dir, "state"), "state_dir: "+filepath.Join(t.TempDir(), "state"), 1)
+	if fresh == string(policy) {
+		t.Fatal("the policy has no state_dir to replace")
+	}
+	if err := os.WriteFile(e.policy, []byte(fresh), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	c := e.restoreAndStart("--repository", "dr-copy", "--lsn", lsn)
 	if got := c.Psql(t, "postgres", "select count(*) from ledger"); got != "2000" {

@@ -24,17 +24,9 @@ copy restores alone (restore --repository NAME) with the policy and its key.
 Before that it sends what this host's copy queues hold (WAL files wal-push
 queued). With --queued it sends only those: wal-push starts it in the
 background after each file.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return usagef("copy takes at most one ASSET")
-			}
-			return nil
-		},
+		Args: atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asset := ""
-			if len(args) == 1 {
-				asset = args[0]
-			}
+			asset := optionalArg(args)
 			return runCopy(cmd.Context(), g, asset, queued)
 		},
 	}

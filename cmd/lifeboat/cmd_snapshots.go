@@ -26,16 +26,9 @@ func newSnapshotsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshots [ASSET]",
 		Short: "List snapshots",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return usagef("snapshots takes at most one ASSET")
-			}
-			return nil
-		},
+		Args: atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 1 {
-				o.asset = args[0]
-			}
+			o.asset = optionalArg(args)
 			return runSnapshots(cmd.Context(), g, o)
 		},
 	}

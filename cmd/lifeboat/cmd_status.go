@@ -30,17 +30,9 @@ its primary: WAL files and snapshots it lacks, the age of the oldest missing
 WAL file, and this host's copy queue (entries, bytes, oldest, last error).
 
 It exits 1 when a repository cannot be read.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return usagef("status takes at most one ASSET")
-			}
-			return nil
-		},
+		Args: atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asset := ""
-			if len(args) == 1 {
-				asset = args[0]
-			}
+			asset := optionalArg(args)
 			return runStatus(cmd.Context(), g, asset, asJSON)
 		},
 	}

@@ -122,6 +122,23 @@ func exactArgs(n int, names string) cobra.PositionalArgs {
 	}
 }
 
+// atMostOneAsset is the argument check of commands that work on one asset
+// or on all of them.
+func atMostOneAsset(cmd *cobra.Command, args []string) error {
+	if len(args) > 1 {
+		return usagef("%s takes at most one ASSET", cmd.Name())
+	}
+	return nil
+}
+
+// optionalArg is the one optional argument, or "".
+func optionalArg(args []string) string {
+	if len(args) == 1 {
+		return args[0]
+	}
+	return ""
+}
+
 func (g *globalOptions) policy() (*policy.Policy, error) {
 	p, err := policy.Load(g.configPath)
 	if err != nil {

@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 )
 
 // DefaultMaxBytes is how many bytes of object content a queue keeps before
@@ -48,9 +50,8 @@ const (
 	header        = "lifeboat-copyqueue 1"
 	lockName      = "drain.lock"
 	errorName     = "last-error"
-	entrySufix    = ".entry"
+	entrySuffix   = ".entry"
 	damagedSuffix = ".damaged"
-	tmpPrefix     = ".tmp-"
 )
 
 // errDamaged marks an entry whose object name cannot be read.
@@ -112,45 +113,11 @@ func (q *Queue) Add(name string, data []byte) error {
 	}
 	// Entry names sort by the time they were added: a drainer sends the
 	// oldest first.
-	id := fmt.Sprintf("%020d-%s%s", q.Now().UnixNano(), hex.EncodeToString(rnd[:]), entrySufix)
-	tmp := filepath.Join(q.dir, tmpPrefix+id)
-	if err := writeSynced(tmp, b.Bytes()); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("copy queue: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(q.dir, id)); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("copy queue: %w", err)
-	}
-	if err := syncDir(q.dir); err != nil {
+	id := fmt.Sprintf("%020d-%s%s", q.Now().UnixNano(), hex.EncodeToString(rnd[:]), entrySuffix)
+	if err := durable.WriteNew(filepath.Join(q.dir, id), b.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("copy queue: %w", err)
 	}
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Entries lists the queued entries, oldest first.
@@ -162,7 +129,7 @@ func (q *Queue) Entries() ([]Entry, error) {
 	var out []Entry
 	for _, de := range des {
 		n := de.Name()
-		if !strings.HasSuffix(n, entrySufix) || strings.HasPrefix(n, tmpPrefix) {
+		if !strings.HasSuffix(n, entrySuffix) || strings.HasPrefix(n, ".") {
 			continue
 		}
 		info, err := de.Info()
@@ -351,7 +318,7 @@ func (q *Queue) drainLocked(ctx context.Context, wait bool, send Sender) (int, e
 // the queue.
 func (q *Queue) RecordError(err error) {
 	line := q.Now().UTC().Format(time.RFC3339) + " " + strings.ReplaceAll(err.Error(), "\n", " ") + "\n"
-	tmp := filepath.Join(q.dir, tmpPrefix+errorName)
+	tmp := filepath.Join(q.dir, "."+errorName+".tmp")
 	if os.WriteFile(tmp, []byte(line), 0o600) == nil {
 		os.Rename(tmp, filepath.Join(q.dir, errorName))
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-
 )
 
 // FrameLoc says where a sealed frame lives.

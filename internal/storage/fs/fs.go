@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
@@ -77,7 +78,7 @@ func Create(root string) error {
 	if err := os.MkdirAll(abs, dirMode); err != nil {
 		return fmt.Errorf("create repository directory: %w", err)
 	}
-	if err := syncDir(filepath.Dir(abs)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(abs)); err != nil {
 		return fmt.Errorf("create repository directory %s: %w", abs, err)
 	}
 	return nil
@@ -129,7 +130,7 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 		// reason to tell the caller the object is missing.
 		return fmt.Errorf("put %s: %w", p, permanentIfDenied(linkErr))
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("put %s: %w", p, err)
 	}
 	return nil
@@ -248,7 +249,7 @@ func (b *backend) ensureDir(rel string) error {
 				return storage.Permanent(fmt.Errorf("create directory %s: an object holds that name", abs))
 			}
 		}
-		if err := syncDir(filepath.Join(b.root, filepath.FromSlash(parent))); err != nil {
+		if err := durable.SyncDir(filepath.Join(b.root, filepath.FromSlash(parent))); err != nil {
 			return err
 		}
 		b.mu.Lock()
@@ -347,7 +348,7 @@ func (b *backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", p, classify(err))
 	}
-	if err := syncDir(filepath.Dir(p)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("delete %s: %w", p, err)
 	}
 	return nil
@@ -497,23 +498,6 @@ func permanentIfDenied(err error) error {
 		return storage.Permanent(err)
 	}
 	return err
-}
-
-// syncDir makes a directory's entries (a new file, a new subdirectory, a
-// removal) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory for sync: %w", err)
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	if err := d.Close(); err != nil {
-		return fmt.Errorf("close directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // ctxReader stops a copy at the next chunk once ctx is done, so a cancelled

@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [lbbench flags...]      e.g. bench/run.sh -runs 3
 #   bench/run.sh -scale 5 -tx-rows 100000 -root /var/tmp/lifeboat-bench-small
+#   bench/run.sh -storage s3             # both tools against MinIO on 127.0.0.1 (TLS)
 #
 # Installs pgbackrest and PostgreSQL 15 with apt-get when they are missing
 # (needs root), builds lifeboat from this tree and runs the harness. A
@@ -31,6 +32,26 @@ if ((${#missing[@]} > 0)); then
 	echo "run.sh: installing ${missing[*]}" >&2
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# -storage s3 runs both tools against a MinIO server the harness starts;
+# scripts/install-minio.sh builds it once (as root, ~6 min) and is silent when
+# it is installed. A -minio flag names another binary and skips this.
+storage=fs
+own_minio=no
+prev=
+for arg in "$@"; do
+	case $prev in
+	-storage | --storage) storage=$arg ;;
+	esac
+	case $arg in
+	-storage=* | --storage=*) storage=${arg#*=} ;;
+	-minio | --minio | -minio=* | --minio=*) own_minio=yes ;;
+	esac
+	prev=$arg
+done
+if [[ $storage == s3 && $own_minio == no ]]; then
+	bash scripts/install-minio.sh
 fi
 
 tmp=$(mktemp -d)

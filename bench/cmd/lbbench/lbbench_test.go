@@ -230,7 +230,7 @@ func TestWalPushWrapper(t *testing.T) {
 	}
 	for _, tt := range tests {
 		script := filepath.Join(dir, "wrapper.sh")
-		if err := os.WriteFile(script, []byte(walPushWrapper(tt.push, logPath)), 0o755); err != nil {
+		if err := os.WriteFile(script, []byte(walPushWrapper(tt.push, nil, logPath)), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		err := exec.Command("/bin/sh", "-c", shellQuote(script)+" pg_wal/000000010000000000000001 000000010000000000000001").Run()
@@ -278,7 +278,7 @@ func TestSummariseTargets(t *testing.T) {
 		{Tool: toolPgBackRest, Full: ok(100, 1000<<20, 30000), Incr: ok(40, 500<<20, 30000), Restore: ok(60, 0, 0)},
 		{Tool: toolLifeboat, Full: ok(40, 900<<20, 200*1024), Incr: ok(30, 20<<20, 300*1024), Restore: stepResult{Ran: true}},
 	}
-	got := summarise(runs)
+	got := summarise(runs, storageFS)
 	byName := map[string]ratioLine{}
 	for _, l := range got {
 		byName[l.Name] = l

@@ -61,6 +61,8 @@ type config struct {
 	verifyRestore  bool
 	keepRunning    bool
 	keepRestore    bool
+	storage        string // storageFS or storageS3
+	minio          string // MinIO binary, for -storage s3
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -92,6 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.verifyRestore, "verify-restore", true, "start each restored cluster and compare its data to the source")
 	fs.BoolVar(&cfg.keepRunning, "keep-running", false, "leave the reference cluster running at exit")
 	fs.BoolVar(&cfg.keepRestore, "keep-restore", false, "keep the restored data directories")
+	fs.StringVar(&cfg.storage, "storage", storageFS, "where the repositories live: fs (directories in the bench root) or s3 (MinIO on 127.0.0.1 over TLS)")
+	fs.StringVar(&cfg.minio, "minio", "/usr/local/lib/lifeboat/minio", "MinIO server binary for -storage s3 (scripts/install-minio.sh builds it)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -104,6 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.scale < 1 || cfg.txRows < 0 || cfg.batchRows < 1 || cfg.runs < 1 || cfg.pgbenchSeconds < 1 || cfg.pgbenchClients < 1 || cfg.processMax < 1 {
 		return cfg, errors.New("-scale, -batch-rows, -runs, -pgbench-seconds, -pgbench-clients and -process-max must be positive; -tx-rows not negative")
+	}
+	if cfg.storage != storageFS && cfg.storage != storageS3 {
+		return cfg, fmt.Errorf("-storage %q: want fs or s3", cfg.storage)
 	}
 	if cfg.root, err = filepath.Abs(cfg.root); err != nil {
 		return cfg, fmt.Errorf("bench root: %w", err)
@@ -167,7 +174,8 @@ type harness struct {
 	cl       *cluster
 	progress io.Writer
 	segSize  int64
-	dropErr  error // set once dropping the page cache has failed
+	dropErr  error        // set once dropping the page cache has failed
+	minio    *minioServer // the S3 store with -storage s3, else nil
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -259,6 +267,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res.Machine.PGVersion = info.PGVersion
 
+	if !cfg.buildOnly && cfg.storage == storageS3 {
+		h.logf("starting MinIO (%s)", cfg.minio)
+		if h.minio, err = h.startMinIO(ctx); err != nil {
+			return err
+		}
+		defer h.minio.stop()
+		h.logf("MinIO %s at %s, buckets %s", h.minio.Version, h.minio.Endpoint, strings.Join(cfg.tools, ", "))
+	}
+	res.Storage = h.storageInfo()
+
 	if !cfg.buildOnly {
 		for run := 1; run <= cfg.runs; run++ {
 			for _, tool := range cfg.tools {
@@ -281,7 +299,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				res.Machine.LifeboatVersion = tr.Version
 			}
 		}
-		res.Summary = summarise(res.Runs)
+		res.Summary = summarise(res.Runs, cfg.storage)
 	}
 	res.FinishedAt = time.Now().UTC()
 	res.DropCachesError = errString(h.dropErr)

@@ -32,6 +32,7 @@ type cmdSpec struct {
 	path    string
 	args    []string
 	dir     string
+	env     []string // added to the runner's environment
 	timeout time.Duration
 	sample  bool // sample the RSS of the whole process tree while it runs
 }
@@ -67,7 +68,7 @@ func (r *runner) run(ctx context.Context, spec cmdSpec) (execResult, error) {
 	}
 	cmd := exec.CommandContext(ctx, spec.path, spec.args...)
 	cmd.Dir = spec.dir
-	cmd.Env = r.env
+	cmd.Env = append(append([]string{}, r.env...), spec.env...)
 	// A process group of its own lets a timeout kill the workers too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: r.cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }

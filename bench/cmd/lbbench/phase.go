@@ -99,6 +99,12 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 			return res
 		}
 	}
+	if t.bucket != "" {
+		if err := h.minio.emptyBucket(ctx, t.bucket); err != nil {
+			res.Error = err.Error()
+			return res
+		}
+	}
 	for _, p := range t.mkdirs {
 		if err := h.mkdirOwned(p, 0o750); err != nil {
 			res.Error = err.Error()
@@ -128,10 +134,10 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 	}
 
 	windowStart := time.Now()
-	repoBefore, _ := dirBytes(t.repoDir)
+	repoBefore := h.repoBytes(ctx, t)
 	res.Pgbench, res.Archiver = h.workload(ctx, run, t)
 	windowEnd := time.Now()
-	repoAfter, _ := dirBytes(t.repoDir)
+	repoAfter := h.repoBytes(ctx, t)
 	res.WindowWALBytes = repoAfter - repoBefore
 	want, werr := h.cl.query(ctx, checksumSQL)
 	if werr != nil {
@@ -180,16 +186,16 @@ func (h *harness) finishPushStats(res *toolResult, t toolSpec, phaseStart, windo
 // record the repository growth.
 func (h *harness) step(ctx context.Context, run int, t toolSpec, name string, args []string, measured bool) stepResult {
 	s := stepResult{Name: name, Ran: true}
-	s.RepoBytesBefore, _ = dirBytes(t.repoDir)
+	s.RepoBytesBefore = h.repoBytes(ctx, t)
 	if measured {
 		s.CachesDropped = h.dropCaches()
 	}
 	h.logf("run %d: %s %s", run, t.name, name)
-	r, err := h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, name), path: t.bin, args: args,
+	r, err := h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, name), path: t.bin, args: args, env: t.env,
 		timeout: h.cfg.stepTimeout, sample: measured})
 	s.WallSeconds = r.Wall.Seconds()
 	s.MaxRSSKiB, s.TreeRSSKiB = r.MaxRSSKiB, r.TreeRSSKiB
-	s.RepoBytesAfter, _ = dirBytes(t.repoDir)
+	s.RepoBytesAfter = h.repoBytes(ctx, t)
 	s.Bytes = s.RepoBytesAfter - s.RepoBytesBefore
 	if err != nil {
 		s.Error, s.Stderr = err.Error(), r.Stderr
@@ -199,6 +205,23 @@ func (h *harness) step(ctx context.Context, run int, t toolSpec, name string, ar
 	s.OK = true
 	h.logf("run %d: %s %s: %.1f s, %s, peak RSS %s", run, t.name, name, s.WallSeconds, humanBytes(s.Bytes), humanKiB(s.MaxRSSKiB))
 	return s
+}
+
+// repoBytes is the size of the tool's repository: the files of its directory,
+// or the objects of its bucket. A size that cannot be taken is logged, so a
+// byte count computed from it is not trusted silently.
+func (h *harness) repoBytes(ctx context.Context, t toolSpec) int64 {
+	var n int64
+	var err error
+	if t.bucket != "" {
+		n, err = h.minio.bucketBytes(ctx, t.bucket)
+	} else {
+		n, err = dirBytes(t.repoDir)
+	}
+	if err != nil {
+		h.logf("warning: repository size of %s: %v", t.name, err)
+	}
+	return n
 }
 
 func (h *harness) restoreStep(ctx context.Context, run int, t toolSpec) stepResult {
@@ -299,7 +322,8 @@ func (h *harness) verify(ctx context.Context, run int, t toolSpec, want string) 
 		logFile: h.logPath(stepLabel(run, t.name, "verify-server"))}
 	h.logf("run %d: %s verify restored cluster", run, t.name)
 	start := time.Now()
-	_, err = h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "verify"), path: vc.tool("pg_ctl"),
+	// t.env reaches the tool's restore_command through the server's environment.
+	_, err = h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "verify"), path: vc.tool("pg_ctl"), env: t.env,
 		args: []string{"-D", vc.dataDir, "-l", vc.logFile, "-w", "-t", "900",
 			"-o", fmt.Sprintf("-c port=%d -c archive_mode=off -c shared_buffers=256MB", port), "start"},
 		timeout: 16 * time.Minute})

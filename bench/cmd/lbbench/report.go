@@ -17,6 +17,7 @@ type results struct {
 	Flags           map[string]string `json:"flags"`
 	Machine         machineInfo       `json:"machine"`
 	Cluster         clusterInfo       `json:"cluster"`
+	Storage         storageInfo       `json:"storage"`
 	Runs            []toolResult      `json:"runs"`
 	Summary         []ratioLine       `json:"summary"`
 	DropCachesError string            `json:"drop_caches_error,omitempty"`
@@ -28,7 +29,7 @@ func (c config) summary() map[string]string {
 		"tools": strings.Join(c.tools, ","), "runs": strconv.Itoa(c.runs),
 		"drop_caches": strconv.FormatBool(c.dropCaches), "pgbench_seconds": strconv.Itoa(c.pgbenchSeconds),
 		"pgbench_clients": strconv.Itoa(c.pgbenchClients), "pgbench_rate": strconv.Itoa(c.pgbenchRate), "process_max": strconv.Itoa(c.processMax),
-		"verify_restore": strconv.FormatBool(c.verifyRestore), "user": c.user,
+		"verify_restore": strconv.FormatBool(c.verifyRestore), "user": c.user, "storage": c.storage,
 	}
 }
 
@@ -62,12 +63,26 @@ var ratioMetrics = []metric{
 	{"restore: wall", "s", 1.0, func(t toolResult) (float64, bool) { return t.Restore.WallSeconds, t.Restore.OK }},
 }
 
+// s3Metrics are the targets of the S3 issue ("backup and restore to MinIO on
+// loopback: wall <= 1.0 x pgBackRest to the same MinIO"), reported in addition
+// to ratioMetrics when both tools wrote to MinIO.
+var s3Metrics = []metric{
+	{"s3 full backup: wall", "s", 1.0, ratioMetrics[0].get},
+	{"s3 incremental: wall", "s", 1.0, ratioMetrics[3].get},
+	{"s3 restore: wall", "s", 1.0, ratioMetrics[4].get},
+}
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
-// summarise computes the target lines from the median over runs.
-func summarise(runs []toolResult) []ratioLine {
+// summarise computes the target lines from the median over runs; storage
+// (storageFS or storageS3) adds the S3 lines.
+func summarise(runs []toolResult, storage string) []ratioLine {
+	metrics := ratioMetrics
+	if storage == storageS3 {
+		metrics = append(append([]metric{}, ratioMetrics...), s3Metrics...)
+	}
 	var out []ratioLine
-	for _, m := range ratioMetrics {
+	for _, m := range metrics {
 		lb, lbOK := medianOf(runs, toolLifeboat, m.get)
 		pb, pbOK := medianOf(runs, toolPgBackRest, m.get)
 		l := ratioLine{Name: m.name, Unit: m.unit, Lifeboat: lb, PgBackRest: pb, Target: m.target}
@@ -187,6 +202,12 @@ func printReport(w io.Writer, r *results) {
 	} else {
 		fmt.Fprintf(w, "page cache dropped before each measured step: %s\n", r.Flags["drop_caches"])
 	}
+	if st := r.Storage; st.Kind == storageS3 {
+		fmt.Fprintf(w, "repositories: S3, MinIO %s at %s over TLS (bench CA), one bucket per tool; bytes: %s\n",
+			st.MinIOVersion, st.Endpoint, st.BytesMethod)
+	} else {
+		fmt.Fprintf(w, "repositories: local directories in the bench root; bytes: %s\n", st.BytesMethod)
+	}
 
 	c := r.Cluster
 	fmt.Fprintln(w, "\n== reference cluster ==")
@@ -274,7 +295,7 @@ func printReport(w io.Writer, r *results) {
 		}
 	}
 
-	fmt.Fprintf(w, "\n== targets (lifeboat / pgbackrest, median over %s run(s)) ==\n", r.Flags["runs"])
+	fmt.Fprintf(w, "\n== targets (lifeboat / pgbackrest, median over %s run(s), storage %s) ==\n", r.Flags["runs"], orDash(r.Storage.Kind))
 	for _, l := range r.Summary {
 		fmt.Fprintln(w, l.Text)
 	}

@@ -22,7 +22,9 @@ const (
 type toolSpec struct {
 	name      string
 	bin       string
-	repoDir   string   // bytes written by a backup are measured here
+	repoDir   string   // bytes written by a backup are measured here (-storage fs)
+	bucket    string   // the repository's bucket, emptied before the phase (-storage s3)
+	env       []string // added to the tool's environment, the archive_command's and the restored cluster's
 	wipe      []string // removed before the phase so it starts from nothing
 	mkdirs    []string // created (owned by the bench user) after wiping
 	version   []string // arguments that print the tool's version
@@ -39,14 +41,24 @@ func (h *harness) pgbackrestSpec() toolSpec {
 	conf := filepath.Join(root, "pgbackrest.conf")
 	base := []string{"--config=" + conf, "--stanza=" + stanza}
 	with := func(args ...string) []string { return append(append([]string{}, base...), args...) }
-	repo := filepath.Join(root, "pgbr-repo")
 	state := []string{filepath.Join(root, "pgbr-log"), filepath.Join(root, "pgbr-lock"), filepath.Join(root, "pgbr-spool")}
+	// With S3 the repository is the bucket (the CA file is in the
+	// configuration); locally it is a directory wiped and created like the state.
+	var repoDir, bucket string
+	dirs := state
+	if h.minio != nil {
+		bucket = bucketFor(toolPgBackRest)
+	} else {
+		repoDir = filepath.Join(root, "pgbr-repo")
+		dirs = append([]string{repoDir}, state...)
+	}
 	return toolSpec{
 		name:    toolPgBackRest,
 		bin:     h.cfg.pgbackrest,
-		repoDir: repo,
-		wipe:    append([]string{repo}, state...),
-		mkdirs:  append([]string{repo}, state...),
+		repoDir: repoDir,
+		bucket:  bucket,
+		wipe:    dirs,
+		mkdirs:  dirs,
 		version: []string{"version"},
 		init:    with("stanza-create"),
 		full:    with("backup", "--type=full"),
@@ -60,13 +72,29 @@ func (h *harness) pgbackrestSpec() toolSpec {
 }
 
 // pgbackrestConfig renders pgbackrest.conf. Log, lock and spool paths live in
-// the bench root so pgBackRest needs nothing from /var/log or /tmp.
+// the bench root so pgBackRest needs nothing from /var/log or /tmp. Compression
+// and process-max are the same for both storage kinds.
 func (h *harness) pgbackrestConfig() string {
 	root := h.cfg.root
+	repo := "repo1-path=" + filepath.Join(root, "pgbr-repo") + "\n"
+	if m := h.minio; m != nil {
+		// pgBackRest's S3 client speaks HTTPS only; it trusts MinIO's
+		// certificate through the bench CA, verification stays on.
+		repo = fmt.Sprintf(`repo1-type=s3
+repo1-path=%s
+repo1-s3-bucket=%s
+repo1-s3-endpoint=127.0.0.1
+repo1-storage-port=%d
+repo1-s3-uri-style=path
+repo1-s3-region=%s
+repo1-s3-key=%s
+repo1-s3-key-secret=%s
+repo1-storage-ca-file=%s
+`, pgbackrestRepoPath, bucketFor(toolPgBackRest), m.Port, minioRegion, m.AccessKey, m.SecretKey, m.CAFile)
+	}
 	return fmt.Sprintf(`# written by lbbench; every run overwrites it
 [global]
-repo1-path=%s
-repo1-retention-full=99
+%srepo1-retention-full=99
 compress-type=zst
 compress-level=3
 process-max=%d
@@ -83,7 +111,7 @@ pg1-path=%s
 pg1-socket-path=%s
 pg1-port=%d
 pg1-user=postgres
-`, filepath.Join(root, "pgbr-repo"), h.cfg.processMax,
+`, repo, h.cfg.processMax,
 		filepath.Join(root, "pgbr-log"), filepath.Join(root, "pgbr-lock"), filepath.Join(root, "pgbr-spool"),
 		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port)
 }
@@ -93,13 +121,27 @@ func (h *harness) lifeboatSpec() toolSpec {
 	policy := filepath.Join(root, "lifeboat.yaml")
 	bin := filepath.Join(root, "bin", "lifeboat")
 	with := func(args ...string) []string { return append([]string{"-c", policy}, args...) }
-	repo := filepath.Join(root, "lb-repo")
 	home := filepath.Join(root, "home") // any cache Lifeboat keeps under $HOME starts cold too
+	wipe := []string{filepath.Join(root, "lb.key"), home}
+	var repoDir, bucket string
+	var env []string
+	if h.minio != nil {
+		bucket = bucketFor(toolLifeboat)
+		// Go reads the trusted roots from SSL_CERT_FILE on Linux. The
+		// archive_command and the restored cluster's restore_command get it
+		// too: they run with the server's environment, not the harness's.
+		env = []string{"SSL_CERT_FILE=" + h.minio.CAFile}
+	} else {
+		repoDir = filepath.Join(root, "lb-repo")
+		wipe = append([]string{repoDir}, wipe...)
+	}
 	return toolSpec{
 		name:    toolLifeboat,
 		bin:     bin,
-		repoDir: repo,
-		wipe:    []string{repo, filepath.Join(root, "lb.key"), home},
+		repoDir: repoDir,
+		bucket:  bucket,
+		env:     env,
+		wipe:    wipe,
 		mkdirs:  []string{home},
 		version: []string{"version"},
 		init:    with("repo", "init"),
@@ -116,10 +158,14 @@ func (h *harness) lifeboatSpec() toolSpec {
 // lifeboatPolicy renders the policy file of the CLI contract.
 func (h *harness) lifeboatPolicy() string {
 	root := h.cfg.root
+	repo := "url: file://" + filepath.Join(root, "lb-repo")
+	if m := h.minio; m != nil {
+		repo = fmt.Sprintf("url: %q\n    access_key: %q\n    secret_key: %q", m.lifeboatURL(), m.AccessKey, m.SecretKey)
+	}
 	return fmt.Sprintf(`# written by lbbench; every run overwrites it
 repositories:
   - name: primary
-    url: file://%s
+    %s
     key_file: %s
 assets:
   - name: %s
@@ -127,19 +173,24 @@ assets:
     pgdata: %s
     dsn: "host=%s port=%d user=postgres dbname=postgres"
     repositories: [primary]
-`, filepath.Join(root, "lb-repo"), filepath.Join(root, "lb.key"), stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port)
+`, repo, filepath.Join(root, "lb.key"), stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port)
 }
 
 // walPushWrapper renders the archive_command script that times each push.
 // PostgreSQL runs archive_command through /bin/sh with PGDATA as the working
 // directory; the script passes %p through unchanged and appends
-// "start_ns end_ns exit_code file" to logPath. The file name of the
-// pgBackRest wrapper contains "pgbackrest", which pgBackRest's own check of
-// archive_command looks for.
-func walPushWrapper(push []string, logPath string) string {
-	quoted := make([]string, len(push))
-	for i, w := range push {
-		quoted[i] = shellQuote(w)
+// "start_ns end_ns exit_code file" to logPath. env ("NAME=value") is set for
+// the push command only. The file name of the pgBackRest wrapper contains
+// "pgbackrest", which pgBackRest's own check of archive_command looks for.
+func walPushWrapper(push, env []string, logPath string) string {
+	var quoted []string
+	for _, kv := range env {
+		// Only the value is quoted: a quoted NAME= is a word, not an assignment.
+		name, value, _ := strings.Cut(kv, "=")
+		quoted = append(quoted, name+"="+shellQuote(value))
+	}
+	for _, w := range push {
+		quoted = append(quoted, shellQuote(w))
 	}
 	return fmt.Sprintf(`#!/bin/sh
 # written by lbbench: times one archive_command invocation.
@@ -176,12 +227,13 @@ func (h *harness) writeToolFiles(t toolSpec) (archiveCommand string, err error) 
 		files[filepath.Join(root, "lifeboat.yaml")] = h.lifeboatPolicy()
 	}
 	for path, content := range files {
-		if err := h.writeOwned(path, []byte(content), 0o644); err != nil {
+		// 0600: with -storage s3 they hold MinIO's credentials.
+		if err := h.writeOwned(path, []byte(content), 0o600); err != nil {
 			return "", err
 		}
 	}
 	script := h.wrapperPath(t.name)
-	if err := h.writeOwned(script, []byte(walPushWrapper(t.push, h.pushLogPath(t.name))), 0o755); err != nil {
+	if err := h.writeOwned(script, []byte(walPushWrapper(t.push, t.env, h.pushLogPath(t.name))), 0o755); err != nil {
 		return "", err
 	}
 	return shellQuote(script) + " %p %f", nil

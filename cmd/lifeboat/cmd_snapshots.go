@@ -26,7 +26,7 @@ func newSnapshotsCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshots [ASSET]",
 		Short: "List snapshots",
-		Args: atMostOneAsset,
+		Args:  atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.asset = optionalArg(args)
 			return runSnapshots(cmd.Context(), g, o)

@@ -247,29 +247,38 @@ func TestFaultsDuringBackup(t *testing.T) {
 		}
 		sameTables(t, c, want)
 	})
-	// A download damaged on the way may end the restore, loudly, but must
-	// never become part of the restored database.
+	// A download damaged on the way once is read again; damaged on every
+	// read it ends the restore, loudly. It never becomes part of the
+	// restored database.
 	damaged := []struct {
-		name  string
-		match func(*http.Request) bool
-		fault s3test.Fault
+		name   string
+		match  func(*http.Request) bool
+		faults []s3test.Fault
+		ok     bool
 	}{
-		{"a flipped byte in a pack", requests(get, "data/"), s3test.FlipResponse},
-		{"a flipped byte in the snapshot", requests(get, "snapshots/"), s3test.FlipResponse},
-		{"a flipped byte in the index", requests(get, "index/"), s3test.FlipResponse},
-		{"a flipped byte in the repository config", requests(get, "config"), s3test.FlipResponse},
-		{"200 with an error body for the snapshot", requests(get, "snapshots/"), s3test.Status200Error},
+		{"a flipped byte in a pack", requests(get, "data/"), []s3test.Fault{s3test.FlipResponse}, true},
+		{"a flipped byte in the snapshot", requests(get, "snapshots/"), []s3test.Fault{s3test.FlipResponse}, true},
+		{"a flipped byte in the index", requests(get, "index/"), []s3test.Fault{s3test.FlipResponse}, true},
+		{"a flipped byte in the repository config", requests(get, "config"), []s3test.Fault{s3test.FlipResponse}, true},
+		{"200 with an error body for the snapshot", requests(get, "snapshots/"), []s3test.Fault{s3test.Status200Error}, true},
+		{"a flipped byte in every pack read", requests(get, "data/"), always(s3test.FlipResponse), false},
 	}
 	for _, tc := range damaged {
 		t.Run("restore through "+tc.name, func(t *testing.T) {
-			c, r, n := f.restoreThrough(tc.match, tc.fault)
-			if n != 1 {
-				t.Fatalf("%d faults reached the store, want 1", n)
+			c, r, n := f.restoreThrough(tc.match, tc.faults...)
+			if n == 0 {
+				t.Fatal("no fault reached the store")
 			}
 			if c == nil {
+				if tc.ok {
+					t.Fatalf("one damaged download failed the restore: exit %d: %s", r.code, r.stderr)
+				}
 				failedCleanly(t, r, exitFailure, "damaged", "checksum")
 				t.Logf("restore refused the damaged download: %s", strings.TrimSpace(r.stderr))
 				return
+			}
+			if !tc.ok {
+				t.Fatal("a restore whose every pack read was damaged exited 0")
 			}
 			sameTables(t, c, want)
 		})
@@ -398,7 +407,7 @@ func TestFaultsDuringWALPush(t *testing.T) {
 		damaged bool
 	}{
 		{"transient download faults", []s3test.Fault{s3test.Status503, s3test.Reset, s3test.Status500, s3test.SlowResponse}, false},
-		{"a flipped byte", []s3test.Fault{s3test.FlipResponse}, true},
+		{"a flipped byte", []s3test.Fault{s3test.FlipResponse}, false},
 		{"a flipped byte on every attempt", always(s3test.FlipResponse), true},
 	}
 	for _, tc := range fetches {

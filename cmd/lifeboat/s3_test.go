@@ -17,13 +17,14 @@ import (
 // newS3Env is newEnv with the repository in a bucket of a real MinIO.
 func newS3Env(t *testing.T) (*env, *s3test.Server) {
 	t.Helper()
-	srv := s3test.Start(t)
+	// HTTPS, as at AWS: uploads travel differently than over plain HTTP.
+	srv := s3test.StartTLS(t)
 	srv.CreateBucket(t, "backups", false)
 	// The policy reads the secret from the environment, as operators
 	// should; the server started next inherits it for archive_command.
 	t.Setenv("LB_TEST_S3_SECRET", srv.SecretKey)
 	e := startEnv(t, true, func(e *env) {
-		e.repoURL = fmt.Sprintf("s3://backups/db?endpoint=%s&region=%s&path_style=true", srv.Endpoint, srv.Region)
+		e.repoURL = fmt.Sprintf("s3://backups/db?endpoint=%s&region=%s&path_style=true&ca_file=%s", srv.Endpoint, srv.Region, srv.CAFile)
 		e.repoCreds = fmt.Sprintf("\n    access_key: %s\n    secret_key: ${LB_TEST_S3_SECRET}", srv.AccessKey)
 	})
 	return e, srv

@@ -22,7 +22,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -55,12 +54,7 @@ func (s *Server) CreateUser(t testing.TB, accessKey, secretKey, policyName, poli
 // CreateUser) instead of the root ones. Like Client, it ignores ~/.aws and AWS_* variables.
 func (s *Server) ClientAs(t testing.TB, accessKey, secretKey string) *s3.Client {
 	t.Helper()
-	return s3.New(s3.Options{
-		Region:       s.Region,
-		BaseEndpoint: aws.String(s.Endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
-	})
+	return s.clientAs(accessKey, secretKey)
 }
 
 // addCannedPolicy stores a named IAM policy. MinIO parses it and refuses what its policy engine
@@ -119,7 +113,7 @@ func (s *Server) attachPolicy(ctx context.Context, user, policyName string) erro
 func (s *Server) admin(ctx context.Context, method, path string, query url.Values, body []byte) error {
 	for {
 		err := s.adminOnce(ctx, method, path, query, body)
-		if !errors.Is(err, errNotInitialized) {
+		if !errors.Is(err, errNotInitialized) && !errors.Is(err, errPolicyNotVisible) {
 			return err
 		}
 		select {
@@ -132,6 +126,11 @@ func (s *Server) admin(ctx context.Context, method, path string, query url.Value
 
 // errNotInitialized marks an admin call made before the server finished initializing.
 var errNotInitialized = errors.New("server not initialized yet")
+
+// errPolicyNotVisible marks an attach that MinIO refused for a policy it had just stored
+// (XMinioAdminNoSuchPolicy): its IAM store can take a moment to show a new policy. Policies are
+// always added before they are attached, so the attach is asked again until ctx ends.
+var errPolicyNotVisible = errors.New("policy not visible yet")
 
 func (s *Server) adminOnce(ctx context.Context, method, path string, query url.Values, body []byte) error {
 	u := s.Endpoint + adminPrefix + path
@@ -151,7 +150,7 @@ func (s *Server) adminOnce(ctx context.Context, method, path string, query url.V
 	if err := v4.NewSigner().SignHTTP(ctx, creds, req, payloadHash, "s3", s.Region, time.Now()); err != nil {
 		return fmt.Errorf("sign: %w", err)
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := s.httpClient(30 * time.Second).Do(req)
 	if err != nil {
 		return err
 	}
@@ -159,6 +158,9 @@ func (s *Server) adminOnce(ctx context.Context, method, path string, query url.V
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(msg), "XMinioServerNotInitialized") {
 		return fmt.Errorf("%s %s: %w", method, path, errNotInitialized)
+	}
+	if resp.StatusCode == http.StatusNotFound && strings.Contains(string(msg), "XMinioAdminNoSuchPolicy") {
+		return fmt.Errorf("%s %s: %w: %s", method, path, errPolicyNotVisible, strings.TrimSpace(string(msg)))
 	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(msg)))

@@ -9,6 +9,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
+	"github.com/lifeboat-dr/lifeboat/internal/tlscert"
 )
 
 const (
@@ -63,10 +66,13 @@ func Bin(t testing.TB) string {
 	return ""
 }
 
-// Server is a running MinIO server owned by one test, listening on 127.0.0.1 over plain HTTP.
+// Server is a running MinIO server owned by one test, listening on 127.0.0.1 over plain HTTP, or
+// over HTTPS when started by StartTLS.
 type Server struct {
-	// Endpoint is the S3 endpoint URL, http://127.0.0.1:PORT.
+	// Endpoint is the S3 endpoint URL, http://127.0.0.1:PORT (https:// with TLS).
 	Endpoint string
+	// CAFile is the PEM file of the CA that signed the server's certificate; "" without TLS.
+	CAFile string
 	// Region is the region to sign requests for (us-east-1).
 	Region string
 	// AccessKey and SecretKey are the server's root credentials, random per server.
@@ -80,13 +86,47 @@ type Server struct {
 // test fails.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartTLS is Start with the server on HTTPS, its certificate signed by a throwaway CA (CAFile):
+// what a client meets at AWS, where uploads and their checksums travel differently than over HTTP.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	return start(t, true)
+}
+
+func start(t testing.TB, useTLS bool) *Server {
+	t.Helper()
 	bin := Bin(t)
 	dir := t.TempDir()
+	if useTLS {
+		certs, err := tlscert.NewLoopback(time.Now(), "s3test")
+		if err != nil {
+			t.Fatalf("s3test: %v", err)
+		}
+		certDir := filepath.Join(dir, "certs")
+		for name, data := range map[string][]byte{"public.crt": certs.Cert, "private.key": certs.Key, "ca.pem": certs.CA} {
+			if err := os.MkdirAll(certDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(certDir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	s := &Server{
 		Region:    region,
 		AccessKey: "lifeboat-" + rand.Text()[:12],
 		SecretKey: rand.Text(),
 		DataDir:   filepath.Join(dir, "data"),
+	}
+	if useTLS {
+		// Outside the certs directory: MinIO would read a CA file there as one more server certificate.
+		s.CAFile = filepath.Join(dir, "ca.pem")
+		if err := os.Rename(filepath.Join(dir, "certs", "ca.pem"), s.CAFile); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for attempt := 1; ; attempt++ {
 		err := s.start(t, bin, dir, attempt)
@@ -111,7 +151,11 @@ func (s *Server) start(t testing.TB, bin, dir string, attempt int) error {
 	if err != nil {
 		return err
 	}
-	s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(port)
+	scheme := "http"
+	if s.CAFile != "" {
+		scheme = "https"
+	}
+	s.Endpoint = scheme + "://127.0.0.1:" + strconv.Itoa(port)
 	logPath := filepath.Join(dir, fmt.Sprintf("minio-%d.log", attempt))
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -182,7 +226,7 @@ func (s *Server) start(t testing.TB, bin, dir string, attempt int) error {
 func (s *Server) waitReady(exited <-chan struct{}, waitErr *error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
-	hc := &http.Client{Timeout: 2 * time.Second}
+	hc := s.httpClient(2 * time.Second)
 	for {
 		select {
 		case <-exited:
@@ -270,12 +314,30 @@ func (s *Server) Client(t testing.TB) *s3.Client {
 }
 
 func (s *Server) newClient() *s3.Client {
+	return s.clientAs(s.AccessKey, s.SecretKey)
+}
+
+func (s *Server) clientAs(accessKey, secretKey string) *s3.Client {
 	return s3.New(s3.Options{
 		Region:       s.Region,
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		Credentials:  credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
+		HTTPClient:   s.httpClient(0),
 	})
+}
+
+// httpClient is an HTTP client that trusts the server's CA.
+func (s *Server) httpClient(timeout time.Duration) *http.Client {
+	hc := &http.Client{Timeout: timeout}
+	if s.CAFile != "" {
+		pool := x509.NewCertPool()
+		if pem, err := os.ReadFile(s.CAFile); err == nil {
+			pool.AppendCertsFromPEM(pem)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return hc
 }
 
 // CreateBucket creates a bucket on the server. objectLock enables S3 Object Lock at creation, which

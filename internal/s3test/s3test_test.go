@@ -280,13 +280,16 @@ func TestRolePoliciesAccepted(t *testing.T) {
 // its policy engine does not know the s3:if-none-match condition key AWS offers.
 func TestIfNoneMatchConditionRefused(t *testing.T) {
 	srv := Start(t)
-	// An identity policy holds no Principal; otherwise the AWS statement as documented.
+	// An identity policy holds no Principal; otherwise the AWS statement as documented, less
+	// its exemption of multipart part uploads (s3:ObjectCreationOperation), a key MinIO does
+	// not know either: what is pinned here is the want of s3:if-none-match.
 	var doc map[string]any
 	if err := json.Unmarshal([]byte(AWSRequireIfNoneMatchPolicy("vault")), &doc); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range doc["Statement"].([]any) {
 		delete(st.(map[string]any), "Principal")
+		delete(st.(map[string]any)["Condition"].(map[string]any), "Bool")
 	}
 	policy, err := json.Marshal(doc)
 	if err != nil {

@@ -3,7 +3,9 @@
 // own primitives: create-if-absent through a conditional put
 // (If-None-Match: *), and a CRC32C checksum on every upload that the store
 // verifies before it stores anything, so a body damaged in transit is
-// rejected rather than kept.
+// rejected rather than kept. Large objects go up as multipart uploads
+// under the same two rules (see multipart.go); the store shows such an
+// object only once it is complete.
 //
 // Write-once storage: with Options.LockMode set, every object is put under
 // an S3 object lock that ends RetainFor later, and the backend implements
@@ -14,17 +16,22 @@ package s3
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsretry "github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -32,6 +39,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
@@ -43,6 +52,9 @@ type Options struct {
 	Endpoint  string // e.g. http://127.0.0.1:9000; empty for AWS
 	Region    string
 	PathStyle bool
+	// CAFile is a PEM file of certificate authorities trusted for the
+	// endpoint besides the system's: a store with a private CA.
+	CAFile string
 	// AccessKey and SecretKey, when set, are used instead of the
 	// environment, shared profile or instance role.
 	AccessKey string
@@ -57,7 +69,33 @@ type Options struct {
 	// RetainFor is how long an object stays locked after its Put. It must
 	// be positive when LockMode is set, and zero when it is not.
 	RetainFor time.Duration
+	// MultipartThreshold: an object larger than this is uploaded in parts
+	// (a multipart upload) rather than with one PutObject. Zero means
+	// DefaultMultipartThreshold; at most 5 GiB, S3's largest PutObject.
+	MultipartThreshold int64
+	// PartSize is the size of each part of a multipart upload, the last
+	// excepted. Zero means DefaultPartSize; at least MinPartSize. It grows
+	// by itself for an object that would need more than 10,000 parts.
+	PartSize int64
+	// ParallelParts is how many parts of one object are uploaded at once.
+	// Zero means DefaultParallelParts. A body that is not an io.ReaderAt
+	// is read into buffers, so one Put holds up to ParallelParts x PartSize
+	// bytes of memory.
+	ParallelParts int
 }
+
+// Defaults and limits for the multipart options.
+const (
+	DefaultMultipartThreshold = 32 << 20
+	DefaultPartSize           = 16 << 20
+	DefaultParallelParts      = 4
+	// MinPartSize is S3's smallest part (the last part may be smaller).
+	MinPartSize = 5 << 20
+	// maxPutSize is S3's largest single PutObject.
+	maxPutSize = 5 << 30
+	// maxParts is S3's largest number of parts in one upload.
+	maxParts = 10000
+)
 
 // Object lock modes for Options.LockMode.
 const (
@@ -87,6 +125,29 @@ func (o Options) checkLock() (string, error) {
 	return mode, nil
 }
 
+// multipart validates the multipart options and fills in the defaults.
+func (o Options) multipart() (threshold, partSize int64, parallel int, err error) {
+	threshold, partSize, parallel = o.MultipartThreshold, o.PartSize, o.ParallelParts
+	if threshold == 0 {
+		threshold = DefaultMultipartThreshold
+	}
+	if partSize == 0 {
+		partSize = DefaultPartSize
+	}
+	if parallel == 0 {
+		parallel = DefaultParallelParts
+	}
+	switch {
+	case threshold < 0 || threshold > maxPutSize:
+		return 0, 0, 0, fmt.Errorf("s3: multipart threshold %d is outside 1..%d bytes", threshold, int64(maxPutSize))
+	case partSize < MinPartSize || partSize > maxPutSize:
+		return 0, 0, 0, fmt.Errorf("s3: part size %d is outside %d..%d bytes (the store's limits)", partSize, MinPartSize, int64(maxPutSize))
+	case parallel < 0:
+		return 0, 0, 0, fmt.Errorf("s3: %d parallel parts", parallel)
+	}
+	return threshold, partSize, parallel, nil
+}
+
 // ParseURL reads s3://bucket/prefix?endpoint=...&region=...&path_style=true.
 func ParseURL(raw string) (Options, error) {
 	u, err := url.Parse(raw)
@@ -100,13 +161,17 @@ func ParseURL(raw string) (Options, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "endpoint", "region", "path_style":
+		case "endpoint", "region", "path_style", "ca_file":
 		default:
-			return Options{}, fmt.Errorf("s3 url %q: unknown parameter %q (known: endpoint, region, path_style)", raw, k)
+			return Options{}, fmt.Errorf("s3 url %q: unknown parameter %q (known: endpoint, region, path_style, ca_file)", raw, k)
 		}
 	}
 	o.Endpoint = q.Get("endpoint")
 	o.Region = q.Get("region")
+	o.CAFile = q.Get("ca_file")
+	if o.CAFile != "" && !strings.HasPrefix(o.CAFile, "/") {
+		return Options{}, fmt.Errorf("s3 url %q: ca_file must be an absolute path", raw)
+	}
 	if v := q.Get("path_style"); v != "" {
 		if o.PathStyle, err = strconv.ParseBool(v); err != nil {
 			return Options{}, fmt.Errorf("s3 url %q: path_style: %w", raw, err)
@@ -125,6 +190,9 @@ type backend struct {
 	opts     Options
 	lockMode string           // Options.LockMode in upper case
 	now      func() time.Time // the clock retention dates are computed and judged by
+	// The multipart options with their defaults filled in.
+	threshold, partSize int64
+	parallel            int
 }
 
 var (
@@ -141,9 +209,28 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	threshold, partSize, parallel, err := opts.multipart()
+	if err != nil {
+		return nil, err
+	}
 	region := opts.Region
 	if region == "" {
 		region = "us-east-1"
+	}
+	var tlsConfig *tls.Config
+	if opts.CAFile != "" {
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("s3: ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("s3: ca_file %s holds no PEM certificate", opts.CAFile)
+		}
+		tlsConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	// Bounded timeouts: a store that stops answering must fail the call
 	// (and let the retry decorator try again), never hang a backup.
@@ -159,13 +246,22 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 			t.ResponseHeaderTimeout = 60 * time.Second
 			t.IdleConnTimeout = 90 * time.Second
 			t.MaxIdleConnsPerHost = 16
+			if tlsConfig != nil {
+				t.TLSClientConfig = tlsConfig
+			}
 		})
 	// The SDK logs to stderr by default (a debug line for every ranged
 	// read, whose answer carries no checksum). Lifeboat's stderr is one
 	// line per failure, which PostgreSQL collects from archive_command;
 	// what the SDK has to say arrives as errors.
+	//
+	// The SDK makes one attempt per call: the retry decorator around this
+	// backend retries (every error wrap leaves transient), and a retryer
+	// inside it as well would multiply the attempts, so that a store that
+	// stays down took 3 x 6 attempts to give up on. wrap keeps the SDK's
+	// judgement of what is worth another try.
 	loadOpts := []func(*config.LoadOptions) error{config.WithRegion(region), config.WithHTTPClient(httpClient),
-		config.WithLogger(logging.Nop{})}
+		config.WithLogger(logging.Nop{}), config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} })}
 	if opts.AccessKey != "" || opts.SecretKey != "" {
 		loadOpts = append(loadOpts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(opts.AccessKey, opts.SecretKey, "")))
@@ -179,9 +275,11 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
+		o.APIOptions = append(o.APIOptions, addHTTP11)
 	})
-	b := &backend{client: client, opts: opts, lockMode: lockMode, now: time.Now}
-	if _, err := client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: aws.String(opts.Bucket)}); err != nil {
+	b := &backend{client: client, opts: opts, lockMode: lockMode, now: time.Now,
+		threshold: threshold, partSize: partSize, parallel: parallel}
+	if _, err := client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: aws.String(opts.Bucket)}, sdkRetries); err != nil {
 		return nil, b.wrap("open", "", err)
 	}
 	if lockMode != "" {
@@ -195,7 +293,7 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 // checkBucketLock makes a bucket without object lock fail at open, with a
 // hint, rather than at the first Put.
 func (b *backend) checkBucketLock(ctx context.Context) error {
-	out, err := b.client.GetObjectLockConfiguration(ctx, &s3api.GetObjectLockConfigurationInput{Bucket: aws.String(b.opts.Bucket)})
+	out, err := b.client.GetObjectLockConfiguration(ctx, &s3api.GetObjectLockConfigurationInput{Bucket: aws.String(b.opts.Bucket)}, sdkRetries)
 	var ae smithy.APIError
 	if errors.As(err, &ae) && ae.ErrorCode() == "ObjectLockConfigurationNotFoundError" ||
 		err == nil && (out.ObjectLockConfiguration == nil || out.ObjectLockConfiguration.ObjectLockEnabled != types.ObjectLockEnabledEnabled) {
@@ -206,6 +304,30 @@ func (b *backend) checkBucketLock(ctx context.Context) error {
 	}
 	return nil
 }
+
+// addHTTP11 marks the SDK's requests as the HTTP/1.1 requests they are on
+// the wire. The SDK asks for "Expect: 100-continue" on uploads of more
+// than 2 MiB, so that a store refusing one (If-None-Match on a name
+// taken, a denied credential) says so before the body is sent; but Go's
+// transport waits for the "100 Continue" only on a request that says it
+// is HTTP/1.1 or later, and the SDK's say nothing (0.0). Without the wait
+// the body is sent at once, the store answers 412 and closes the
+// connection under it, and the client sees a reset where the store said
+// ErrExists (one upload in five on loopback, more on a slower link).
+func addHTTP11(stack *middleware.Stack) error {
+	return stack.Build.Add(middleware.BuildMiddlewareFunc("LifeboatHTTP11",
+		func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+			if req, ok := in.Request.(*smithyhttp.Request); ok && req.ProtoMajor == 0 {
+				req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
+			}
+			return next.HandleBuild(ctx, in)
+		}), middleware.After)
+}
+
+// sdkRetries gives back the SDK's own retries (3 attempts) to the calls
+// New makes, which no retry decorator wraps: one dropped connection must
+// not fail the command at its start.
+func sdkRetries(o *s3api.Options) { o.Retryer = awsretry.NewStandard() }
 
 func (b *backend) Location() string {
 	loc := "s3://" + b.opts.Bucket
@@ -240,6 +362,15 @@ func (b *backend) wrap(op, name string, err error) error {
 	if errors.As(err, &nsk) || errors.As(err, &nf) {
 		return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
 	}
+	// The SDK makes a single attempt (see New), so what its retryer would
+	// have tried again must stay transient for the retry decorator: besides
+	// 5xx, throttling and broken connections, which the rules below leave
+	// transient anyway, a RequestTimeout or throttling code sent with a 4xx
+	// status, and an answer refused for clock skew, which the SDK has
+	// corrected for the next call.
+	if sdkRetryable(err) {
+		return fmt.Errorf("%s %s: %w", op, where, err)
+	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
@@ -247,6 +378,11 @@ func (b *backend) wrap(op, name string, err error) error {
 			return fmt.Errorf("%s %s: %w", op, where, storage.ErrNotFound)
 		case "PreconditionFailed", "ConditionalRequestConflict":
 			return fmt.Errorf("%s %s: %w", op, where, storage.ErrExists)
+		case "NoSuchUpload":
+			// A multipart upload removed under our feet (a lifecycle
+			// rule, another client): not a missing object, and a new
+			// upload may well succeed.
+			return fmt.Errorf("%s %s: the multipart upload is gone: %w", op, where, err)
 		case "BadDigest", "XAmzContentSHA256Mismatch", "XAmzContentChecksumMismatch":
 			// The store refused a body that did not match the checksums
 			// sent with it: damaged on the way, which sending it again
@@ -277,6 +413,11 @@ func (b *backend) wrap(op, name string, err error) error {
 	return fmt.Errorf("%s %s: %w", op, where, err)
 }
 
+// sdkRetryable reports whether the SDK's standard retryer would retry err.
+func sdkRetryable(err error) bool {
+	return awsretry.IsErrorRetryables(awsretry.DefaultRetryables).IsErrorRetryable(err) == aws.TrueTernary
+}
+
 // denied is wrap's answer to a refusal for lack of rights.
 func (b *backend) denied(op, where string, err error) error {
 	return storage.Permanent(fmt.Errorf("%s %s: %w (check the credentials and the bucket policy): %w", op, where, storage.ErrPermission, err))
@@ -285,6 +426,22 @@ func (b *backend) denied(op, where string, err error) error {
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
 	if err := storage.ValidateName(name); err != nil {
 		return err
+	}
+	if size > b.threshold {
+		return b.putMultipart(ctx, name, body, size)
+	}
+	// The checksum is computed before the upload and sent as a header.
+	// Left to the SDK, it would travel as a trailer of an aws-chunked body
+	// over HTTPS, in one chunk as large as the object, which MinIO refuses
+	// above 16 MiB ("chunk too big").
+	if _, err := body.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	}
+	h := crc32.New(castagnoli)
+	if n, err := io.Copy(h, body); err != nil {
+		return fmt.Errorf("put %s: %w", name, err)
+	} else if n != size {
+		return fmt.Errorf("put %s: the body holds %d bytes, not the %d given", name, n, size)
 	}
 	if _, err := body.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("put %s: %w", name, err)
@@ -296,6 +453,7 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 		ContentLength:     aws.Int64(size),
 		IfNoneMatch:       aws.String("*"),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
+		ChecksumCRC32C:    aws.String(crcBase64(h.Sum32())),
 	}
 	// The lock travels with the upload, so there is no moment at which the
 	// object exists unprotected. MinIO (like AWS) accepts the CRC32C
@@ -323,7 +481,20 @@ func (b *backend) Get(ctx context.Context, name string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, b.wrap("get", name, err)
 	}
-	return out.Body, nil
+	return damageReader{out.Body}, nil
+}
+
+// damageReader marks the SDK's checksum mismatch on a download as
+// storage.ErrDamaged, so that readers know a second read may succeed. The
+// SDK's error type is unexported: its message is what it promises.
+type damageReader struct{ io.ReadCloser }
+
+func (d damageReader) Read(p []byte) (int, error) {
+	n, err := d.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && strings.Contains(err.Error(), "checksum did not match") {
+		err = fmt.Errorf("%w: %v", storage.ErrDamaged, err)
+	}
+	return n, err
 }
 
 func (b *backend) GetRange(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {

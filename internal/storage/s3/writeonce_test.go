@@ -309,6 +309,76 @@ func TestPutOnlyOnLockedBucket(t *testing.T) {
 	}
 }
 
+// TestObjectLockMultipart: an object uploaded in parts is locked like one put whole, from the
+// moment it exists, and the backup role can both upload in parts and abort an upload that
+// failed (s3:AbortMultipartUpload), so that it leaves no parts behind.
+func TestObjectLockMultipart(t *testing.T) {
+	srv := s3test.Start(t)
+	const bucket = "vault-parts"
+	srv.CreateBucket(t, bucket, true)
+	srv.CreateUser(t, backupUser, backupSecret, "lifeboat-backup", s3test.BackupRolePolicy(bucket))
+	ctx := t.Context()
+	be, err := New(ctx, Options{Bucket: bucket, Prefix: "repo", Endpoint: srv.Endpoint, Region: srv.Region,
+		PathStyle: true, AccessKey: backupUser, SecretKey: backupSecret, LockMode: "compliance", RetainFor: time.Hour,
+		MultipartThreshold: 1 << 20, PartSize: MinPartSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+
+	data := randomBytes(2*MinPartSize + 4321)
+	start := time.Now()
+	if err := putBytes(t, be, "wal/big", data); err != nil {
+		t.Fatalf("multipart put with a compliance lock as the backup role: %v", err)
+	}
+	// Uploaded in parts, not whole.
+	head, err := srv.Client(t).HeadObject(ctx, &s3api.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("repo/wal/big"),
+		ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if etag := aws.ToString(head.ETag); !strings.HasSuffix(strings.Trim(etag, `"`), "-3") {
+		t.Errorf("ETag %s: not an upload of 3 parts", etag)
+	}
+	until, mode, err := be.(storage.Retainer).Retention(ctx, "wal/big")
+	if err != nil || mode != LockCompliance || until.Before(start.Add(time.Hour-time.Minute)) || until.After(time.Now().Add(time.Hour)) {
+		t.Fatalf("retention of a multipart object = %v %q %v, want COMPLIANCE an hour on", until, mode, err)
+	}
+	wantRetained(t, "delete a locked multipart object", be.Delete(ctx, "wal/big"))
+	if got := mustGet(t, be, "wal/big"); !bytes.Equal(got, data) {
+		t.Fatal("locked multipart object reads back different")
+	}
+
+	// A body that fails after the first part: the role aborts its upload.
+	body := &failAfter{r: bytes.NewReader(data), left: MinPartSize + 1000}
+	if err := be.Put(ctx, "wal/failed", body, int64(len(data))); err == nil {
+		t.Fatal("a put whose body failed succeeded")
+	}
+	if _, err := be.Stat(ctx, "wal/failed"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a failed multipart put left an object: %v", err)
+	}
+	noUploadsLeft(t, srv, bucket)
+}
+
+// failAfter reads like its reader until left bytes are read, then fails. It is not an
+// io.ReaderAt, so the backend reads it in order into buffers.
+type failAfter struct {
+	r    *bytes.Reader
+	left int
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.left <= 0 {
+		return 0, errors.New("disk failed (injected)")
+	}
+	p = p[:min(len(p), f.left)]
+	n, err := f.r.Read(p)
+	f.left -= n
+	return n, err
+}
+
+func (f *failAfter) Seek(offset int64, whence int) (int64, error) { return f.r.Seek(offset, whence) }
+
 // TestStrictBackupRoleWithDefaultRetention covers the documented alternative: the backup role
 // with s3:PutObjectRetention denied, on a bucket whose default retention locks every upload.
 // Lifeboat then must not set a lock itself.
@@ -580,7 +650,9 @@ func headVersion(t *testing.T, c *s3api.Client, bucket, key string) string {
 
 // TestConformanceObjectLock runs the storage contract on object-locked buckets with every object
 // put under a one-second governance lock. The contract's Delete test deletes at once, which a lock
-// forbids; waitOutRetention checks that refusal and then waits the second out.
+// forbids; waitOutRetention checks that refusal and then waits the second out. Objects of more
+// than 512 KiB go up as multipart uploads, so that both kinds of upload are checked on a
+// versioned, locked bucket.
 func TestConformanceObjectLock(t *testing.T) {
 	srv := s3test.Start(t)
 	n := 0
@@ -588,8 +660,10 @@ func TestConformanceObjectLock(t *testing.T) {
 		n++
 		bucket := sanitizeBucket("locked-"+strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), n)
 		srv.CreateBucket(t, bucket, true)
+		t.Cleanup(func() { noUploadsLeft(t, srv, bucket) })
 		be, err := New(context.Background(), Options{Bucket: bucket, Prefix: "repo", Endpoint: srv.Endpoint, Region: srv.Region,
-			PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, LockMode: "GOVERNANCE", RetainFor: time.Second})
+			PathStyle: true, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, LockMode: "GOVERNANCE", RetainFor: time.Second,
+			MultipartThreshold: 512 << 10, PartSize: MinPartSize})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -43,6 +43,12 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"PutCancelledMidway", testPutCancelledMidway},
 		{"InvalidNames", testInvalidNames},
 		{"Stat", testStat},
+		{"LargeRoundTrip", testLargeRoundTrip},
+		{"LargePutExisting", testLargePutExisting},
+		{"LargeConcurrentPutSameName", testLargeConcurrentPutSameName},
+		{"LargePutFailingBody", testLargePutFailingBody},
+		{"LargePutShortBody", testLargePutShortBody},
+		{"LargePutCancelledMidway", testLargePutCancelledMidway},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -498,6 +504,153 @@ func testStat(t *testing.T, be storage.Backend) {
 			t.Errorf("stat %s: no modification time", name)
 		}
 	}
+}
+
+// LargeSize is the size of the objects the Large tests put: three parts
+// of S3's smallest part size and a short fourth, so that a backend whose
+// test sets its multipart threshold and part size low (to 5 MiB) takes
+// its multipart path, with parts uploaded in parallel, and one whose
+// threshold is the default does not.
+const LargeSize = 3*5<<20 + 12345
+
+// Bodies that are not io.ReaderAt take a different path in a backend that
+// reads parts in place from those that are: the Large tests put both.
+var largeBodies = []struct {
+	name string
+	wrap func(*bytes.Reader) io.ReadSeeker
+}{
+	{"ReaderAt", func(r *bytes.Reader) io.ReadSeeker { return r }},
+	{"ReadSeeker", func(r *bytes.Reader) io.ReadSeeker { return readSeekerOnly{r} }},
+}
+
+// readSeekerOnly hides every method of its reader but Read and Seek.
+type readSeekerOnly struct{ r io.ReadSeeker }
+
+func (r readSeekerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r readSeekerOnly) Seek(offset int64, whence int) (int64, error) {
+	return r.r.Seek(offset, whence)
+}
+
+func testLargeRoundTrip(t *testing.T, be storage.Backend) {
+	for i, body := range largeBodies {
+		t.Run(body.name, func(t *testing.T) {
+			name := "data/large/" + body.name
+			data := randomBytes(uint64(20+i), LargeSize)
+			if err := be.Put(t.Context(), name, body.wrap(bytes.NewReader(data)), int64(len(data))); err != nil {
+				t.Fatalf("put %s: %v", name, err)
+			}
+			if got := get(t, be, name); !bytes.Equal(got, data) {
+				t.Fatalf("get %s: %d bytes differ from the %d put", name, len(got), len(data))
+			}
+			oi, err := be.Stat(t.Context(), name)
+			if err != nil || oi.Size != LargeSize {
+				t.Errorf("stat %s: size %d, err %v; want %d", name, oi.Size, err, LargeSize)
+			}
+			// Ranges across the 5 MiB boundaries, and the tail.
+			for _, r := range []struct{ offset, length int64 }{
+				{5<<20 - 10, 20}, {0, 10<<20 + 1}, {LargeSize - 100, 100},
+			} {
+				if got := getRange(t, be, name, r.offset, r.length); !bytes.Equal(got, data[r.offset:r.offset+r.length]) {
+					t.Errorf("range (%d, %d) of %s differs", r.offset, r.length, name)
+				}
+			}
+			if names := listNames(t, be, "data/large/"); !slices.Contains(names, name) {
+				t.Errorf("list data/large/ = %q, want it to hold %s", names, name)
+			}
+		})
+	}
+}
+
+func testLargePutExisting(t *testing.T, be storage.Backend) {
+	ctx := t.Context()
+	first := randomBytes(30, LargeSize)
+	put(t, be, "data/big", first)
+	for _, second := range [][]byte{randomBytes(31, LargeSize), first, []byte("small")} {
+		err := be.Put(ctx, "data/big", bytes.NewReader(second), int64(len(second)))
+		if !errors.Is(err, storage.ErrExists) || !storage.IsPermanent(err) {
+			t.Fatalf("put %d bytes over a large object: err = %v, want a permanent ErrExists", len(second), err)
+		}
+	}
+	// And a large object over a small one.
+	put(t, be, "data/small", []byte("small"))
+	if err := be.Put(ctx, "data/small", bytes.NewReader(first), int64(len(first))); !errors.Is(err, storage.ErrExists) {
+		t.Fatalf("put a large object over a small one: err = %v, want ErrExists", err)
+	}
+	if got := get(t, be, "data/big"); !bytes.Equal(got, first) {
+		t.Error("large object changed by a refused put")
+	}
+	if got := get(t, be, "data/small"); string(got) != "small" {
+		t.Errorf("small object after a refused large put = %d bytes", len(got))
+	}
+}
+
+func testLargeConcurrentPutSameName(t *testing.T, be storage.Backend) {
+	const writers = 3
+	bodies := make([][]byte, writers)
+	for i := range bodies {
+		bodies[i] = randomBytes(uint64(40+i), LargeSize)
+	}
+	results := make([]error, writers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			<-start
+			results[i] = be.Put(t.Context(), "index/large", bytes.NewReader(bodies[i]), int64(len(bodies[i])))
+		})
+	}
+	close(start)
+	wg.Wait()
+	winner := -1
+	for i, err := range results {
+		switch {
+		case err == nil && winner >= 0:
+			t.Errorf("writers %d and %d both succeeded", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, storage.ErrExists):
+			t.Errorf("writer %d: err = %v, want nil or ErrExists", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no writer succeeded")
+	}
+	if got := get(t, be, "index/large"); !bytes.Equal(got, bodies[winner]) {
+		t.Error("stored content is not the winning writer's")
+	}
+}
+
+func testLargePutFailingBody(t *testing.T, be storage.Backend) {
+	data := randomBytes(50, LargeSize)
+	// Past the first part, so that parts are already stored when it fails.
+	body := &failingReader{r: bytes.NewReader(data), left: 7 << 20}
+	if err := be.Put(t.Context(), "data/fail", body, int64(len(data))); err == nil {
+		t.Fatal("put with a body that fails mid-way succeeded")
+	}
+	assertAbsent(t, be, "data/fail")
+	put(t, be, "data/fail", data)
+}
+
+func testLargePutShortBody(t *testing.T, be storage.Backend) {
+	for i, body := range largeBodies {
+		data := randomBytes(uint64(60+i), LargeSize-1000)
+		if err := be.Put(t.Context(), "data/short", body.wrap(bytes.NewReader(data)), LargeSize); err == nil {
+			t.Fatalf("%s: put of a body shorter than its size succeeded", body.name)
+		}
+		assertAbsent(t, be, "data/short")
+	}
+}
+
+func testLargePutCancelledMidway(t *testing.T, be storage.Backend) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	data := randomBytes(70, LargeSize)
+	body := &cancellingReader{r: bytes.NewReader(data), left: 6 << 20, cancel: cancel}
+	if err := be.Put(ctx, "data/cancelled", body, int64(len(data))); err == nil {
+		t.Fatal("put whose context was cancelled mid-way succeeded")
+	}
+	assertAbsent(t, be, "data/cancelled")
+	put(t, be, "data/cancelled", data)
 }
 
 // put stores data under name and fails the test on error.

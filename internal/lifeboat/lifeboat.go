@@ -16,7 +16,11 @@ type AssetKind string
 
 // The asset kinds Lifeboat knows.
 const (
-	KindPostgres AssetKind = "postgres"
+	KindPostgres AssetKind = "postgres" // a cluster: physical backups and WAL
+	KindPGDump   AssetKind = "pg_dump"  // logical dumps of databases
+	KindSQLite   AssetKind = "sqlite"
+	KindFiles    AssetKind = "files"
+	KindGit      AssetKind = "git"
 )
 
 // Tier is a service tier: the recovery objectives its assets are held to.

@@ -88,6 +88,44 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 		}
 		asset.BlockSize = n
 	}
+	asset.Schedule = c.expand(path+".schedule", a.Schedule)
+	if h := a.Hooks; h != nil {
+		asset.Hooks = Hooks{Pre: c.expand(path+".hooks.pre", h.Pre), Post: c.expand(path+".hooks.post", h.Post),
+			Timeout: c.duration(path+".hooks.timeout", h.Timeout)}
+	}
+	list := func(key string, raw []string) []string {
+		var out []string
+		for j, v := range raw {
+			out = append(out, c.expand(itemPath(path+"."+key, j), v))
+		}
+		return out
+	}
+	asset.Databases = list("databases", a.Databases)
+	asset.Schemas = list("schemas", a.Schemas)
+	asset.ExcludeSchemas = list("exclude_schemas", a.ExcludeSchemas)
+	asset.ExcludeTableData = list("exclude_table_data", a.ExcludeTableData)
+	asset.Globals = asset.Kind == lifeboat.KindPGDump
+	if g := c.expand(path+".globals", a.Globals); g != "" {
+		v, err := strconv.ParseBool(g)
+		if err != nil {
+			c.fail(path+".globals", asset.Line, fmt.Sprintf("%q is not true or false", g))
+		}
+		asset.Globals = v
+	}
+	if p := c.expand(path+".path", a.Path); p != "" {
+		asset.Path = filepath.Clean(p)
+	}
+	for _, p := range list("paths", a.Paths) {
+		asset.Paths = append(asset.Paths, filepath.Clean(p))
+	}
+	asset.Exclude = list("exclude", a.Exclude)
+	asset.Remotes = list("remotes", a.Remotes)
+	if f := c.expand(path+".remotes_file", a.RemotesFile); f != "" {
+		if !filepath.IsAbs(f) {
+			f = filepath.Join(c.base, f)
+		}
+		asset.RemotesFile = filepath.Clean(f)
+	}
 	if r := a.Retention; r != nil {
 		rp := path + ".retention"
 		asset.Retention = Retention{

@@ -61,11 +61,33 @@ type assetYAML struct {
 	Repositories []string       `yaml:"repositories"`
 	BlockSize    string         `yaml:"block_size"`
 	Retention    *retentionYAML `yaml:"retention"`
+	Schedule     string         `yaml:"schedule"`
+	Hooks        *hooksYAML     `yaml:"hooks"`
+	// pg_dump
+	Databases        []string `yaml:"databases"`
+	Schemas          []string `yaml:"schemas"`
+	ExcludeSchemas   []string `yaml:"exclude_schemas"`
+	ExcludeTableData []string `yaml:"exclude_table_data"`
+	Globals          string   `yaml:"globals"`
+	// sqlite
+	Path string `yaml:"path"`
+	// files
+	Paths   []string `yaml:"paths"`
+	Exclude []string `yaml:"exclude"`
+	// git
+	Remotes     []string `yaml:"remotes"`
+	RemotesFile string   `yaml:"remotes_file"`
+}
+
+type hooksYAML struct {
+	Pre     string `yaml:"pre"`
+	Post    string `yaml:"post"`
+	Timeout string `yaml:"timeout"`
 }
 
 // knownKeys lists the keys of the *YAML type yaml.v3 calls goType.
 func knownKeys(goType string) []string {
-	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}} {
+	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}, hooksYAML{}} {
 		t := reflect.TypeOf(v)
 		if t.String() != goType {
 			continue

@@ -51,6 +51,40 @@ func TestParseErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "asset kinds of the daemon issue",
+			src: repoOK + `assets:
+  - name: dump
+    kind: pg_dump
+    pgdata: /var/lib/postgresql/15/main
+    schedule: "CRON_TZ=Asia/Singapore 30 25 * * *"
+    repositories: [primary]
+    retention: { pitr_window: 7d }
+  - name: staging
+    kind: sqlite
+    path: relative.db
+    repositories: [primary]
+  - name: config
+    kind: files
+    exclude: ["[unclosed"]
+    repositories: [primary]
+  - name: source
+    kind: git
+    hooks: { timeout: -1m }
+    repositories: [primary]
+`,
+			want: []string{
+				`lifeboat.yaml:6: assets[0].dsn: dsn is required for a pg_dump asset, e.g. "host=/var/run/postgresql user=postgres dbname=app"`,
+				`lifeboat.yaml:8: assets[0].pgdata: pgdata is a key of postgres assets, not of pg_dump assets`,
+				`lifeboat.yaml:9: assets[0].schedule: schedule "CRON_TZ=Asia/Singapore 30 25 * * *": end of range (25) above maximum (23): 25 (write five fields, minute hour day-of-month month day-of-week, e.g. "CRON_TZ=Asia/Singapore 30 3 * * *")`,
+				`lifeboat.yaml:11: assets[0].retention.pitr_window: pitr_window applies to postgres assets only (a pg_dump asset has no WAL to replay)`,
+				`lifeboat.yaml:14: assets[1].path: path "relative.db" must be an absolute path`,
+				`lifeboat.yaml:16: assets[2].paths: a files asset needs paths: the absolute directories and files to back up`,
+				`lifeboat.yaml:18: assets[2].exclude[0]: invalid pattern "[unclosed": use shell globs such as *.tmp or cache/*`,
+				`lifeboat.yaml:20: assets[3].remotes: a git asset needs remotes (URLs or absolute paths) or a remotes_file`,
+				`lifeboat.yaml:22: assets[3].hooks.timeout: timeout must not be negative`,
+			},
+		},
+		{
 			name: "retention without a rule",
 			src:  repoOK + assetOK + "    retention: { time_zone: UTC }\n",
 			want: []string{`lifeboat.yaml:11: assets[0].retention: retention names no rule: set pitr_window, keep_within, daily, weekly, monthly or yearly (leave retention out to keep everything)`},
@@ -185,7 +219,7 @@ tiers:
 `,
 			want: []string{
 				`lifeboat.yaml:6: assets[0].name: asset name is required`,
-				`lifeboat.yaml:6: assets[0].kind: kind is required (known kinds: postgres)`,
+				`lifeboat.yaml:6: assets[0].kind: kind is required (known kinds: postgres, pg_dump, sqlite, files, git)`,
 			},
 		},
 		{
@@ -421,7 +455,7 @@ assets:
     block_size: 8kb
 `,
 			want: []string{
-				`lifeboat.yaml:7: assets[0].kind: unknown asset kind "mysql" (known kinds: postgres)`,
+				`lifeboat.yaml:7: assets[0].kind: unknown asset kind "mysql" (known kinds: postgres, pg_dump, sqlite, files, git)`,
 				`lifeboat.yaml:9: assets[0].block_size: block_size must be one of 8KiB, 16KiB, 32KiB, 64KiB, 128KiB`,
 				`lifeboat.yaml:12: assets[1].pgdata: pgdata "relative/main" must be an absolute path`,
 				`lifeboat.yaml:15: assets[1].block_size: invalid block_size "8kb": use one of 8KiB, 16KiB, 32KiB, 64KiB, 128KiB`,

@@ -108,9 +108,51 @@ type Asset struct {
 	// Retention says which snapshots and WAL expire keeps; the zero value
 	// keeps everything.
 	Retention Retention
+	// Schedule is when the daemon backs the asset up: a cron expression
+	// (five fields, or a descriptor such as @daily), optionally prefixed
+	// with CRON_TZ=<IANA zone>; "" when only run by hand.
+	Schedule string
+	// Hooks run before and after each backup of the asset.
+	Hooks Hooks
+
+	// Databases, Schemas, ExcludeSchemas and ExcludeTableData shape a
+	// pg_dump asset: the databases dumped (default: the DSN's), the
+	// schemas included or left out, and the tables whose definition is
+	// kept but whose rows are not (patterns as pg_dump takes them).
+	Databases        []string
+	Schemas          []string
+	ExcludeSchemas   []string
+	ExcludeTableData []string
+	// Globals says whether a pg_dump asset also keeps roles (without
+	// passwords) and tablespaces; true unless the policy says false.
+	Globals bool
+
+	// Path is the database file of a sqlite asset (absolute).
+	Path string
+	// Paths are the directories and files of a files asset (absolute),
+	// Exclude the glob patterns left out (matched against the base name
+	// and against the path below each root).
+	Paths   []string
+	Exclude []string
+	// Remotes are the repositories of a git asset (URLs or absolute
+	// paths); RemotesFile names a file listing more, one per line.
+	Remotes     []string
+	RemotesFile string
+
 	// Line is where the asset is declared; 0 when unknown.
 	Line int
 }
+
+// Hooks are commands run (through /bin/sh -c) around a backup: a failing
+// pre hook stops the run; the post hook runs whatever happened.
+type Hooks struct {
+	Pre     string
+	Post    string
+	Timeout Duration // for each hook; 0 means DefaultHookTimeout
+}
+
+// DefaultHookTimeout bounds a hook when the policy sets no timeout.
+const DefaultHookTimeout = 10 * time.Minute
 
 // Retention is an asset's retention as written in the policy; see
 // docs/retention.md for what each rule keeps.

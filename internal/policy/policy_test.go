@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -266,5 +267,69 @@ func TestDocsExample(t *testing.T) {
 	}
 	if len(p.Assets) == 0 || len(p.Repositories) == 0 {
 		t.Errorf("docs example parsed to %+v", p)
+	}
+}
+
+// TestParseAssetKinds reads the asset kinds of logical dumps, SQLite,
+// files and git in the shape the daemon issue gives.
+func TestParseAssetKinds(t *testing.T) {
+	src := `repositories:
+  - name: primary
+    url: file:///r
+    key_file: /k
+assets:
+  - name: nightly-dump
+    kind: pg_dump
+    dsn: "host=/var/run/postgresql dbname=dropapp user=postgres"
+    exclude_table_data: [pgboss.job, staff_sessions]
+    schedule: "CRON_TZ=Asia/Singapore 30 3 * * *"
+    retention: { keep_within: 90d }
+    hooks: { pre: "systemctl is-active postgresql", timeout: 30s }
+    repositories: [primary]
+  - name: staging-db
+    kind: sqlite
+    path: /app/data/drop.db
+    repositories: [primary]
+  - name: app-config
+    kind: files
+    paths: [/etc/drop, /srv/drop/config/]
+    exclude: ["*.tmp"]
+    repositories: [primary]
+  - name: source
+    kind: git
+    remotes: [https://git.example.com/drop/web.git, /srv/git/infra.git]
+    remotes_file: org-repos.txt
+    schedule: "0 2 * * *"
+    repositories: [primary]
+`
+	p, err := Parse([]byte(src), "/etc/lifeboat/lifeboat.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump, sqlite, files, git := p.Assets[0], p.Assets[1], p.Assets[2], p.Assets[3]
+	if !dump.Globals || fmt.Sprint(dump.ExcludeTableData) != "[pgboss.job staff_sessions]" || dump.Hooks.Pre == "" ||
+		dump.Hooks.Timeout.Std() != 30*time.Second || dump.Retention.KeepWithin.Std() != 90*24*time.Hour {
+		t.Errorf("pg_dump asset: %+v", dump)
+	}
+	if sqlite.Path != "/app/data/drop.db" || sqlite.Globals {
+		t.Errorf("sqlite asset: %+v", sqlite)
+	}
+	if fmt.Sprint(files.Paths) != "[/etc/drop /srv/drop/config]" || fmt.Sprint(files.Exclude) != "[*.tmp]" {
+		t.Errorf("files asset: %+v", files)
+	}
+	if len(git.Remotes) != 2 || git.RemotesFile != "/etc/lifeboat/org-repos.txt" {
+		t.Errorf("git asset: %+v", git)
+	}
+	// The schedule fires at 03:30 in Singapore, 19:30 UTC the day before.
+	s, err := ParseSchedule(dump.Schedule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := s.Next(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	if want := time.Date(2026, 11, 23, 19, 30, 0, 0, time.UTC); !next.Equal(want) {
+		t.Errorf("next run %v, want %v", next.UTC(), want)
+	}
+	if s, _ := ParseSchedule(git.Schedule); !s.Next(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)).Equal(time.Date(2026, 11, 24, 2, 0, 0, 0, time.UTC)) {
+		t.Error("a schedule without CRON_TZ is not read in UTC")
 	}
 }

@@ -48,7 +48,18 @@ func (e *FieldError) Error() string {
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
 // knownKinds lists the asset kinds the policy accepts.
-func knownKinds() []lifeboat.AssetKind { return []lifeboat.AssetKind{lifeboat.KindPostgres} }
+func knownKinds() []lifeboat.AssetKind {
+	return []lifeboat.AssetKind{lifeboat.KindPostgres, lifeboat.KindPGDump, lifeboat.KindSQLite, lifeboat.KindFiles, lifeboat.KindGit}
+}
+
+// kindKeys are the asset keys that belong to one kind only.
+var kindKeys = map[lifeboat.AssetKind][]string{
+	lifeboat.KindPostgres: {"pgdata", "block_size"},
+	lifeboat.KindPGDump:   {"databases", "schemas", "exclude_schemas", "exclude_table_data", "globals"},
+	lifeboat.KindSQLite:   {"path"},
+	lifeboat.KindFiles:    {"paths", "exclude"},
+	lifeboat.KindGit:      {"remotes", "remotes_file"},
+}
 
 // blockSizes are the accepted block sizes: powers of two from 8 KiB, the
 // PostgreSQL page size, to 128 KiB.
@@ -229,9 +240,21 @@ func (c *checker) assets() {
 			c.add(path+".kind", a.Line, "kind is required (known kinds: %s)", kindList())
 		case lifeboat.KindPostgres:
 			c.postgres(path, a)
+		case lifeboat.KindPGDump:
+			c.pgDump(path, a)
+		case lifeboat.KindSQLite:
+			c.absolutePath(path+".path", a.Line, "path", a.Path, "the database file of a sqlite asset")
+		case lifeboat.KindFiles:
+			c.files(path, a)
+		case lifeboat.KindGit:
+			if len(a.Remotes) == 0 && a.RemotesFile == "" {
+				c.add(path+".remotes", a.Line, "a git asset needs remotes (URLs or absolute paths) or a remotes_file")
+			}
 		default:
 			c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, kindList())
 		}
+		c.kindKeys(path, a)
+		c.schedule(path, a)
 		c.assetRepositories(path+".repositories", a)
 		c.retention(path+".retention", a)
 		if a.BlockSize != 0 && !slices.Contains(blockSizes(), a.BlockSize) {
@@ -249,6 +272,75 @@ func (c *checker) postgres(path string, a *Asset) {
 	}
 	if a.DSN == "" {
 		c.add(path+".dsn", a.Line, `dsn is required for a postgres asset, e.g. "host=/var/run/postgresql user=postgres dbname=postgres"`)
+	}
+}
+
+// kindKeys refuses keys of another kind than the asset's, which would
+// otherwise be ignored without a word.
+func (c *checker) kindKeys(path string, a *Asset) {
+	if !slices.Contains(knownKinds(), a.Kind) {
+		return
+	}
+	for kind, keys := range kindKeys {
+		if kind == a.Kind {
+			continue
+		}
+		for _, k := range keys {
+			if _, written := c.p.lines[path+"."+k]; written {
+				c.add(path+"."+k, a.Line, "%s is a key of %s assets, not of %s assets", k, kind, a.Kind)
+			}
+		}
+	}
+	if _, written := c.p.lines[path+".retention.pitr_window"]; written && a.Kind != lifeboat.KindPostgres {
+		c.add(path+".retention.pitr_window", a.Line, "pitr_window applies to postgres assets only (a %s asset has no WAL to replay)", a.Kind)
+	}
+}
+
+func (c *checker) absolutePath(path string, line int, key, value, what string) {
+	switch {
+	case value == "":
+		c.add(path, line, "%s is required: %s", key, what)
+	case !filepath.IsAbs(value):
+		c.add(path, line, "%s %q must be an absolute path", key, value)
+	}
+}
+
+func (c *checker) pgDump(path string, a *Asset) {
+	if a.DSN == "" {
+		c.add(path+".dsn", a.Line, `dsn is required for a pg_dump asset, e.g. "host=/var/run/postgresql user=postgres dbname=app"`)
+	}
+	for key, list := range map[string][]string{"databases": a.Databases, "schemas": a.Schemas,
+		"exclude_schemas": a.ExcludeSchemas, "exclude_table_data": a.ExcludeTableData} {
+		for j, v := range list {
+			if strings.TrimSpace(v) == "" {
+				c.add(itemPath(path+"."+key, j), a.Line, "empty name in %s", key)
+			}
+		}
+	}
+}
+
+func (c *checker) files(path string, a *Asset) {
+	if len(a.Paths) == 0 {
+		c.add(path+".paths", a.Line, "a files asset needs paths: the absolute directories and files to back up")
+	}
+	for j, p := range a.Paths {
+		c.absolutePath(itemPath(path+".paths", j), a.Line, "path", p, "a directory or file")
+	}
+	for j, pat := range a.Exclude {
+		if _, err := filepath.Match(pat, ""); err != nil || pat == "" {
+			c.add(itemPath(path+".exclude", j), a.Line, "invalid pattern %q: use shell globs such as *.tmp or cache/*", pat)
+		}
+	}
+}
+
+func (c *checker) schedule(path string, a *Asset) {
+	if a.Schedule != "" {
+		if _, err := ParseSchedule(a.Schedule); err != nil {
+			c.add(path+".schedule", a.Line, "%v", err)
+		}
+	}
+	if a.Hooks.Timeout < 0 {
+		c.add(path+".hooks.timeout", a.Line, "timeout must not be negative")
 	}
 }
 

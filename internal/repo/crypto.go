@@ -111,6 +111,17 @@ func newCrypter(k *masterKey) (*crypter, error) {
 	return c, nil
 }
 
+// chunkerSeed is the seed of the content-defined chunker's gear table:
+// derived from the blob-ID key, so copies (which share the key) cut the
+// same chunks, and chunk sizes reveal nothing without the key.
+func (c *crypter) chunkerSeed() []byte {
+	m := c.macs.Get().(hash.Hash)
+	defer c.macs.Put(m)
+	m.Reset()
+	m.Write([]byte("lifeboat/chunker/v1"))
+	return m.Sum(nil)
+}
+
 // encoder returns the zstd encoder, made on first use: wal-push never
 // needs one, and making it costs a short-lived process several
 // milliseconds of fresh memory.

@@ -143,6 +143,10 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	return &Repository{be: be, mk: mk, crypt: c, cfg: cfg, log: log, Clock: time.Now}, nil
 }
 
+// ChunkerSeed seeds the content-defined chunker of streams stored in this
+// repository (and its copies).
+func (r *Repository) ChunkerSeed() []byte { return r.crypt.chunkerSeed() }
+
 // Config returns the repository configuration.
 func (r *Repository) Config() Config { return r.cfg }
 

@@ -21,8 +21,9 @@ import (
 
 // RestoreOptions shape RestoreTree.
 type RestoreOptions struct {
-	// Target maps a tree path to the absolute path it is written to; nil
-	// writes everything below Dir.
+	// Target maps a tree path to the absolute path it is written to, or
+	// to "" to leave the node out (restoring part of a tree); nil writes
+	// everything below Dir.
 	Target func(treePath string) string
 	Dir    string
 	// UID and GID, when >= 0, own every restored file instead of the
@@ -76,6 +77,9 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	var dirs []*Node
 	err := r.WalkTree(ctx, idx, treeIDs, func(n *Node) error {
 		dst := target(n.Path)
+		if dst == "" {
+			return nil
+		}
 		switch n.Type {
 		case NodeDir:
 			if err := os.MkdirAll(dst, 0o700); err != nil {

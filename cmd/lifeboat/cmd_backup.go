@@ -9,7 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
 type backupOptions struct {
@@ -54,7 +56,8 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 	if err != nil {
 		return err
 	}
-	if a.Kind != lifeboat.KindPostgres {
+	backup := kindBackups[a.Kind]
+	if a.Kind != lifeboat.KindPostgres && backup == nil {
 		return usagef("asset %s: backup of kind %s is not supported yet", a.Name, a.Kind)
 	}
 	rps, err := p.AssetRepositories(a)
@@ -65,27 +68,14 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 	if err != nil {
 		return err
 	}
-	bar := newProgressLine(g)
-	defer bar.done()
-	snap, err := postgres.Backup(ctx, r, postgres.BackupOptions{
-		Asset: a.Name, PGData: a.PGData, DSN: a.DSN, Full: o.full, Workers: o.workers,
-		BlockSize: a.BlockSize, LockWait: o.lockWait, Log: g.log,
-		Progress: func(pr postgres.BackupProgress) {
-			bar.set(fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
-				humanBytes(pr.BytesRead), humanBytes(pr.BytesTotal), humanBytes(pr.BytesNew)))
-		},
-	})
-	bar.done()
+	var snap *repo.Snapshot
+	if a.Kind == lifeboat.KindPostgres {
+		snap, err = g.backupPostgres(ctx, a, r, o)
+	} else if snap, err = backup(ctx, g, a, r, o); err == nil {
+		g.printSnapshot(a, snap)
+	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", a.Name, err)
-	}
-	info, _ := postgres.Info(snap)
-	st := snap.Stats
-	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
-		snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
-		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
-	if info.ChecksumFailures > 0 {
-		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
 	}
 	if o.noCopy || len(rps) == 1 {
 		return nil
@@ -99,6 +89,32 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 		}
 	}
 	return nil
+}
+
+func (g *globalOptions) backupPostgres(ctx context.Context, a *policy.Asset, r *repo.Repository, o backupOptions) (*repo.Snapshot, error) {
+	bar := newProgressLine(g)
+	defer bar.done()
+	snap, err := postgres.Backup(ctx, r, postgres.BackupOptions{
+		Asset: a.Name, PGData: a.PGData, DSN: a.DSN, Full: o.full, Workers: o.workers,
+		BlockSize: a.BlockSize, LockWait: o.lockWait, Log: g.log,
+		Progress: func(pr postgres.BackupProgress) {
+			bar.set(fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
+				humanBytes(pr.BytesRead), humanBytes(pr.BytesTotal), humanBytes(pr.BytesNew)))
+		},
+	})
+	bar.done()
+	if err != nil {
+		return nil, err
+	}
+	info, _ := postgres.Info(snap)
+	st := snap.Stats
+	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
+		snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
+	if info.ChecksumFailures > 0 {
+		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
+	}
+	return snap, nil
 }
 
 // progressLine redraws one status line on a terminal and prints nothing

@@ -29,6 +29,8 @@ type restoreOptions struct {
 	archiveOff  bool
 	owner       string
 	repository  string
+	toDSN       string // pg_dump assets: restore into this database through pg_restore
+	path        string // files assets: restore only this path of the tree
 }
 
 func newRestoreCommand(g *globalOptions) *cobra.Command {
@@ -64,6 +66,8 @@ A time needs a zone: "2026-11-23 03:00:00+08", "2026-11-22T19:00:00Z".`,
 	f.BoolVar(&o.archiveOff, "archive-off", false, "turn WAL archiving off in the restored cluster (for copies that must not archive into this asset)")
 	f.StringVar(&o.owner, "owner", "", "OS user to own the restored files (default: the recorded owners)")
 	f.StringVar(&o.repository, "repository", "", "restore from this repository of the asset (a copy) instead of the primary")
+	f.StringVar(&o.toDSN, "to-dsn", "", "pg_dump assets: restore into this database (libpq connection string) with pg_restore")
+	f.StringVar(&o.path, "path", "", "files assets: restore only this file or directory (a path as backed up)")
 	return cmd
 }
 
@@ -129,19 +133,34 @@ func parseTime(s string) (time.Time, error) {
 }
 
 func runRestore(ctx context.Context, g *globalOptions, o restoreOptions) error {
+	p, a, err := g.asset(o.asset)
+	if err != nil {
+		return err
+	}
+	if a.Kind != lifeboat.KindPostgres {
+		restore := kindRestores[a.Kind]
+		if restore == nil {
+			return usagef("asset %s: restore of kind %s is not supported yet", a.Name, a.Kind)
+		}
+		r, err := g.assetRepository(ctx, p, a, o.repository)
+		if err != nil {
+			return err
+		}
+		s, err := pickSnapshot(ctx, r, a.Name, o.snapshot)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", a.Name, err)
+		}
+		if err := restore(ctx, g, a, r, s, o); err != nil {
+			return fmt.Errorf("restore %s: %w", a.Name, err)
+		}
+		return nil
+	}
 	if o.to == "" {
 		return usagef("restore needs --to DIR")
 	}
 	target, err := parseTarget(o)
 	if err != nil {
 		return err
-	}
-	p, a, err := g.asset(o.asset)
-	if err != nil {
-		return err
-	}
-	if a.Kind != lifeboat.KindPostgres {
-		return usagef("asset %s: restore of kind %s is not supported yet", a.Name, a.Kind)
 	}
 	dir, err := filepath.Abs(o.to)
 	if err != nil {

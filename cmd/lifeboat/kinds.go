@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// The asset kinds beyond PostgreSQL clusters plug in here: each kind's
+// file registers its backup and restore in an init function, so that the
+// commands stay one switch away from every kind.
+
+// kindBackupFunc backs up asset a into r and returns the recorded
+// snapshot; it records nothing when it fails.
+type kindBackupFunc func(ctx context.Context, g *globalOptions, a *policy.Asset, r *repo.Repository, o backupOptions) (*repo.Snapshot, error)
+
+// kindRestoreFunc restores snapshot s of asset a from r as o asks, and
+// prints what it did.
+type kindRestoreFunc func(ctx context.Context, g *globalOptions, a *policy.Asset, r *repo.Repository, s *repo.Snapshot, o restoreOptions) error
+
+var (
+	kindBackups  = map[lifeboat.AssetKind]kindBackupFunc{}
+	kindRestores = map[lifeboat.AssetKind]kindRestoreFunc{}
+)
+
+// printSnapshot is the line a backup of any kind ends with.
+func (g *globalOptions) printSnapshot(a *policy.Asset, snap *repo.Snapshot) {
+	st := snap.Stats
+	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s\n",
+		snap.ID.Short(), a.Name, a.Kind, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond))
+}
+
+// pickSnapshot is the snapshot of the asset a restore starts from: the one
+// named (an ID or a unique prefix), else the newest.
+func pickSnapshot(ctx context.Context, r *repo.Repository, asset, id string) (*repo.Snapshot, error) {
+	if id != "" {
+		s, err := r.FindSnapshot(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s.Asset != asset {
+			return nil, usagef("snapshot %s belongs to asset %s, not %s", s.ID.Short(), s.Asset, asset)
+		}
+		return s, nil
+	}
+	snaps, err := r.Snapshots(ctx, asset)
+	if err != nil {
+		return nil, err
+	}
+	if len(snaps) == 0 {
+		return nil, fmt.Errorf("asset %s has no snapshot in this repository", asset)
+	}
+	newest := snaps[0]
+	for _, s := range snaps[1:] {
+		if s.EndTime.After(newest.EndTime) {
+			newest = s
+		}
+	}
+	return newest, nil
+}

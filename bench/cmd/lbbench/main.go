@@ -63,6 +63,7 @@ type config struct {
 	keepRestore    bool
 	storage        string // storageFS or storageS3
 	minio          string // MinIO binary, for -storage s3
+	copy           bool   // Lifeboat also archives to a copy repository; measure its lag
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.keepRestore, "keep-restore", false, "keep the restored data directories")
 	fs.StringVar(&cfg.storage, "storage", storageFS, "where the repositories live: fs (directories in the bench root) or s3 (MinIO on 127.0.0.1 over TLS)")
 	fs.StringVar(&cfg.minio, "minio", "/usr/local/lib/lifeboat/minio", "MinIO server binary for -storage s3 (scripts/install-minio.sh builds it)")
+	fs.BoolVar(&cfg.copy, "copy", false, "give Lifeboat a copy repository (dr) and measure how far it lags the primary under pgbench")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -273,7 +275,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer h.minio.stop()
-		h.logf("MinIO %s at %s, buckets %s", h.minio.Version, h.minio.Endpoint, strings.Join(cfg.tools, ", "))
+		h.logf("MinIO %s at %s, buckets %s", h.minio.Version, h.minio.Endpoint, strings.Join(h.buckets(), ", "))
 	}
 	res.Storage = h.storageInfo()
 

@@ -65,8 +65,9 @@ type toolResult struct {
 	Pgbench        pgbenchResult  `json:"pgbench"`
 	WindowWALBytes int64          `json:"window_wal_bytes"` // repository growth while pgbench ran and the archiver drained
 	Archiver       archiverResult `json:"archiver"`
-	WALPush        walPushStats   `json:"wal_push_window"` // pushes started during pgbench or its drain
-	WALPushAll     walPushStats   `json:"wal_push_phase"`  // every push of the phase
+	WALPush        walPushStats   `json:"wal_push_window"`    // pushes started during pgbench or its drain
+	WALPushAll     walPushStats   `json:"wal_push_phase"`     // every push of the phase
+	Copy           *copyLagResult `json:"copy_lag,omitempty"` // Lifeboat with -copy
 	Incr           stepResult     `json:"incremental_backup"`
 	Restore        stepResult     `json:"restore"`
 	Verify         verifyResult   `json:"verify"`
@@ -99,8 +100,11 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 			return res
 		}
 	}
-	if t.bucket != "" {
-		if err := h.minio.emptyBucket(ctx, t.bucket); err != nil {
+	for _, b := range []string{t.bucket, t.copyBucket} {
+		if b == "" {
+			continue
+		}
+		if err := h.minio.emptyBucket(ctx, b); err != nil {
 			res.Error = err.Error()
 			return res
 		}
@@ -135,7 +139,7 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 
 	windowStart := time.Now()
 	repoBefore := h.repoBytes(ctx, t)
-	res.Pgbench, res.Archiver = h.workload(ctx, run, t)
+	res.Pgbench, res.Archiver, res.Copy = h.workload(ctx, run, t)
 	windowEnd := time.Now()
 	repoAfter := h.repoBytes(ctx, t)
 	res.WindowWALBytes = repoAfter - repoBefore
@@ -251,11 +255,15 @@ var (
 	txRe  = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
 )
 
-// workload runs pgbench while sampling the archiver, then waits for the
-// archiver to catch up.
-func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchResult, archiverResult) {
+// workload runs pgbench while sampling the archiver (and the copy's lag when
+// the tool has a copy), then waits for the archiver and the copy to catch up.
+func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchResult, archiverResult, *copyLagResult) {
 	pr := pgbenchResult{Ran: true, Seconds: h.cfg.pgbenchSeconds, Clients: h.cfg.pgbenchClients}
 	var ar archiverResult
+	var cs *copySampler
+	if len(t.copyStatus) > 0 {
+		cs = h.startCopySampler(ctx, run, t)
+	}
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -299,6 +307,10 @@ func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchRes
 	if st, err := h.cl.archiver(ctx, h.segSize); err == nil {
 		ar.AtEnd = st
 	}
+	var cr *copyLagResult
+	if cs != nil {
+		cr = cs.finish()
+	}
 	wait, ok := h.cl.waitArchived(ctx, h.cfg.drainTimeout)
 	ar.DrainSeconds, ar.Drained = wait.Seconds(), ok
 	if st, err := h.cl.archiver(ctx, h.segSize); err == nil {
@@ -306,7 +318,12 @@ func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchRes
 	}
 	h.logf("run %d: %s pgbench %.0f tps; archiver lag at end %d segments (%d .ready), drained in %.1f s (ok=%v)",
 		run, t.name, pr.TPS, ar.AtEnd.LagSegments, ar.AtEnd.ReadyFiles, ar.DrainSeconds, ar.Drained)
-	return pr, ar
+	if cr != nil {
+		h.catchUp(ctx, run, t, cr, h.cfg.drainTimeout)
+		h.logf("run %d: %s copy lag max %d WAL files (median %g, max age %.1f s) over %d samples (%d failed); caught up %.1f s after the archiver (ok=%v)",
+			run, t.name, cr.MaxWALFiles, cr.MedianWALFiles, cr.MaxWALSeconds, cr.Samples, cr.FailedSamples, cr.CatchUpSeconds, cr.CaughtUp)
+	}
+	return pr, ar, cr
 }
 
 // verify starts the restored cluster on its own port, with archiving off so

@@ -30,6 +30,7 @@ func (c config) summary() map[string]string {
 		"drop_caches": strconv.FormatBool(c.dropCaches), "pgbench_seconds": strconv.Itoa(c.pgbenchSeconds),
 		"pgbench_clients": strconv.Itoa(c.pgbenchClients), "pgbench_rate": strconv.Itoa(c.pgbenchRate), "process_max": strconv.Itoa(c.processMax),
 		"verify_restore": strconv.FormatBool(c.verifyRestore), "user": c.user, "storage": c.storage,
+		"copy": strconv.FormatBool(c.copy),
 	}
 }
 
@@ -122,7 +123,11 @@ func summarise(runs []toolResult, storage string) []ratioLine {
 	} else {
 		l.Text = "peak RSS lifeboat backup: n/a (target <= 256) NOT MEASURED"
 	}
-	return append(out, l)
+	out = append(out, l)
+	if l, ok := copyLagLine(runs); ok {
+		out = append(out, l)
+	}
+	return out
 }
 
 func medianOf(runs []toolResult, tool string, get func(toolResult) (float64, bool)) (float64, bool) {
@@ -258,6 +263,18 @@ func printReport(w io.Writer, r *results) {
 			s.Segments, s.MedianMS, s.P99MS, s.MaxMS, s.Failures)
 		fmt.Fprintf(w, "  archiver: lag at pgbench end %d segments (%d .ready), max during window %d segments / %d .ready, drained in %.1f s%s\n",
 			a.AtEnd.LagSegments, a.AtEnd.ReadyFiles, a.MaxLagSegments, a.MaxReadyFiles, a.DrainSeconds, map[bool]string{false: " (NOT drained)", true: ""}[a.Drained])
+		if c := t.Copy; c != nil {
+			fmt.Fprintf(w, "  copy %s (%s): %d status samples (%d failed), one call %.0f ms median; max %d WAL files missing, max %d queued; %d missing / %d queued when the archiver drained; %s\n",
+				c.Repository, c.Location, c.Samples, c.FailedSamples, c.StatusMedianMS, c.MaxWALFiles, c.MaxQueueEntries,
+				c.AtDrain.WALFiles, c.AtDrain.QueueEntries, map[bool]string{true: fmt.Sprintf("caught up %.1f s later", c.CatchUpSeconds),
+					false: fmt.Sprintf("NOT caught up after %.1f s", c.CatchUpSeconds)}[c.CaughtUp])
+			if c.LastSampleError != "" {
+				fmt.Fprintf(w, "  copy status: last failed sample: %s\n", c.LastSampleError)
+			}
+			if c.QueueLastError != "" {
+				fmt.Fprintf(w, "  copy queue last error: %s\n", c.QueueLastError)
+			}
+		}
 		if !p.OK {
 			fmt.Fprintf(w, "  pgbench FAILED: %s\n", p.Error)
 		}

@@ -192,10 +192,10 @@ func (h *harness) startMinIO(ctx context.Context) (*minioServer, error) {
 		m.stop()
 		return nil, fmt.Errorf("MinIO on %s: %w\nlast %d lines of %s:\n%s", m.Endpoint, err, minioLogTail, m.LogPath, tailFile(m.LogPath, minioLogTail))
 	}
-	for _, tool := range h.cfg.tools {
-		if _, err := m.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucketFor(tool))}); err != nil {
+	for _, b := range h.buckets() {
+		if _, err := m.client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b)}); err != nil {
 			m.stop()
-			return nil, fmt.Errorf("MinIO: create bucket %s: %w", bucketFor(tool), err)
+			return nil, fmt.Errorf("MinIO: create bucket %s: %w", b, err)
 		}
 	}
 	return m, nil
@@ -203,6 +203,24 @@ func (h *harness) startMinIO(ctx context.Context) (*minioServer, error) {
 
 // bucketFor names a tool's bucket: the tool's own name.
 func bucketFor(tool string) string { return tool }
+
+// lifeboatCopyBucket holds Lifeboat's copy repository with -copy -storage s3:
+// a second bucket on the same MinIO, as a second region would be a second
+// bucket on another endpoint.
+const lifeboatCopyBucket = "lifeboat-dr"
+
+// buckets are the buckets MinIO needs: one per selected tool, and Lifeboat's
+// copy with -copy.
+func (h *harness) buckets() []string {
+	var out []string
+	for _, tool := range h.cfg.tools {
+		out = append(out, bucketFor(tool))
+		if tool == toolLifeboat && h.cfg.copy {
+			out = append(out, lifeboatCopyBucket)
+		}
+	}
+	return out
+}
 
 // waitReady polls the readiness probe over TLS (which also proves the CA
 // works), then waits until a signed ListBuckets succeeds: MinIO can answer the
@@ -306,9 +324,9 @@ func (m *minioServer) emptyBucket(ctx context.Context, bucket string) error {
 	}
 }
 
-// lifeboatURL is the repository url of the Lifeboat policy for MinIO.
-func (m *minioServer) lifeboatURL() string {
-	return fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", bucketFor(toolLifeboat), lifeboatPrefix, m.Endpoint, minioRegion)
+// lifeboatURL is the url of a Lifeboat repository in bucket for the policy.
+func (m *minioServer) lifeboatURL(bucket string) string {
+	return fmt.Sprintf("s3://%s/%s?endpoint=%s&region=%s&path_style=true", bucket, lifeboatPrefix, m.Endpoint, minioRegion)
 }
 
 // storageInfo says where the repositories were, for the report.

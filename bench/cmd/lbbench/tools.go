@@ -34,6 +34,12 @@ type toolSpec struct {
 	restore   func(dir string) []string
 	push      []string // archive_command words; the segment path is appended
 	restoreTo string   // directory the measured restore writes into
+	// copyBucket is the copy repository's bucket, emptied before the phase
+	// (Lifeboat with -copy -storage s3).
+	copyBucket string
+	// copyStatus prints the copy's lag as JSON (Lifeboat with -copy); the
+	// workload samples it.
+	copyStatus []string
 }
 
 func (h *harness) pgbackrestSpec() toolSpec {
@@ -123,8 +129,9 @@ func (h *harness) lifeboatSpec() toolSpec {
 	with := func(args ...string) []string { return append([]string{"-c", policy}, args...) }
 	home := filepath.Join(root, "home") // any cache Lifeboat keeps under $HOME starts cold too
 	wipe := []string{filepath.Join(root, "lb.key"), home}
-	var repoDir, bucket string
-	var env []string
+	mkdirs := []string{home}
+	var repoDir, bucket, copyBucket string
+	var env, noCopy, copyStatus []string
 	if h.minio != nil {
 		bucket = bucketFor(toolLifeboat)
 		// Go reads the trusted roots from SSL_CERT_FILE on Linux. The
@@ -135,6 +142,24 @@ func (h *harness) lifeboatSpec() toolSpec {
 		repoDir = filepath.Join(root, "lb-repo")
 		wipe = append([]string{repoDir}, wipe...)
 	}
+	if h.cfg.copy {
+		// The copy's key and its host state (the WAL queue) start from
+		// nothing like the primary; the state directory must exist and
+		// belong to the bench user, who runs archive_command.
+		state := filepath.Join(root, "lb-state")
+		wipe = append(wipe, filepath.Join(root, "lb-copy.key"), state)
+		mkdirs = append(mkdirs, state)
+		if h.minio != nil {
+			copyBucket = lifeboatCopyBucket
+		} else {
+			wipe = append(wipe, filepath.Join(root, "lb-copy"))
+		}
+		// The backups leave the copy alone so their wall time compares with
+		// pgBackRest's, which writes one repository; WAL still reaches the
+		// copy through wal-push's queue, which is what is measured.
+		noCopy = []string{"--no-copy"}
+		copyStatus = with("status", stanza, "--json")
+	}
 	return toolSpec{
 		name:    toolLifeboat,
 		bin:     bin,
@@ -142,38 +167,56 @@ func (h *harness) lifeboatSpec() toolSpec {
 		bucket:  bucket,
 		env:     env,
 		wipe:    wipe,
-		mkdirs:  []string{home},
+		mkdirs:  mkdirs,
 		version: []string{"version"},
 		init:    with("repo", "init"),
-		full:    with("backup", stanza, "--full"),
-		incr:    with("backup", stanza),
+		full:    append(with("backup", stanza, "--full"), noCopy...),
+		incr:    append(with("backup", stanza), noCopy...),
 		restore: func(dir string) []string {
 			return with("restore", stanza, "--to", dir)
 		},
-		push:      append([]string{bin}, with("wal-push", stanza)...),
-		restoreTo: filepath.Join(root, "restore-lifeboat"),
+		push:       append([]string{bin}, with("wal-push", stanza)...),
+		restoreTo:  filepath.Join(root, "restore-lifeboat"),
+		copyBucket: copyBucket,
+		copyStatus: copyStatus,
 	}
 }
 
-// lifeboatPolicy renders the policy file of the CLI contract.
+// lifeboatCopyRepo names the copy repository of the -copy policy.
+const lifeboatCopyRepo = "dr"
+
+// lifeboatPolicy renders the policy file of the CLI contract. With -copy the
+// asset also lists a copy repository with its own key, in a second directory
+// or (with -storage s3) a second bucket on the same MinIO.
 func (h *harness) lifeboatPolicy() string {
 	root := h.cfg.root
-	repo := "url: file://" + filepath.Join(root, "lb-repo")
-	if m := h.minio; m != nil {
-		repo = fmt.Sprintf("url: %q\n    access_key: %q\n    secret_key: %q", m.lifeboatURL(), m.AccessKey, m.SecretKey)
+	location := func(dir, bucket string) string {
+		if m := h.minio; m != nil {
+			return fmt.Sprintf("url: %q\n    access_key: %q\n    secret_key: %q", m.lifeboatURL(bucket), m.AccessKey, m.SecretKey)
+		}
+		return "url: file://" + filepath.Join(root, dir)
+	}
+	var head, copyRepo string
+	repos := "[primary]"
+	if h.cfg.copy {
+		head = "state_dir: " + filepath.Join(root, "lb-state") + "\n"
+		copyRepo = fmt.Sprintf("  - name: %s\n    %s\n    key_file: %s\n",
+			lifeboatCopyRepo, location("lb-copy", lifeboatCopyBucket), filepath.Join(root, "lb-copy.key"))
+		repos = "[primary, " + lifeboatCopyRepo + "]"
 	}
 	return fmt.Sprintf(`# written by lbbench; every run overwrites it
-repositories:
+%srepositories:
   - name: primary
     %s
     key_file: %s
-assets:
+%sassets:
   - name: %s
     kind: postgres
     pgdata: %s
     dsn: "host=%s port=%d user=postgres dbname=postgres"
-    repositories: [primary]
-`, repo, filepath.Join(root, "lb.key"), stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port)
+    repositories: %s
+`, head, location("lb-repo", bucketFor(toolLifeboat)), filepath.Join(root, "lb.key"), copyRepo,
+		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port, repos)
 }
 
 // walPushWrapper renders the archive_command script that times each push.

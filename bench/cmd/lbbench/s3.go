@@ -3,17 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/lifeboat-dr/lifeboat/internal/tlscert"
 )
 
 // Storage kinds of the -storage flag.
@@ -97,7 +93,7 @@ func (h *harness) startMinIO(ctx context.Context) (*minioServer, error) {
 			return nil, err
 		}
 	}
-	certs, err := newBenchCerts(time.Now())
+	certs, err := tlscert.NewLoopback(time.Now(), "lbbench")
 	if err != nil {
 		return nil, err
 	}
@@ -346,83 +342,6 @@ func (h *harness) storageInfo() storageInfo {
 		st.Endpoint, st.MinIOVersion = h.minio.Endpoint, h.minio.Version
 	}
 	return st
-}
-
-// benchCerts is a throwaway CA and the server certificate it signed for
-// 127.0.0.1, ::1 and localhost, PEM-encoded. Its key never leaves the bench root.
-type benchCerts struct {
-	CA   []byte // CA certificate, what the clients trust
-	Cert []byte // server certificate (MinIO's public.crt)
-	Key  []byte // server key, PKCS #8 (MinIO's private.key)
-}
-
-// newBenchCerts makes a CA and a server certificate valid from an hour
-// before now (clock skew) for 30 days, longer than any bench run.
-func newBenchCerts(now time.Time) (benchCerts, error) {
-	var c benchCerts
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return c, fmt.Errorf("generate CA key: %w", err)
-	}
-	serverKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return c, fmt.Errorf("generate server key: %w", err)
-	}
-	serial := func() (*big.Int, error) { return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127)) }
-	caSerial, err := serial()
-	if err != nil {
-		return c, fmt.Errorf("CA serial: %w", err)
-	}
-	serverSerial, err := serial()
-	if err != nil {
-		return c, fmt.Errorf("server serial: %w", err)
-	}
-	notBefore, notAfter := now.Add(-time.Hour), now.Add(30*24*time.Hour)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          caSerial,
-		Subject:               pkix.Name{CommonName: "lbbench throwaway CA", Organization: []string{"lbbench"}},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		MaxPathLenZero:        true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return c, fmt.Errorf("sign CA certificate: %w", err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return c, fmt.Errorf("parse CA certificate: %w", err)
-	}
-	serverTmpl := &x509.Certificate{
-		SerialNumber: serverSerial,
-		Subject:      pkix.Name{CommonName: "127.0.0.1", Organization: []string{"lbbench"}},
-		NotBefore:    notBefore,
-		NotAfter:     notAfter,
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		// "127.0.0.1" as a DNS name too: pgBackRest 2.45 matches the host it
-		// dials only against DNS names (and the CN when there are none), so
-		// the IP address entry alone fails its check ("unable to find hostname
-		// '127.0.0.1' in certificate common name or subject alternative
-		// names"). Go and OpenSSL match an IP host against the IP entries.
-		DNSNames:    []string{"localhost", "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	serverDER, err := x509.CreateCertificate(rand.Reader, serverTmpl, caCert, &serverKey.PublicKey, caKey)
-	if err != nil {
-		return c, fmt.Errorf("sign server certificate: %w", err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(serverKey)
-	if err != nil {
-		return c, fmt.Errorf("encode server key: %w", err)
-	}
-	c.CA = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	c.Cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: serverDER})
-	c.Key = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	return c, nil
 }
 
 func firstLine(s string) string {

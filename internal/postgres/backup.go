@@ -292,7 +292,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	stop, err := StopBackup(stopCtx, conn, true)
 	if err != nil {
 		b.w.Abort()
-		if stopCtx.Err() != nil {
+		if ctx.Err() == nil && stopCtx.Err() != nil {
 			return nil, fmt.Errorf("the last WAL segment of the backup was not archived within %s; check archive_command and the server log: %w", b.opts.ArchiveTimeout, ErrArchiving)
 		}
 		return nil, err

@@ -20,6 +20,7 @@ type backupOptions struct {
 	workers  int
 	lockWait time.Duration
 	noCopy   bool
+	json     bool
 }
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
@@ -48,6 +49,7 @@ error says the snapshot is stored in the primary; lifeboat copy retries.`,
 	cmd.Flags().IntVar(&o.workers, "workers", 0, "parallel readers (default: all cores)")
 	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another backup of the asset to finish (default: refuse at once)")
 	cmd.Flags().BoolVar(&o.noCopy, "no-copy", false, "leave the copy repositories for a later lifeboat copy")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print the snapshot as one line of JSON (as snapshots --json lists it) instead of the summary")
 	return cmd
 }
 
@@ -71,11 +73,18 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 	var snap *repo.Snapshot
 	if a.Kind == lifeboat.KindPostgres {
 		snap, err = g.backupPostgres(ctx, a, r, o)
-	} else if snap, err = backup(ctx, g, a, r, o); err == nil {
+	} else if snap, err = backup(ctx, g, a, r, o); err == nil && !o.json {
 		g.printSnapshot(a, snap)
 	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", a.Name, err)
+	}
+	// Printed before the copies: a run whose copy fails still names the
+	// snapshot the primary holds.
+	if o.json {
+		if err := g.printSnapshotJSON(rps[0].Name, snap); err != nil {
+			return err
+		}
 	}
 	if o.noCopy || len(rps) == 1 {
 		return nil
@@ -108,9 +117,11 @@ func (g *globalOptions) backupPostgres(ctx context.Context, a *policy.Asset, r *
 	}
 	info, _ := postgres.Info(snap)
 	st := snap.Stats
-	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
-		snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
-		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
+	if !o.json {
+		fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
+			snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+			humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
+	}
 	if info.ChecksumFailures > 0 {
 		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
 	}

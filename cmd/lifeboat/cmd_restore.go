@@ -30,6 +30,9 @@ type restoreOptions struct {
 	owner       string
 	repository  string
 	toDSN       string // pg_dump assets: restore into this database through pg_restore
+	database    string // pg_dump assets: which dumped database to restore
+	globals     bool   // pg_dump assets: restore roles and tablespaces first
+	noOwner     bool   // pg_dump assets: pg_restore --no-owner
 	path        string // files assets: restore only this path of the tree
 }
 
@@ -67,7 +70,10 @@ A time needs a zone: "2026-11-23 03:00:00+08", "2026-11-22T19:00:00Z".`,
 	f.StringVar(&o.owner, "owner", "", "OS user to own the restored files (default: the recorded owners)")
 	f.StringVar(&o.repository, "repository", "", "restore from this repository of the asset (a copy) instead of the primary")
 	f.StringVar(&o.toDSN, "to-dsn", "", "pg_dump assets: restore into this database (libpq connection string) with pg_restore")
-	f.StringVar(&o.path, "path", "", "files assets: restore only this file or directory (a path as backed up)")
+	f.StringVar(&o.path, "path", "", "files assets: restore only this file or directory (a path as backed up); git assets: only NAME.git")
+	f.StringVar(&o.database, "database", "", "pg_dump assets: the dumped database to restore, when the snapshot holds several")
+	f.BoolVar(&o.globals, "globals", false, "pg_dump assets: restore roles and tablespaces (pg_dumpall --globals-only) first")
+	f.BoolVar(&o.noOwner, "no-owner", false, "pg_dump assets: leave objects owned by the restoring role (pg_restore --no-owner)")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -55,6 +56,7 @@ type snapshotRow struct {
 	BytesRead   int64     `json:"bytes_read"`
 	BytesNew    int64     `json:"bytes_new"`
 	BytesStored int64     `json:"bytes_stored"`
+	Name        string    `json:"name,omitempty"` // a logical dump's <asset>_<YYYY-MM-DD>
 }
 
 func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) error {
@@ -96,11 +98,11 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tASSET\tTYPE\tSTOP TIME\tSTOP LSN\tTLI\tSIZE\tNEW\tSTORED\tDURATION")
+	fmt.Fprintln(tw, "ID\tASSET\tTYPE\tSTOP TIME\tSTOP LSN\tTLI\tSIZE\tNEW\tSTORED\tDURATION\tNAME")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.ID[:8], r.Asset, r.Type,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.ID[:8], r.Asset, r.Type,
 			r.StopTime.Local().Format("2006-01-02 15:04:05"), r.StopLSN, r.Timeline, humanBytes(r.BytesTotal),
-			humanBytes(r.BytesNew), humanBytes(r.BytesStored), r.StopTime.Sub(r.StartTime).Round(time.Second))
+			humanBytes(r.BytesNew), humanBytes(r.BytesStored), r.StopTime.Sub(r.StartTime).Round(time.Second), r.Name)
 	}
 	return tw.Flush()
 }
@@ -112,6 +114,7 @@ func rowFor(repoName string, s *repo.Snapshot) snapshotRow {
 	if s.Parent != nil {
 		row.Parent = s.Parent.String()
 	}
+	row.Name = pgdump.DumpName(s)
 	if info, err := postgres.Info(s); err == nil {
 		row.StartLSN, row.StopLSN, row.Timeline = info.StartLSN.String(), info.StopLSN.String(), info.Timeline
 		row.StopTime = info.StopTime

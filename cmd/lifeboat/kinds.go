@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -33,6 +34,12 @@ func (g *globalOptions) printSnapshot(a *policy.Asset, snap *repo.Snapshot) {
 	fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s\n",
 		snap.ID.Short(), a.Name, a.Kind, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
 		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond))
+}
+
+// printSnapshotJSON is what backup --json prints instead: the snapshot as
+// snapshots --json lists it, on one line, for the daemon and scripts.
+func (g *globalOptions) printSnapshotJSON(repository string, snap *repo.Snapshot) error {
+	return json.NewEncoder(g.stdout).Encode(rowFor(repository, snap))
 }
 
 // pickSnapshot is the snapshot of the asset a restore starts from: the one

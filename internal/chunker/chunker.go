@@ -101,6 +101,12 @@ func New(t *Table, r io.Reader) *Chunker {
 	return &Chunker{t: t, r: r, buf: make([]byte, 4*Max)}
 }
 
+// Reset makes c a chunker of r, reusing its buffer: a tree of many small
+// files then costs no fresh buffer per file.
+func (c *Chunker) Reset(r io.Reader) {
+	*c = Chunker{t: c.t, r: r, buf: c.buf}
+}
+
 // Next returns the next chunk, valid until the next call, or io.EOF after
 // the last.
 func (c *Chunker) Next() ([]byte, error) {

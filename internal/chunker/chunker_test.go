@@ -99,3 +99,27 @@ func TestEmptyAndShort(t *testing.T) {
 		t.Fatalf("short stream gave %d chunks", len(cs))
 	}
 }
+
+func TestResetCutsLikeNew(t *testing.T) {
+	tab := NewTable([]byte("seed"))
+	a, b := random(1<<20, 4), random(300<<10, 5)
+	c := New(tab, bytes.NewReader(a))
+	for {
+		if _, err := c.Next(); err != nil {
+			break
+		}
+	}
+	c.Reset(bytes.NewReader(b))
+	var got [][]byte
+	for {
+		ch, err := c.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, bytes.Clone(ch))
+	}
+	want := chunks(t, tab, b, bytes.NewReader(b))
+	if len(got) != len(want) || !bytes.Equal(bytes.Join(got, nil), b) {
+		t.Fatalf("after Reset: %d chunks, a fresh chunker cuts %d", len(got), len(want))
+	}
+}

@@ -36,17 +36,19 @@ type Options struct {
 
 // Session writes one snapshot.
 type Session struct {
-	r      *repo.Repository
-	opts   Options
-	lock   *repo.Lock
-	view   *repo.WriteView
-	w      *repo.Writer
-	sink   *repo.Sink
-	tw     *repo.TreeWriter
-	table  *chunker.Table
-	start  time.Time
-	stats  repo.SnapshotStats
-	closed bool
+	r     *repo.Repository
+	opts  Options
+	lock  *repo.Lock
+	view  *repo.WriteView
+	w     *repo.Writer
+	sink  *repo.Sink
+	tw    *repo.TreeWriter
+	table *chunker.Table
+	// chunker is reused from file to file; Add is not called concurrently.
+	chunker *chunker.Chunker
+	start   time.Time
+	stats   repo.SnapshotStats
+	closed  bool
 }
 
 // Begin takes the asset's lock and opens a session.
@@ -75,14 +77,47 @@ func Begin(ctx context.Context, r *repo.Repository, opts Options) (*Session, err
 // its end and stored, and n.Size and n.Blocks are set from what was read;
 // directories and symlinks have no content (nil).
 func (s *Session) Add(ctx context.Context, n *repo.Node, content io.Reader) error {
+	var next func() ([]byte, error)
+	if content != nil {
+		if s.chunker == nil {
+			s.chunker = chunker.New(s.table, content)
+		} else {
+			s.chunker.Reset(content)
+		}
+		next = s.chunker.Next
+	}
+	return s.add(ctx, n, next)
+}
+
+// AddFixed is Add for content made of fixed-size pages that change in
+// place, such as a SQLite database: it is cut every size bytes instead of
+// at content-defined points, so a changed page costs one block, not the
+// chunk around it, and a page that moved is still found.
+func (s *Session) AddFixed(ctx context.Context, n *repo.Node, content io.Reader, size int) error {
+	var next func() ([]byte, error)
+	if content != nil {
+		buf := make([]byte, size)
+		next = func() ([]byte, error) {
+			k, err := io.ReadFull(content, buf)
+			if k > 0 && (err == nil || errors.Is(err, io.ErrUnexpectedEOF)) {
+				return buf[:k], nil
+			}
+			return nil, err
+		}
+	}
+	return s.add(ctx, n, next)
+}
+
+// add stores a node; for a file, next yields its content piece by piece
+// and io.EOF at the end.
+func (s *Session) add(ctx context.Context, n *repo.Node, next func() ([]byte, error)) error {
 	if n.Type == repo.NodeFile {
-		if content == nil {
+		if next == nil {
 			return fmt.Errorf("%s: a file needs content", n.Path)
 		}
 		n.Blocks, n.Size = n.Blocks[:0], 0
-		c := chunker.New(s.table, content)
 		for {
-			chunk, err := c.Next()
+			chunk, err := next()
 			if errors.Is(err, io.EOF) {
 				break
 			}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+)
+
+type exportOptions struct {
+	snapshot   string
+	out        string
+	database   string
+	globals    bool
+	repository string
+}
+
+func newExportCommand(g *globalOptions) *cobra.Command {
+	var o exportOptions
+	cmd := &cobra.Command{
+		Use:   "export SNAPSHOT --out FILE [--database NAME | --globals]",
+		Short: "Write a logical dump out as the plain pg_dump archive",
+		Long: `Write the archive of one database of a pg_dump snapshot to FILE, byte for
+byte as pg_dump wrote it (custom format): stock pg_restore reads it with no
+Lifeboat installed, on any provider:
+
+    pg_restore --dbname "host=... dbname=newdb" FILE
+
+--globals writes the roles and tablespaces (pg_dumpall --globals-only) as
+SQL instead. FILE must not exist; it appears only once it is whole and
+synced to disk.`,
+		Args: exactArgs(1, "SNAPSHOT (an id or a unique prefix)"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.snapshot = args[0]
+			return runExport(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.out, "out", "", "the file to write (must not exist)")
+	f.StringVar(&o.database, "database", "", "the dumped database to export, when the snapshot holds several")
+	f.BoolVar(&o.globals, "globals", false, "export the globals (roles, tablespaces) as SQL instead of a database")
+	f.StringVar(&o.repository, "repository", "", "read from this repository (default: the first of the policy that holds the snapshot)")
+	return cmd
+}
+
+func runExport(ctx context.Context, g *globalOptions, o exportOptions) error {
+	if o.out == "" {
+		return usagef("export needs --out FILE")
+	}
+	if len(o.snapshot) < 4 {
+		return usagef("export: snapshot id %q: give at least 4 hex digits", o.snapshot)
+	}
+	p, err := g.policy()
+	if err != nil {
+		return err
+	}
+	repos, err := namedOrAllRepositories(p, o.repository)
+	if err != nil {
+		return err
+	}
+	var r *repo.Repository
+	var snap *repo.Snapshot
+	for _, rp := range repos {
+		rr, err := g.openRepository(ctx, rp)
+		if err != nil {
+			return err
+		}
+		s, err := rr.FindSnapshot(ctx, o.snapshot)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("export: repository %s: %w", rp.Name, err)
+		}
+		r, snap = rr, s
+		break
+	}
+	if snap == nil {
+		return usagef("export: no repository of the policy holds snapshot %q", o.snapshot)
+	}
+	if snap.Kind != pgdump.Kind {
+		return usagef("export: snapshot %s is a %s snapshot of %s; export writes logical dumps (kind pg_dump)", snap.ID.Short(), snap.Kind, snap.Asset)
+	}
+	res, err := pgdump.Export(ctx, r, snap, pgdump.ExportOptions{Out: o.out, Database: o.database, Globals: o.globals})
+	if err != nil {
+		return fmt.Errorf("export %s: %w", snap.ID.Short(), kindError(err))
+	}
+	fmt.Fprintf(g.stdout, "exported %s of dump %s (snapshot %s) to %s: %s\n", res.What, pgdump.DumpName(snap),
+		snap.ID.Short(), res.File, humanBytes(res.Bytes))
+	return nil
+}

@@ -1,0 +1,330 @@
+// Package catalog is the daemon's local record of what it did: every run
+// of every asset (when, why, how it ended, what it stored), in an embedded
+// SQLite database under the policy's state_dir. It is pure Go
+// (modernc.org/sqlite), so the binary stays free of cgo.
+//
+// The catalog is a journal and a cache, not a source of truth: the
+// repository alone says which snapshots exist, and restore needs nothing
+// from here. Losing it loses the run history (and one catch-up decision),
+// never data.
+//
+// The schema is versioned with PRAGMA user_version and brought up to date
+// by Open, one migration at a time, each in its own transaction. The
+// database runs in WAL mode so `lifeboat runs` reads while the daemon
+// writes, with a busy timeout so neither fails on the other's lock.
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+)
+
+// FileName is the catalog's name inside the state directory.
+const FileName = "catalog.db"
+
+// Result is how a run ended.
+type Result string
+
+// Results.
+const (
+	Running Result = "running" // started, not ended (or the daemon died)
+	OK      Result = "ok"      // the snapshot is durably stored
+	Failed  Result = "failed"  // a hook or the backup failed
+	Skipped Result = "skipped" // its slot came while the asset's previous run was going
+	Aborted Result = "aborted" // stopped by a shutdown of the daemon
+)
+
+// Run is one run of an asset.
+type Run struct {
+	ID      int64
+	Asset   string
+	Kind    string
+	Trigger string // schedule, catch-up or manual
+	// Slot is the schedule slot the run serves (the newest, for a
+	// catch-up); zero for a manual run.
+	Slot  time.Time
+	Start time.Time
+	End   time.Time // zero while running
+	// Result is how it ended; Error the reason when it is not OK, on one
+	// line.
+	Result Result
+	Error  string
+	// Snapshot is the full ID of the snapshot the run recorded, "" when
+	// it recorded none.
+	Snapshot string
+	// Bytes is the size of what the snapshot restores; BytesStored what
+	// the run added to the repository, after deduplication and
+	// compression.
+	Bytes       int64
+	BytesStored int64
+	// Output is what the backup printed (bounded), HookOutput what the
+	// pre and post hooks printed (bounded, each section labelled).
+	Output     string
+	HookOutput string
+}
+
+// Catalog is an open catalog database.
+type Catalog struct {
+	db   *sql.DB
+	path string
+}
+
+// busyTimeout is how long a statement waits for another process's lock
+// (lifeboat runs reading while the daemon writes) before failing.
+const busyTimeout = 10 * time.Second
+
+// migrations[i] brings the schema from version i to i+1. Append only:
+// a released migration is never edited.
+var migrations = []string{
+	`CREATE TABLE runs (
+		id           INTEGER PRIMARY KEY,
+		asset        TEXT    NOT NULL,
+		kind         TEXT    NOT NULL,
+		trigger      TEXT    NOT NULL,
+		slot         TEXT,
+		started      TEXT    NOT NULL,
+		ended        TEXT,
+		result       TEXT    NOT NULL,
+		error        TEXT    NOT NULL DEFAULT '',
+		snapshot     TEXT    NOT NULL DEFAULT '',
+		bytes        INTEGER NOT NULL DEFAULT 0,
+		bytes_stored INTEGER NOT NULL DEFAULT 0,
+		output       TEXT    NOT NULL DEFAULT '',
+		hook_output  TEXT    NOT NULL DEFAULT ''
+	);
+	CREATE INDEX runs_asset_started ON runs (asset, started);
+	CREATE INDEX runs_started ON runs (started);`,
+}
+
+// schemaVersion is the schema version this build writes.
+func schemaVersion() int { return len(migrations) }
+
+// Path is where the catalog of a state directory lives.
+func Path(stateDir string) string { return filepath.Join(stateDir, FileName) }
+
+// Open opens the catalog at path, creating it (and its directory) when
+// needed, and migrates it to the schema this build writes. A catalog written by a newer
+// Lifeboat is refused rather than misread.
+func Open(ctx context.Context, path string) (*Catalog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	// FULL: a run recorded is a run on disk, even across a power cut.
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", path, err)
+	}
+	// One connection: the process's writers queue here instead of
+	// meeting SQLITE_BUSY, and the pragmas above hold for all statements.
+	db.SetMaxOpenConns(1)
+	c := &Catalog{db: db, path: path}
+	if err := c.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes the database.
+func (c *Catalog) Close() error { return c.db.Close() }
+
+func (c *Catalog) migrate(ctx context.Context) error {
+	var mode string
+	if err := c.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("catalog %s: %w", c.path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("catalog %s: journal mode is %s, want wal", c.path, mode)
+	}
+	for {
+		tx, err := c.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("catalog %s: %w", c.path, err)
+		}
+		var v int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("catalog %s: read schema version: %w", c.path, err)
+		}
+		if v == schemaVersion() {
+			return tx.Rollback()
+		}
+		if v > schemaVersion() {
+			tx.Rollback()
+			return fmt.Errorf("catalog %s has schema version %d; this lifeboat knows up to %d: upgrade lifeboat", c.path, v, schemaVersion())
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("catalog %s: migrate to schema version %d: %w", c.path, v+1, err)
+		}
+		// user_version is in the database header, written by this
+		// transaction: a migration and its version commit together.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("catalog %s: %w", c.path, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("catalog %s: migrate to schema version %d: %w", c.path, v+1, err)
+		}
+	}
+}
+
+// timeFormat stores times as UTC text of fixed width, so that they sort as
+// text and read well in the sqlite3 shell.
+const timeFormat = "2006-01-02T15:04:05.000000000Z"
+
+func encodeTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(timeFormat)
+}
+
+func decodeTime(s sql.NullString) (time.Time, error) {
+	if !s.Valid || s.String == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(timeFormat, s.String)
+}
+
+// Insert records a new run and sets r.ID.
+func (c *Catalog) Insert(ctx context.Context, r *Run) error {
+	res, err := c.db.ExecContext(ctx, `INSERT INTO runs
+		(asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored, output, hook_output)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.Asset, r.Kind, r.Trigger, encodeTime(r.Slot), encodeTime(r.Start), encodeTime(r.End), string(r.Result),
+		r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput)
+	if err != nil {
+		return fmt.Errorf("catalog: record run of %s: %w", r.Asset, err)
+	}
+	if r.ID, err = res.LastInsertId(); err != nil {
+		return fmt.Errorf("catalog: record run of %s: %w", r.Asset, err)
+	}
+	return nil
+}
+
+// Update writes the run's end (End, Result, Error, Snapshot, bytes and
+// outputs) over its record.
+func (c *Catalog) Update(ctx context.Context, r *Run) error {
+	res, err := c.db.ExecContext(ctx, `UPDATE runs SET ended = ?, result = ?, error = ?, snapshot = ?,
+		bytes = ?, bytes_stored = ?, output = ?, hook_output = ? WHERE id = ?`,
+		encodeTime(r.End), string(r.Result), r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput, r.ID)
+	if err != nil {
+		return fmt.Errorf("catalog: record end of run %d of %s: %w", r.ID, r.Asset, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return fmt.Errorf("catalog: record end of run %d of %s: no such run", r.ID, r.Asset)
+	}
+	return nil
+}
+
+// Filter selects runs.
+type Filter struct {
+	Asset string // "" for every asset
+	Limit int    // 0 for no limit
+}
+
+// Runs lists runs, newest first.
+func (c *Catalog) Runs(ctx context.Context, f Filter) ([]Run, error) {
+	query := `SELECT id, asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored,
+		output, hook_output FROM runs`
+	var args []any
+	if f.Asset != "" {
+		query += " WHERE asset = ?"
+		args = append(args, f.Asset)
+	}
+	query += " ORDER BY started DESC, id DESC"
+	if f.Limit > 0 {
+		query += " LIMIT ?"
+		args = append(args, f.Limit)
+	}
+	rows, err := c.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: list runs: %w", err)
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		var r Run
+		var slot, start, end sql.NullString
+		var result string
+		if err := rows.Scan(&r.ID, &r.Asset, &r.Kind, &r.Trigger, &slot, &start, &end, &result, &r.Error,
+			&r.Snapshot, &r.Bytes, &r.BytesStored, &r.Output, &r.HookOutput); err != nil {
+			return nil, fmt.Errorf("catalog: list runs: %w", err)
+		}
+		r.Result = Result(result)
+		var errs [3]error
+		r.Slot, errs[0] = decodeTime(slot)
+		r.Start, errs[1] = decodeTime(start)
+		r.End, errs[2] = decodeTime(end)
+		if err := errors.Join(errs[:]...); err != nil {
+			return nil, fmt.Errorf("catalog: run %d: %w", r.ID, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: list runs: %w", err)
+	}
+	return out, nil
+}
+
+// LastScheduled returns, per asset, the newest run the schedule started
+// (by slot; skipped slots left out), with its Slot and Result: the point
+// from which the daemon, starting, looks for missed slots.
+func (c *Catalog) LastScheduled(ctx context.Context) (map[string]Run, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT id, asset, slot, result FROM (
+		SELECT id, asset, slot, result, row_number() OVER (PARTITION BY asset ORDER BY slot DESC, id DESC) AS n
+		FROM runs WHERE slot IS NOT NULL AND result <> ?) WHERE n = 1`, string(Skipped))
+	if err != nil {
+		return nil, fmt.Errorf("catalog: last runs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Run{}
+	for rows.Next() {
+		var r Run
+		var slot sql.NullString
+		var result string
+		if err := rows.Scan(&r.ID, &r.Asset, &slot, &result); err != nil {
+			return nil, fmt.Errorf("catalog: last runs: %w", err)
+		}
+		if r.Slot, err = decodeTime(slot); err != nil {
+			return nil, fmt.Errorf("catalog: last run of %s: %w", r.Asset, err)
+		}
+		r.Result = Result(result)
+		out[r.Asset] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("catalog: last runs: %w", err)
+	}
+	return out, nil
+}
+
+// AbortRunning closes the records of runs still marked running: a daemon
+// that died (killed, host crash) left them so. Only the one daemon that
+// owns the state directory may call it. It returns how many it closed.
+func (c *Catalog) AbortRunning(ctx context.Context, now time.Time, reason string) (int, error) {
+	res, err := c.db.ExecContext(ctx, `UPDATE runs SET result = ?, error = ?, ended = ? WHERE result = ?`,
+		string(Aborted), reason, encodeTime(now), string(Running))
+	if err != nil {
+		return 0, fmt.Errorf("catalog: close unfinished runs: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("catalog: close unfinished runs: %w", err)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package pgdump
+
+func setPipeSize(fd uintptr, size int) {}

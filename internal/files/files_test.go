@@ -19,37 +19,13 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	fsbackend "github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
 )
 
 // The tests run as an unprivileged user (RunMain re-executes them when
 // run as root), so that a file without read permission is unreadable.
 func TestMain(m *testing.M) {
 	os.Exit(pgtest.RunMain(m, pgtest.MainOptions{}))
-}
-
-func newRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	keyPath := filepath.Join(t.TempDir(), "key")
-	if err := repo.GenerateKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := repo.KeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := fsbackend.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(t.Context(), be, sec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 func write(t *testing.T, path, content string, mode os.FileMode) {
@@ -205,7 +181,7 @@ func TestRoundTrip(t *testing.T) {
 	// A root that is a single file, and one that sorts between rootB
 	// and a path below it.
 	write(t, filepath.Join(src, "srv", "drop", "single.conf"), "single\n", 0o640)
-	r := newRepo(t)
+	r := repotest.New(t)
 	snap, info, err := Backup(t.Context(), r, BackupOptions{Asset: "cfg",
 		Paths: []string{rootA, rootB, filepath.Join(src, "srv", "drop", "single.conf")}})
 	if err != nil {
@@ -252,7 +228,7 @@ func TestRestoreOnePath(t *testing.T) {
 	src := t.TempDir()
 	root := filepath.Join(src, "etc", "drop")
 	sampleTree(t, root)
-	r := newRepo(t)
+	r := repotest.New(t)
 	snap, _, err := Backup(t.Context(), r, BackupOptions{Asset: "cfg", Paths: []string{root}})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +279,7 @@ func TestExclude(t *testing.T) {
 	write(t, filepath.Join(root, "sub", "logs", "app.log"), "kept: the pattern is relative to the root\n", 0o644)
 	write(t, filepath.Join(root, "private", "key"), "p\n", 0o600)
 	write(t, filepath.Join(root, "private", "pub"), "p\n", 0o644)
-	r := newRepo(t)
+	r := repotest.New(t)
 	snap, info, err := Backup(t.Context(), r, BackupOptions{Asset: "cfg", Paths: []string{root},
 		Exclude: []string{"*.tmp", "cache", "logs/*.log", filepath.Join(root, "private", "key")}})
 	if err != nil {
@@ -327,7 +303,7 @@ func TestExclude(t *testing.T) {
 
 func TestBadRoots(t *testing.T) {
 	dir := t.TempDir()
-	r := newRepo(t)
+	r := repotest.New(t)
 	for _, tc := range []struct {
 		paths []string
 		want  string
@@ -367,7 +343,7 @@ func TestUnreadableFailsTheBackup(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "cfg")
 	write(t, filepath.Join(root, "a.conf"), "a\n", 0o644)
 	write(t, filepath.Join(root, "z", "locked.key"), "k\n", 0o000)
-	r := newRepo(t)
+	r := repotest.New(t)
 	_, _, err := Backup(t.Context(), r, BackupOptions{Asset: "cfg", Paths: []string{root}})
 	want := "cannot read " + filepath.Join(root, "z", "locked.key") + ": permission denied"
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
@@ -408,7 +384,7 @@ func TestSpecialFilesSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r := newRepo(t)
+	r := repotest.New(t)
 	snap, info, err := Backup(t.Context(), r, BackupOptions{Asset: "cfg", Paths: []string{root}})
 	if err != nil {
 		t.Fatal(err)
@@ -424,7 +400,7 @@ func TestChangingAndVanishingFiles(t *testing.T) {
 	write(t, filepath.Join(root, "once"), "first\n", 0o644)
 	write(t, filepath.Join(root, "log"), "line\n", 0o644)
 	write(t, filepath.Join(root, "stable"), "stable\n", 0o644)
-	r := newRepo(t)
+	r := repotest.New(t)
 	onceDone := false
 	snap, info, err := backup(t.Context(), r, BackupOptions{Asset: "cfg", Paths: []string{root}}, func(abs string) {
 		switch filepath.Base(abs) {
@@ -494,7 +470,7 @@ func TestChangingAndVanishingFiles(t *testing.T) {
 func TestDiff(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "etc", "drop")
 	sampleTree(t, root)
-	r := newRepo(t)
+	r := repotest.New(t)
 	ctx := t.Context()
 	backupNow := func() *repo.Snapshot {
 		snap, _, err := Backup(ctx, r, BackupOptions{Asset: "cfg", Paths: []string{root}})

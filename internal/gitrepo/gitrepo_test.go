@@ -12,32 +12,8 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/gitrepo/gitrepotest"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
 )
-
-func newRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	keyPath := filepath.Join(t.TempDir(), "key")
-	if err := repo.GenerateKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := repo.KeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := fs.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(t.Context(), be, sec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // fixture is a repository, a mirror directory and some source repositories.
 type fixture struct {
@@ -48,7 +24,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	return &fixture{t: t, r: newRepo(t), mirrors: filepath.Join(t.TempDir(), "git-mirrors", "source"), dir: t.TempDir()}
+	return &fixture{t: t, r: repotest.New(t), mirrors: filepath.Join(t.TempDir(), "git-mirrors", "source"), dir: t.TempDir()}
 }
 
 func (f *fixture) backup(urls ...string) (*repo.Snapshot, error) {

@@ -4,37 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
-	"path/filepath"
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
 	"github.com/lifeboat-dr/lifeboat/internal/treestore"
 )
-
-func newTestRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	keyPath := filepath.Join(t.TempDir(), "key")
-	if err := repo.GenerateKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := repo.KeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := fs.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(t.Context(), be, sec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func storeDump(t *testing.T, r *repo.Repository, data []byte) *repo.Node {
 	t.Helper()
@@ -56,7 +31,7 @@ func storeDump(t *testing.T, r *repo.Repository, data []byte) *repo.Node {
 // TestStreamFileInOrder: a second dump whose blocks alternate between
 // frames stored the night before and new ones streams back byte for byte.
 func TestStreamFileInOrder(t *testing.T) {
-	r := newTestRepo(t)
+	r := repotest.New(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	first := make([]byte, 6<<20)
 	for i := range first {

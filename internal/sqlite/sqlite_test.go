@@ -15,32 +15,8 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
 )
-
-func newRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	keyPath := filepath.Join(t.TempDir(), "key")
-	if err := repo.GenerateKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := repo.KeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := fs.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(t.Context(), be, sec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 // openDB opens a database the way an application would, read-write with
 // a busy timeout, in the given journal mode.
@@ -150,7 +126,7 @@ func backup(t testing.TB, r *repo.Repository, path string) (*repo.Snapshot, erro
 func TestBackupUnderWriter(t *testing.T) {
 	for _, journal := range []string{"wal", "delete"} {
 		t.Run(journal, func(t *testing.T) {
-			r := newRepo(t)
+			r := repotest.New(t)
 			path := filepath.Join(t.TempDir(), "app.db")
 			db := openDB(t, path, journal)
 			createLedger(t, db)
@@ -221,7 +197,7 @@ func snapshotCount(t testing.TB, r *repo.Repository) int {
 // TestBadSources: what is not a database, or cannot be read, is refused
 // with one line and records nothing.
 func TestBadSources(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	dir := t.TempDir()
 	text := filepath.Join(dir, "notes.txt")
 	os.WriteFile(text, bytes.Repeat([]byte("this is not a database\n"), 100), 0o644)
@@ -249,7 +225,7 @@ func TestBadSources(t *testing.T) {
 // TestLockedSource: a writer that holds the database longer than the busy
 // timeout fails the backup in bounded time.
 func TestLockedSource(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := openDB(t, path, "delete")
 	createLedger(t, db)
@@ -281,7 +257,7 @@ func TestLockedSource(t *testing.T) {
 // TestDamagedSourceRecordsNothing: a copy that fails integrity_check is
 // not recorded.
 func TestDamagedSourceRecordsNothing(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := openDB(t, path, "delete")
 	exec(t, db, "CREATE TABLE t (v TEXT)")
@@ -316,7 +292,7 @@ func TestDamagedSourceRecordsNothing(t *testing.T) {
 // TestRestoreRefusesExisting: a restore never overwrites a database, nor
 // writes one beside a WAL or journal that would be replayed into it.
 func TestRestoreRefusesExisting(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := openDB(t, path, "wal")
 	createLedger(t, db)
@@ -361,7 +337,7 @@ func TestRestoreRefusesExisting(t *testing.T) {
 // TestInterruptedBackupRecordsNothing: a backup whose context ends
 // records nothing and leaves no temporary copy.
 func TestInterruptedBackupRecordsNothing(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := openDB(t, path, "wal")
 	createLedger(t, db)
@@ -382,7 +358,7 @@ func TestInterruptedBackupRecordsNothing(t *testing.T) {
 // TestChangedPagesOnly: the next snapshot of a database in which a few
 // rows changed stores about the pages that changed, not the database.
 func TestChangedPagesOnly(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	db := openDB(t, path, "wal")
 	exec(t, db, "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, body TEXT)")
@@ -459,7 +435,7 @@ func digest(t testing.TB, path string) string {
 // TestLeftoversRemoved: the copy a crashed backup left is removed by the
 // next backup of the same asset, and only of that asset.
 func TestLeftoversRemoved(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	path := filepath.Join(t.TempDir(), "app.db")
 	createLedger(t, openDB(t, path, "wal"))
 	tmp := t.TempDir()
@@ -489,7 +465,7 @@ func TestLeftoversRemoved(t *testing.T) {
 // journal) is refused with what to do: a read-only reader cannot roll it
 // back, and copying it as it is would copy half a transaction.
 func TestHotJournal(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.db")
 	db := openDB(t, path, "delete")

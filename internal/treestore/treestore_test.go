@@ -10,32 +10,8 @@ import (
 	"testing/iotest"
 
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
 )
-
-func newRepo(t *testing.T) *repo.Repository {
-	t.Helper()
-	keyPath := filepath.Join(t.TempDir(), "key")
-	if err := repo.GenerateKeyFile(keyPath); err != nil {
-		t.Fatal(err)
-	}
-	sec, err := repo.KeyFile(keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	be, err := fs.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := repo.Open(t.Context(), be, sec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
 
 func store(t *testing.T, r *repo.Repository, dump []byte) *repo.Snapshot {
 	t.Helper()
@@ -59,7 +35,7 @@ func store(t *testing.T, r *repo.Repository, dump []byte) *repo.Snapshot {
 }
 
 func TestStreamRoundTripAndDedup(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	dump := make([]byte, 8<<20)
 	for i := range dump {
@@ -90,7 +66,7 @@ func TestStreamRoundTripAndDedup(t *testing.T) {
 // TestFailedSourceRecordsNothing: a stream that breaks off leaves no
 // snapshot, and the asset's lock is free again.
 func TestFailedSourceRecordsNothing(t *testing.T) {
-	r := newRepo(t)
+	r := repotest.New(t)
 	ctx := context.Background()
 	s, err := Begin(ctx, r, Options{Asset: "nightly", Kind: "pg_dump"})
 	if err != nil {

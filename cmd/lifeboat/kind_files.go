@@ -55,14 +55,8 @@ func restoreFiles(ctx context.Context, g *globalOptions, a *policy.Asset, r *rep
 	if o.to == "" {
 		return usagef("restore of a files asset needs --to DIR (a file backed up as /etc/x is written to DIR/etc/x)")
 	}
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{{"--time", o.time != ""}, {"--lsn", o.lsn != ""}, {"--xid", o.xid != ""}, {"--name", o.name != ""},
-		{"--tablespace", len(o.tablespaces) > 0}, {"--archive-off", o.archiveOff}, {"--to-dsn", o.toDSN != ""}} {
-		if f.set {
-			return usagef("%s does not apply to a files asset", f.name)
-		}
+	if err := o.refuseFlags(lifeboat.KindFiles, "--to, --path, --delta, --snapshot, --owner, --repository", "--path", "--delta"); err != nil {
+		return err
 	}
 	if o.path != "" && !filepath.IsAbs(o.path) {
 		return usagef("--path %q: give the path as it was backed up, absolute (like /etc/drop/app.conf)", o.path)

@@ -62,17 +62,8 @@ func restoreGit(ctx context.Context, g *globalOptions, a *policy.Asset, r *repo.
 	if o.to == "" {
 		return usagef("needs --to DIR (each repository is restored as DIR/NAME.git)")
 	}
-	for _, f := range []struct {
-		flag string
-		set  bool
-	}{
-		{"--time", o.time != ""}, {"--lsn", o.lsn != ""}, {"--xid", o.xid != ""}, {"--name", o.name != ""},
-		{"--delta", o.delta}, {"--tablespace", len(o.tablespaces) > 0}, {"--archive-off", o.archiveOff},
-		{"--to-dsn", o.toDSN != ""}, {"--database", o.database != ""}, {"--globals", o.globals}, {"--no-owner", o.noOwner},
-	} {
-		if f.set {
-			return usagef("%s does not apply to git assets (they take --to, --path NAME.git, --snapshot, --owner, --repository)", f.flag)
-		}
+	if err := o.refuseFlags(lifeboat.KindGit, "--to, --path NAME.git, --snapshot, --owner, --repository", "--path"); err != nil {
+		return err
 	}
 	// Restored repositories belong to whoever restores them, unless
 	// --owner says otherwise: the mirror's owner on the backup host means

@@ -40,17 +40,8 @@ func restoreSQLite(ctx context.Context, g *globalOptions, a *policy.Asset, r *re
 	if o.to == "" {
 		return usagef("needs --to PATH (the database file to create)")
 	}
-	for _, f := range []struct {
-		flag string
-		set  bool
-	}{
-		{"--time", o.time != ""}, {"--lsn", o.lsn != ""}, {"--xid", o.xid != ""}, {"--name", o.name != ""},
-		{"--delta", o.delta}, {"--tablespace", len(o.tablespaces) > 0}, {"--archive-off", o.archiveOff},
-		{"--to-dsn", o.toDSN != ""}, {"--path", o.path != ""},
-	} {
-		if f.set {
-			return usagef("%s does not apply to sqlite assets (they take --to, --snapshot, --owner, --repository)", f.flag)
-		}
+	if err := o.refuseFlags(lifeboat.KindSQLite, "--to, --snapshot, --owner, --repository"); err != nil {
+		return err
 	}
 	uid, gid := -1, -1
 	if o.owner != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
@@ -27,6 +28,34 @@ var (
 	kindBackups  = map[lifeboat.AssetKind]kindBackupFunc{}
 	kindRestores = map[lifeboat.AssetKind]kindRestoreFunc{}
 )
+
+// kindFlags are the restore flags that only some asset kinds take.
+func (o restoreOptions) kindFlags() []struct {
+	name string
+	set  bool
+} {
+	return []struct {
+		name string
+		set  bool
+	}{
+		{"--time", o.time != ""}, {"--lsn", o.lsn != ""}, {"--xid", o.xid != ""}, {"--name", o.name != ""},
+		{"--delta", o.delta}, {"--tablespace", len(o.tablespaces) > 0}, {"--archive-off", o.archiveOff},
+		{"--to-dsn", o.toDSN != ""}, {"--database", o.database != ""}, {"--globals", o.globals},
+		{"--no-owner", o.noOwner}, {"--path", o.path != ""},
+	}
+}
+
+// refuseFlags is a usage error naming the first kind-specific restore flag
+// set that the kind does not take (allowed), or nil; takes says what the
+// kind does take.
+func (o restoreOptions) refuseFlags(kind lifeboat.AssetKind, takes string, allowed ...string) error {
+	for _, f := range o.kindFlags() {
+		if f.set && !slices.Contains(allowed, f.name) {
+			return usagef("%s does not apply to %s assets (they take %s)", f.name, kind, takes)
+		}
+	}
+	return nil
+}
 
 // printSnapshot is the line a backup of any kind ends with.
 func (g *globalOptions) printSnapshot(a *policy.Asset, snap *repo.Snapshot) {

@@ -58,8 +58,12 @@ func restorePGDump(ctx context.Context, g *globalOptions, a *policy.Asset, r *re
 	if o.toDSN == "" {
 		return usagef("asset %s is a logical dump: restore it into a database with --to-dsn \"host=... dbname=...\"", a.Name)
 	}
-	if o.to != "" || o.path != "" {
-		return usagef("asset %s is a logical dump: --to and --path do not apply, give --to-dsn", a.Name)
+	if o.to != "" {
+		return usagef("asset %s is a logical dump: --to does not apply, give --to-dsn", a.Name)
+	}
+	if err := o.refuseFlags(a.Kind, "--to-dsn, --database, --globals, --no-owner, --workers, --snapshot, --repository",
+		"--to-dsn", "--database", "--globals", "--no-owner"); err != nil {
+		return err
 	}
 	start := time.Now()
 	res, err := pgdump.Restore(ctx, r, s, pgdump.RestoreOptions{DSN: o.toDSN, Database: o.database, Workers: o.workers,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/files"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 type diffOptions struct {
@@ -52,26 +50,9 @@ func runDiff(ctx context.Context, g *globalOptions, o diffOptions) error {
 	if err != nil {
 		return err
 	}
-	repos, err := namedOrAllRepositories(p, o.repository)
+	r, from, err := g.findInRepositories(ctx, p, o.repository, o.from)
 	if err != nil {
 		return err
-	}
-	var r *repo.Repository
-	var from *repo.Snapshot
-	for _, rp := range repos {
-		rr, err := g.openRepository(ctx, rp)
-		if err != nil {
-			return err
-		}
-		s, err := rr.FindSnapshot(ctx, o.from)
-		if errors.Is(err, storage.ErrNotFound) && o.repository == "" {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		r, from = rr, s
-		break
 	}
 	if from == nil {
 		return fmt.Errorf("no repository of the policy holds snapshot %q", o.from)

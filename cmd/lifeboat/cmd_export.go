@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
-	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 type exportOptions struct {
@@ -59,26 +56,9 @@ func runExport(ctx context.Context, g *globalOptions, o exportOptions) error {
 	if err != nil {
 		return err
 	}
-	repos, err := namedOrAllRepositories(p, o.repository)
+	r, snap, err := g.findInRepositories(ctx, p, o.repository, o.snapshot)
 	if err != nil {
-		return err
-	}
-	var r *repo.Repository
-	var snap *repo.Snapshot
-	for _, rp := range repos {
-		rr, err := g.openRepository(ctx, rp)
-		if err != nil {
-			return err
-		}
-		s, err := rr.FindSnapshot(ctx, o.snapshot)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("export: repository %s: %w", rp.Name, err)
-		}
-		r, snap = rr, s
-		break
+		return fmt.Errorf("export: %w", err)
 	}
 	if snap == nil {
 		return usagef("export: no repository of the policy holds snapshot %q", o.snapshot)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 // The asset kinds beyond PostgreSQL clusters plug in here: each kind's
@@ -69,6 +71,31 @@ func (g *globalOptions) printSnapshot(a *policy.Asset, snap *repo.Snapshot) {
 // snapshots --json lists it, on one line, for the daemon and scripts.
 func (g *globalOptions) printSnapshotJSON(repository string, snap *repo.Snapshot) error {
 	return json.NewEncoder(g.stdout).Encode(rowFor(repository, snap))
+}
+
+// findInRepositories finds the snapshot id (an ID or a unique prefix) in
+// the policy's repository called name, or in the first of all of them
+// that holds it; a nil snapshot when none does.
+func (g *globalOptions) findInRepositories(ctx context.Context, p *policy.Policy, name, id string) (*repo.Repository, *repo.Snapshot, error) {
+	repos, err := namedOrAllRepositories(p, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, rp := range repos {
+		r, err := g.openRepository(ctx, rp)
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := r.FindSnapshot(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return r, s, nil
+	}
+	return nil, nil, nil
 }
 
 // pickSnapshot is the snapshot of the asset a restore starts from: the one

@@ -39,14 +39,31 @@ func (s *Server) CreateUser(t testing.TB, accessKey, secretKey, policyName, poli
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.addCannedPolicy(ctx, policyName, policyJSON); err != nil {
-		t.Fatalf("s3test: %v", err)
-	}
-	if err := s.addUser(ctx, accessKey, secretKey); err != nil {
-		t.Fatalf("s3test: %v", err)
-	}
-	if err := s.attachPolicy(ctx, accessKey, policyName); err != nil {
-		t.Fatalf("s3test: %v", err)
+	// MinIO can answer an attach with XMinioAdminNoSuchPolicy for a policy it has just stored:
+	// an IAM reload that started before the add can replace its cache with the older listing,
+	// and the policy then stays unknown until the next periodic reload, minutes later. Adding
+	// the policy and the user again is idempotent and puts them back, so the three steps are
+	// repeated together until the attach is accepted.
+	for {
+		err := s.addCannedPolicy(ctx, policyName, policyJSON)
+		if err == nil {
+			err = s.addUser(ctx, accessKey, secretKey)
+		}
+		if err == nil {
+			err = s.attachPolicy(ctx, accessKey, policyName)
+		}
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPolicyNotVisible) {
+			t.Fatalf("s3test: %v", err)
+		}
+		t.Logf("s3test: adding policy %q again: %v", policyName, err)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("s3test: %v (gave up: %v)", err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
@@ -113,7 +130,7 @@ func (s *Server) attachPolicy(ctx context.Context, user, policyName string) erro
 func (s *Server) admin(ctx context.Context, method, path string, query url.Values, body []byte) error {
 	for {
 		err := s.adminOnce(ctx, method, path, query, body)
-		if !errors.Is(err, errNotInitialized) && !errors.Is(err, errPolicyNotVisible) {
+		if !errors.Is(err, errNotInitialized) {
 			return err
 		}
 		select {
@@ -128,8 +145,7 @@ func (s *Server) admin(ctx context.Context, method, path string, query url.Value
 var errNotInitialized = errors.New("server not initialized yet")
 
 // errPolicyNotVisible marks an attach that MinIO refused for a policy it had just stored
-// (XMinioAdminNoSuchPolicy): its IAM store can take a moment to show a new policy. Policies are
-// always added before they are attached, so the attach is asked again until ctx ends.
+// (XMinioAdminNoSuchPolicy); CreateUser stores the policy again and retries.
 var errPolicyNotVisible = errors.New("policy not visible yet")
 
 func (s *Server) adminOnce(ctx context.Context, method, path string, query url.Values, body []byte) error {

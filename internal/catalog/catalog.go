@@ -103,6 +103,24 @@ var migrations = []string{
 	);
 	CREATE INDEX runs_asset_started ON runs (asset, started);
 	CREATE INDEX runs_started ON runs (started);`,
+	`CREATE TABLE drills (
+		id          TEXT    PRIMARY KEY,
+		asset       TEXT    NOT NULL,
+		started     TEXT    NOT NULL,
+		passed      INTEGER NOT NULL,
+		report      TEXT    NOT NULL
+	);
+	CREATE INDEX drills_asset_started ON drills (asset, started);
+	CREATE TABLE verifies (
+		id          INTEGER PRIMARY KEY,
+		repository  TEXT    NOT NULL,
+		started     TEXT    NOT NULL,
+		ended       TEXT    NOT NULL,
+		ok          INTEGER NOT NULL,
+		error       TEXT    NOT NULL DEFAULT '',
+		objects     INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX verifies_repository_started ON verifies (repository, started);`,
 }
 
 // schemaVersion is the schema version this build writes.

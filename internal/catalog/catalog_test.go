@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 )
 
 func open(t *testing.T, path string) *Catalog {
@@ -142,7 +144,7 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 	saved := migrations
 	defer func() { migrations = saved }()
 	migrations = append(append([]string{}, saved...), "ALTER TABLE runs ADD COLUMN extra TEXT; SELECT * FROM no_such_table")
-	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), "schema version 2") {
+	if _, err := Open(ctx, path); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("schema version %d", len(saved)+1)) {
 		t.Fatalf("broken migration: %v", err)
 	}
 	db, err := sql.Open("sqlite", path)
@@ -153,7 +155,7 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 	var v, extra int
 	db.QueryRow("PRAGMA user_version").Scan(&v)
 	db.QueryRow("SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'extra'").Scan(&extra)
-	if v != 1 || extra != 0 {
+	if v != len(saved) || extra != 0 {
 		t.Fatalf("after a failed migration: user_version %d, extra column %d", v, extra)
 	}
 }
@@ -198,5 +200,49 @@ func TestConcurrentWriters(t *testing.T) {
 	}
 	if runs, _ := a.Runs(ctx, Filter{}); len(runs) != 100 {
 		t.Fatalf("%d runs recorded, want 100", len(runs))
+	}
+}
+
+// TestDrillsAndVerifies: drill reports come back whole and newest first,
+// a report is never overwritten, and the last verify of each repository
+// is the newest one.
+func TestDrillsAndVerifies(t *testing.T) {
+	ctx := context.Background()
+	c := open(t, filepath.Join(t.TempDir(), FileName))
+	t0 := time.Date(2026, 11, 1, 4, 0, 0, 0, time.UTC)
+	for i, passed := range []bool{true, false, true} {
+		r := &evidence.DrillReport{Version: evidence.Version, ID: fmt.Sprintf("d%d", i), Asset: "ledger", Kind: "postgres",
+			Started: t0.Add(time.Duration(i) * time.Hour), Passed: passed, RTOSeconds: float64(10 + i),
+			Phases: []evidence.Phase{{Name: evidence.PhaseFetch, Seconds: 1.5}}}
+		if err := c.RecordDrill(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.RecordDrill(ctx, &evidence.DrillReport{Version: evidence.Version, ID: "d0", Asset: "ledger", Started: t0}); err == nil {
+		t.Fatal("a second report with the same ID was accepted")
+	}
+	all, err := c.Drills(ctx, DrillFilter{Asset: "ledger"})
+	if err != nil || len(all) != 3 || all[0].ID != "d2" || all[1].Passed || all[2].RTOSeconds != 10 || all[2].Phase(evidence.PhaseFetch) != 1.5 {
+		t.Fatalf("drills: %+v %v", all, err)
+	}
+	if since, _ := c.Drills(ctx, DrillFilter{Since: t0.Add(90 * time.Minute)}); len(since) != 1 || since[0].ID != "d2" {
+		t.Fatalf("drills since: %+v", since)
+	}
+	if none, _ := c.Drills(ctx, DrillFilter{Asset: "other"}); len(none) != 0 {
+		t.Fatalf("drills of another asset: %+v", none)
+	}
+
+	for i, ok := range []bool{true, false} {
+		v := Verify{Repository: "main", Start: t0.Add(time.Duration(i) * time.Hour), End: t0.Add(time.Duration(i)*time.Hour + time.Minute), OK: ok, Objects: 5}
+		if !ok {
+			v.Error = "pack 1234: damaged"
+		}
+		if err := c.RecordVerify(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, err := c.LastVerify(ctx)
+	if err != nil || len(last) != 1 || last["main"].OK || last["main"].Error != "pack 1234: damaged" || !last["main"].Start.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("last verify: %+v %v", last, err)
 	}
 }

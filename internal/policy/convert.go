@@ -42,7 +42,103 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 	for i, a := range raw.Assets {
 		p.Assets = append(p.Assets, c.asset(itemPath("assets", i), &a))
 	}
+	for i, a := range raw.Alerts {
+		p.Alerts = append(p.Alerts, c.alert(itemPath("alerts", i), &a))
+	}
+	p.Check = Check{Interval: Duration(DefaultCheckInterval), Grace: Duration(DefaultCheckGrace)}
+	if ch := raw.Check; ch != nil {
+		if d := c.duration("check.interval", ch.Interval); d != 0 || c.idx.has("check.interval") {
+			p.Check.Interval = d
+		}
+		if d := c.duration("check.grace", ch.Grace); d != 0 || c.idx.has("check.grace") {
+			p.Check.Grace = d
+		}
+	}
+	if m := raw.Metrics; m != nil {
+		p.MetricsListen = c.nonEmpty("metrics.listen", m.Listen)
+	}
 	return p
+}
+
+func (c *converter) alert(path string, a *alertYAML) Alert {
+	al := Alert{Line: c.idx.line(path, 0)}
+	al.Kind = AlertKind(strings.ToLower(c.expand(path+".kind", a.Kind)))
+	al.Name = c.expand(path+".name", a.Name)
+	if al.Name == "" {
+		al.Name = string(al.Kind)
+	}
+	al.URL = c.nonEmpty(path+".url", a.URL)
+	if u := c.nonEmpty(path+".webhook_url", a.WebhookURL); u != "" {
+		al.URL = u
+	}
+	if al.Kind == AlertPagerDuty && al.URL == "" {
+		al.URL = DefaultPagerDutyURL
+	}
+	al.RoutingKey = Secret(c.nonEmpty(path+".routing_key", a.RoutingKey))
+	al.Secret = Secret(c.nonEmpty(path+".secret", a.Secret))
+	al.SMTP = c.nonEmpty(path+".smtp", a.SMTP)
+	al.TLS = strings.ToLower(c.expand(path+".tls", a.TLS))
+	if al.TLS == "" && al.Kind == AlertEmail {
+		al.TLS = "starttls"
+	}
+	al.Username = c.expand(path+".username", a.Username)
+	al.Password = Secret(c.nonEmpty(path+".password", a.Password))
+	al.From = c.expand(path+".from", a.From)
+	for j, to := range a.To {
+		al.To = append(al.To, c.expand(itemPath(path+".to", j), to))
+	}
+	al.Repeat = c.duration(path+".repeat", a.Repeat)
+	if al.Repeat == 0 && !c.idx.has(path+".repeat") {
+		al.Repeat = Duration(DefaultAlertRepeat)
+	}
+	return al
+}
+
+func (c *converter) drill(path string, d *drillYAML) *Drill {
+	dr := &Drill{Line: c.idx.line(path, 0)}
+	dr.Schedule = c.expand(path+".schedule", d.Schedule)
+	dr.Point = strings.ToLower(c.expand(path+".point", d.Point))
+	if dr.Point == "" {
+		dr.Point = DrillLatest
+	}
+	dr.Repository = c.expand(path+".repository", d.Repository)
+	for j, ck := range d.Checks {
+		cp := itemPath(path+".checks", j)
+		dc := DrillCheck{Line: c.idx.line(cp, dr.Line)}
+		dc.Name = c.expand(cp+".name", ck.Name)
+		dc.SQL = c.expand(cp+".sql", ck.SQL)
+		dc.Database = c.expand(cp+".database", ck.Database)
+		e, err := ParseExpectation(c.expand(cp+".expect", ck.Expect))
+		if err != nil {
+			c.fail(cp+".expect", dc.Line, err.Error())
+		}
+		dc.Expect = e
+		dr.Checks = append(dr.Checks, dc)
+	}
+	return dr
+}
+
+// ParseExpectation reads a check's expect key: "" or "true", ">= N",
+// "= recorded" or "= VALUE".
+func ParseExpectation(s string) (Expectation, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "" || strings.EqualFold(s, "true"):
+		return Expectation{Kind: ExpectTrue}, nil
+	case strings.HasPrefix(s, ">="):
+		n, err := strconv.ParseInt(strings.TrimSpace(s[2:]), 10, 64)
+		if err != nil {
+			return Expectation{}, fmt.Errorf("expect %q: write \">= N\" with a whole number N, e.g. \">= 1000\"", s)
+		}
+		return Expectation{Kind: ExpectAtLeast, Min: n}, nil
+	case strings.HasPrefix(s, "="):
+		v := strings.TrimSpace(s[1:])
+		if v == "recorded" {
+			return Expectation{Kind: ExpectRecorded}, nil
+		}
+		return Expectation{Kind: ExpectEqual, Value: v}, nil
+	}
+	return Expectation{}, fmt.Errorf("expect %q: write true (the query returns true), \">= N\" (a count of at least N), \"= VALUE\" or \"= recorded\" (the value recorded at backup time)", s)
 }
 
 func (c *converter) repository(path string, r *repositoryYAML) Repository {
@@ -89,6 +185,9 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 		asset.BlockSize = n
 	}
 	asset.Schedule = c.expand(path+".schedule", a.Schedule)
+	if a.Drill != nil {
+		asset.Drill = c.drill(path+".drill", a.Drill)
+	}
 	if h := a.Hooks; h != nil {
 		asset.Hooks = Hooks{Pre: c.expand(path+".hooks.pre", h.Pre), Post: c.expand(path+".hooks.post", h.Post),
 			Timeout: c.duration(path+".hooks.timeout", h.Timeout)}

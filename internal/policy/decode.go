@@ -20,6 +20,48 @@ type fileYAML struct {
 	Tiers        map[string]tierYAML `yaml:"tiers"`
 	Assets       []assetYAML         `yaml:"assets"`
 	StateDir     string              `yaml:"state_dir"`
+	Alerts       []alertYAML         `yaml:"alerts"`
+	Check        *checkYAML          `yaml:"check"`
+	Metrics      *metricsYAML        `yaml:"metrics"`
+}
+
+type alertYAML struct {
+	Kind       string   `yaml:"kind"`
+	Name       string   `yaml:"name"`
+	WebhookURL string   `yaml:"webhook_url"`
+	RoutingKey string   `yaml:"routing_key"`
+	URL        string   `yaml:"url"`
+	Secret     string   `yaml:"secret"`
+	SMTP       string   `yaml:"smtp"`
+	TLS        string   `yaml:"tls"`
+	Username   string   `yaml:"username"`
+	Password   string   `yaml:"password"`
+	From       string   `yaml:"from"`
+	To         []string `yaml:"to"`
+	Repeat     string   `yaml:"repeat"`
+}
+
+type checkYAML struct {
+	Interval string `yaml:"interval"`
+	Grace    string `yaml:"grace"`
+}
+
+type metricsYAML struct {
+	Listen string `yaml:"listen"`
+}
+
+type drillYAML struct {
+	Schedule   string           `yaml:"schedule"`
+	Point      string           `yaml:"point"`
+	Repository string           `yaml:"repository"`
+	Checks     []drillCheckYAML `yaml:"checks"`
+}
+
+type drillCheckYAML struct {
+	Name     string `yaml:"name"`
+	SQL      string `yaml:"sql"`
+	Database string `yaml:"database"`
+	Expect   string `yaml:"expect"`
 }
 
 type repositoryYAML struct {
@@ -63,6 +105,7 @@ type assetYAML struct {
 	Retention    *retentionYAML `yaml:"retention"`
 	Schedule     string         `yaml:"schedule"`
 	Hooks        *hooksYAML     `yaml:"hooks"`
+	Drill        *drillYAML     `yaml:"drill"`
 	// pg_dump
 	Databases        []string `yaml:"databases"`
 	Schemas          []string `yaml:"schemas"`
@@ -87,7 +130,8 @@ type hooksYAML struct {
 
 // knownKeys lists the keys of the *YAML type yaml.v3 calls goType.
 func knownKeys(goType string) []string {
-	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}, hooksYAML{}} {
+	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}, hooksYAML{},
+		alertYAML{}, checkYAML{}, metricsYAML{}, drillYAML{}, drillCheckYAML{}} {
 		t := reflect.TypeOf(v)
 		if t.String() != goType {
 			continue
@@ -214,6 +258,8 @@ func (x *nodeIndex) describe(path string) string {
 		kind = "repository"
 	case "assets":
 		kind = "asset"
+	case "alerts":
+		kind = "alert"
 	case "tiers":
 		return fmt.Sprintf("in tier %q", e.key.Value)
 	}

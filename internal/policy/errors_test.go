@@ -135,7 +135,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level is a list",
 			src:  "- repositories\n",
-			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets, state_dir; found a list`},
+			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets, state_dir, alerts, check, metrics; found a list`},
 		},
 		{
 			name: "unknown key in asset",

@@ -40,6 +40,14 @@ type Policy struct {
 	Repositories []Repository
 	Tiers        map[string]Tier
 	Assets       []Asset
+	// Alerts are where problems found by check are sent.
+	Alerts []Alert
+	// Check says how often serve checks every asset's health and how late
+	// a scheduled backup or drill may be before it counts as missed.
+	Check Check
+	// MetricsListen is the address serve exposes /metrics on; "" when it
+	// exposes none.
+	MetricsListen string
 
 	// lines maps a field path such as "assets[0].tier" to the line it was
 	// written on, so that Validate can point at the exact line.
@@ -114,6 +122,9 @@ type Asset struct {
 	Schedule string
 	// Hooks run before and after each backup of the asset.
 	Hooks Hooks
+	// Drill says how the asset's restores are rehearsed; nil when the
+	// policy sets none (a drill can still be run by hand).
+	Drill *Drill
 
 	// Databases, Schemas, ExcludeSchemas and ExcludeTableData shape a
 	// pg_dump asset: the databases dumped (default: the DSN's), the
@@ -150,6 +161,125 @@ type Hooks struct {
 	Post    string
 	Timeout Duration // for each hook; 0 means DefaultHookTimeout
 }
+
+// Drill is an asset's restore drill: when it runs, to which point, from
+// which repository, and the queries that must hold on the restored copy.
+type Drill struct {
+	Schedule   string // cron, as Asset.Schedule; "" when only run by hand
+	Point      string // DrillLatest or DrillRandom
+	Repository string // "" means the asset's first repository
+	Checks     []DrillCheck
+	Line       int
+}
+
+// Drill points.
+const (
+	DrillLatest = "latest" // the newest point the repository can restore
+	DrillRandom = "random" // a random point of the restorable range
+)
+
+// DrillCheck is one validation query of a drill.
+type DrillCheck struct {
+	Name string
+	SQL  string
+	// Database is the database the query runs in (postgres and pg_dump
+	// assets); "" means the DSN's, or the dump's only database.
+	Database string
+	Expect   Expectation
+	Line     int
+}
+
+// Expectation is what a check's query must return: a single boolean
+// true, a number at least Min, or a value equal to Value or to the one
+// recorded when the backup was taken.
+type Expectation struct {
+	Kind  ExpectKind
+	Min   int64  // ExpectAtLeast
+	Value string // ExpectEqual
+}
+
+// ExpectKind is the kind of an Expectation.
+type ExpectKind string
+
+// Expectation kinds.
+const (
+	ExpectTrue     ExpectKind = "true"     // expect: true (the default)
+	ExpectAtLeast  ExpectKind = "at_least" // expect: ">= 1000"
+	ExpectEqual    ExpectKind = "equal"    // expect: "= 42"
+	ExpectRecorded ExpectKind = "recorded" // expect: "= recorded"
+)
+
+// String writes the expectation the way the policy does.
+func (e Expectation) String() string {
+	switch e.Kind {
+	case ExpectAtLeast:
+		return fmt.Sprintf(">= %d", e.Min)
+	case ExpectEqual:
+		return "= " + e.Value
+	case ExpectRecorded:
+		return "= recorded"
+	}
+	return "true"
+}
+
+// Alert is one destination for alerts.
+type Alert struct {
+	Kind AlertKind
+	// Name tells alerts of one kind apart in logs; defaults to the kind.
+	Name string
+	// URL is the Slack incoming webhook, the PagerDuty Events API v2
+	// endpoint or the generic webhook's address.
+	URL string
+	// RoutingKey is the PagerDuty integration key.
+	RoutingKey Secret
+	// Secret signs generic webhook bodies (HMAC-SHA256).
+	Secret Secret
+	// SMTP is the mail server's host:port; TLS is "starttls" (default),
+	// "tls" (implicit, port 465) or "none".
+	SMTP     string
+	TLS      string
+	Username string
+	Password Secret
+	From     string
+	To       []string
+	// Repeat is how often an alert is sent again while its problem
+	// lasts; 0 means DefaultAlertRepeat.
+	Repeat Duration
+	Line   int
+}
+
+// AlertKind is the kind of an alert destination.
+type AlertKind string
+
+// Alert kinds.
+const (
+	AlertSlack     AlertKind = "slack"
+	AlertPagerDuty AlertKind = "pagerduty"
+	AlertWebhook   AlertKind = "webhook"
+	AlertEmail     AlertKind = "email"
+)
+
+// DefaultAlertRepeat is how often an open problem is sent again when the
+// policy does not say.
+const DefaultAlertRepeat = 4 * time.Hour
+
+// DefaultPagerDutyURL is the PagerDuty Events API v2 endpoint.
+const DefaultPagerDutyURL = "https://events.pagerduty.com/v2/enqueue"
+
+// Check is how serve watches health.
+type Check struct {
+	// Interval is how often serve runs the check; Grace how long after a
+	// scheduled slot its backup or drill may still be running before the
+	// slot counts as missed.
+	Interval Duration
+	Grace    Duration
+}
+
+// Defaults of Check.
+const (
+	DefaultCheckInterval = time.Minute
+	DefaultCheckGrace    = time.Hour
+)
 
 // DefaultHookTimeout bounds a hook when the policy sets no timeout.
 const DefaultHookTimeout = 10 * time.Minute

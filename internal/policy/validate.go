@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -107,7 +108,122 @@ func (p *Policy) problems() []*FieldError {
 	c.repositories()
 	c.tiers()
 	c.assets()
+	c.alerts()
+	c.monitoring()
 	return c.problems
+}
+
+func (c *checker) alerts() {
+	for i := range c.p.Alerts {
+		a := &c.p.Alerts[i]
+		path := itemPath("alerts", i)
+		needURL := func(key, what string) {
+			switch u, err := url.Parse(a.URL); {
+			case a.URL == "":
+				c.add(path+"."+key, a.Line, "%s is required for a %s alert", key, a.Kind)
+			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+				c.add(path+"."+key, a.Line, "%s must be an http or https URL (%s)", key, what)
+			}
+		}
+		switch a.Kind {
+		case AlertSlack:
+			needURL("webhook_url", "the Slack incoming webhook")
+		case AlertPagerDuty:
+			needURL("url", "the PagerDuty Events API v2 endpoint")
+			if a.RoutingKey == "" {
+				c.add(path+".routing_key", a.Line, "routing_key is required for a pagerduty alert (the integration key of an Events API v2 service)")
+			}
+		case AlertWebhook:
+			needURL("url", "where the signed JSON is posted")
+			if a.Secret == "" {
+				c.add(path+".secret", a.Line, "secret is required for a webhook alert: bodies are signed with HMAC-SHA256 so the receiver can trust them")
+			}
+		case AlertEmail:
+			if _, _, err := net.SplitHostPort(a.SMTP); err != nil || a.SMTP == "" {
+				c.add(path+".smtp", a.Line, "smtp must be the mail server as host:port, e.g. mail.example.com:587")
+			}
+			switch a.TLS {
+			case "starttls", "tls", "none":
+			default:
+				c.add(path+".tls", a.Line, "tls must be starttls, tls or none, not %q", a.TLS)
+			}
+			if a.From == "" {
+				c.add(path+".from", a.Line, "from is required for an email alert")
+			}
+			if len(a.To) == 0 {
+				c.add(path+".to", a.Line, "to must list at least one address")
+			}
+			if (a.Username == "") != (a.Password == "") {
+				c.add(path+".username", a.Line, "set both username and password, or neither")
+			}
+		case "":
+			c.add(path+".kind", a.Line, "kind is required (slack, pagerduty, webhook or email)")
+		default:
+			c.add(path+".kind", a.Line, "unknown alert kind %q (known: slack, pagerduty, webhook, email)", a.Kind)
+		}
+		if a.Repeat < 0 {
+			c.add(path+".repeat", a.Line, "repeat must not be negative (0 sends each problem once)")
+		}
+	}
+}
+
+func (c *checker) monitoring() {
+	if _, written := c.p.lines["check.interval"]; c.p.Check.Interval < 0 || (written && c.p.Check.Interval == 0) {
+		c.add("check.interval", 0, "interval must be greater than zero, e.g. 1m")
+	}
+	if c.p.Check.Grace < 0 {
+		c.add("check.grace", 0, "grace must not be negative")
+	}
+	if l := c.p.MetricsListen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			c.add("metrics.listen", 0, "listen must be host:port, e.g. 127.0.0.1:9187")
+		}
+	}
+}
+
+func (c *checker) drill(path string, a *Asset) {
+	d := a.Drill
+	if d == nil {
+		return
+	}
+	if d.Schedule != "" {
+		if _, err := ParseSchedule(d.Schedule); err != nil {
+			c.add(path+".schedule", d.Line, "%v", err)
+		}
+	}
+	switch d.Point {
+	case DrillLatest, DrillRandom:
+	default:
+		c.add(path+".point", d.Line, "point must be latest or random, not %q", d.Point)
+	}
+	if d.Repository != "" && !slices.Contains(a.Repositories, d.Repository) {
+		c.add(path+".repository", d.Line, "repository %q is not one of the asset's repositories (%s)", d.Repository, knownList(a.Repositories))
+	}
+	seen := map[string]bool{}
+	for j, ck := range d.Checks {
+		cp := itemPath(path+".checks", j)
+		switch {
+		case ck.Name == "":
+			c.add(cp+".name", ck.Line, "name is required: it names the check in drill reports and alerts")
+		case seen[ck.Name]:
+			c.add(cp+".name", ck.Line, "duplicate check name %q", ck.Name)
+		}
+		seen[ck.Name] = true
+		if strings.TrimSpace(ck.SQL) == "" {
+			c.add(cp+".sql", ck.Line, "sql is required: the query whose result is checked")
+		}
+		switch a.Kind {
+		case lifeboat.KindPostgres, lifeboat.KindPGDump, lifeboat.KindSQLite:
+		default:
+			c.add(cp, ck.Line, "%s assets have no SQL to query: checks apply to postgres, pg_dump and sqlite assets", a.Kind)
+		}
+		if ck.Database != "" && a.Kind == lifeboat.KindSQLite {
+			c.add(cp+".database", ck.Line, "database applies to postgres and pg_dump assets")
+		}
+		if ck.Expect.Kind == ExpectRecorded && a.Kind == lifeboat.KindPostgres {
+			c.add(cp+".expect", ck.Line, "\"= recorded\" applies to pg_dump and sqlite assets, whose snapshots are one moment; a postgres drill restores to another moment than the backup's")
+		}
+	}
 }
 
 // uniqueName checks a name's form and that no earlier item of the list has
@@ -255,6 +371,7 @@ func (c *checker) assets() {
 		}
 		c.kindKeys(path, a)
 		c.schedule(path, a)
+		c.drill(path+".drill", a)
 		c.assetRepositories(path+".repositories", a)
 		c.retention(path+".retention", a)
 		if a.BlockSize != 0 && !slices.Contains(blockSizes(), a.BlockSize) {

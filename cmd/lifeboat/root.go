@@ -106,6 +106,7 @@ Everything it protects is described in a policy file (--config).`,
 		newUnpinCommand(g),
 		newServeCommand(g),
 		newRunsCommand(g),
+		newDrillCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

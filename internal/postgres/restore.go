@@ -63,7 +63,11 @@ type RestoreOptions struct {
 	ArchiveOff bool
 	UID, GID   int // owner of the restored files; -1 keeps the recorded ones
 	Progress   func(written, total int64)
-	Log        *slog.Logger
+	// Writing, when set, is called once the snapshot is chosen and its
+	// index loaded, as the data starts to be written: a drill times the two
+	// apart.
+	Writing func(*repo.Snapshot)
+	Log     *slog.Logger
 }
 
 // RestoreResult tells what a restore did.
@@ -128,6 +132,9 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		if err := removeExtra(opts.Dir, treePaths, tsDirs); err != nil {
 			return nil, err
 		}
+	}
+	if opts.Writing != nil {
+		opts.Writing(snap)
 	}
 	ro := repo.RestoreOptions{
 		Dir: opts.Dir, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers,
@@ -218,6 +225,12 @@ func chooseSnapshot(ctx context.Context, r *repo.Repository, opts RestoreOptions
 	}
 	return nil, nil, fmt.Errorf("no snapshot of %s is consistent before %s: the earliest is consistent from %s (LSN %s)",
 		opts.Asset, opts.Target, first.StopTime.Format(time.RFC3339), first.StopLSN)
+}
+
+// CheckNoGap is checkNoGap for a drill, which must find a gap whatever
+// its target: a repository that cannot restore its newest point fails.
+func CheckNoGap(ctx context.Context, r *repo.Repository, asset string, info *SnapshotInfo) error {
+	return checkNoGap(ctx, r, asset, info)
 }
 
 // checkNoGap refuses a restore to the end of WAL when a segment is missing

@@ -41,7 +41,7 @@ type CopyStats struct {
 // syncOrder lists what a copy holds, in the order it is filled: data before
 // the index that names it, the index before the snapshots that use it, so
 // a snapshot never appears in the copy before everything it needs.
-var syncOrder = []string{"data/", "index/", "meta/", "wal/", "restorepoints/", "snapshots/", "pins/"}
+var syncOrder = []string{"data/", "index/", "meta/", "wal/", "restorepoints/", "snapshots/", "pins/", "drills/"}
 
 // Sync copies to dst every object of r that dst lacks. Keys, locks and the
 // configuration are not copied: the copy has its own key.

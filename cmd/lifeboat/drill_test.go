@@ -1,0 +1,214 @@
+package main
+
+import (
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+)
+
+const drillPolicy = `    drill:
+      point: latest
+      checks:
+        - name: t has rows
+          sql: "select count(*) >= 1000 from t"
+        - name: at least 1000
+          sql: "select count(*) from t"
+          expect: ">= 1000"
+`
+
+// drillEnv is a cluster with a table, a full backup and archived WAL after
+// it, ready to be drilled.
+func drillEnv(t *testing.T, extra string) *env {
+	t.Helper()
+	e := startEnv(t, true, func(e *env) { e.assetExtra = extra })
+	e.sql("create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1000) g")
+	e.mustRun("backup", "db")
+	e.sql("insert into t select g, 'after' from generate_series(1001, 1500) g")
+	e.switchAndWait()
+	e.sql("insert into t select g, 'later' from generate_series(1501, 1600) g")
+	e.switchAndWait()
+	return e
+}
+
+// drill runs lifeboat drill with a work directory of the test's and checks
+// that the throwaway target is gone afterwards, whatever the outcome.
+func (e *env) drill(args ...string) (result, *evidence.DrillReport) {
+	e.t.Helper()
+	work := e.t.TempDir()
+	res := e.run(append([]string{"drill", "db", "--json", "--work-dir", work}, args...)...)
+	if left, _ := os.ReadDir(work); len(left) != 0 {
+		e.t.Fatalf("the drill left %s behind in its work directory", left[0].Name())
+	}
+	if strings.TrimSpace(res.stdout) == "" {
+		return res, nil
+	}
+	rep, err := evidence.Unmarshal([]byte(res.stdout))
+	if err != nil {
+		e.t.Fatalf("drill --json: %v\n%s\nstderr: %s", err, res.stdout, res.stderr)
+	}
+	return res, rep
+}
+
+func TestDrillHealthyBackupPasses(t *testing.T) {
+	e := drillEnv(t, drillPolicy)
+	res, rep := e.drill()
+	if res.code != 0 || rep == nil || !rep.Passed {
+		t.Fatalf("drill: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	for _, ph := range []string{evidence.PhaseFetch, evidence.PhaseWrite, evidence.PhaseReplay, evidence.PhaseStart, evidence.PhaseChecks} {
+		found := false
+		for _, p := range rep.Phases {
+			found = found || (p.Name == ph && p.Seconds >= 0)
+		}
+		if !found {
+			t.Errorf("phase %s missing from %+v", ph, rep.Phases)
+		}
+	}
+	if rep.RTOSeconds <= 0 || rep.Recovered.IsZero() || rep.RPOSeconds < 0 || rep.RPOSeconds > 120 {
+		t.Errorf("RTO %v, recovered %v, RPO %v", rep.RTOSeconds, rep.Recovered, rep.RPOSeconds)
+	}
+	if rep.RTOTargetSeconds != 3600 || rep.RPOTargetSeconds != 300 || rep.RTOMet == nil || !*rep.RTOMet || !*rep.RPOMet {
+		t.Errorf("objectives: %+v", rep)
+	}
+	// The last transaction that came back is the last one archived: the
+	// 'later' rows were committed before the second switch.
+	names := map[string]bool{}
+	for _, c := range rep.Checks {
+		names[c.Name] = c.Passed
+	}
+	if !names["t has rows"] || !names["at least 1000"] || len(rep.Checks) != 3 {
+		t.Errorf("checks: %+v", rep.Checks)
+	}
+	// The report is in the catalog and in the repository.
+	stored := 0
+	filepath.WalkDir(filepath.Join(e.repo, "drills"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			stored++
+		}
+		return nil
+	})
+	if stored != 1 {
+		t.Errorf("%d drill reports in the repository, want 1", stored)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "state", "catalog.db")); err != nil {
+		t.Errorf("catalog: %v", err)
+	}
+
+	// A random point lies between the backup and the last commit archived,
+	// and what came back is at most the target.
+	before := time.Now()
+	res, rep = e.drill("--random-point")
+	if res.code != 0 || !rep.Passed || rep.Point != "random" {
+		t.Fatalf("random drill: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	if rep.Target.After(before) || rep.Recovered.After(rep.Target) || rep.Target.Before(rep.SnapshotTime) {
+		t.Errorf("random drill: snapshot %v target %v recovered %v", rep.SnapshotTime, rep.Target, rep.Recovered)
+	}
+}
+
+func TestDrillFailures(t *testing.T) {
+	e := drillEnv(t, drillPolicy+`        - name: impossible
+          sql: "select count(*) from t"
+          expect: ">= 1000000"
+`)
+	// A validation query whose expectation is not met fails the drill and
+	// is named.
+	res, rep := e.drill()
+	if res.code == 0 || rep == nil || rep.Passed || !strings.Contains(rep.Error, `"impossible"`) {
+		t.Fatalf("failing check: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	if !strings.Contains(res.stderr, "impossible") {
+		t.Errorf("stderr does not name the check: %s", res.stderr)
+	}
+
+	// A missing WAL segment in the range fails and is named.
+	segs := walFiles(t, e.repo)
+	if len(segs) < 3 {
+		t.Fatalf("want at least 3 archived segments, have %v", segs)
+	}
+	missing := segs[len(segs)-2]
+	data, err := os.ReadFile(missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(missing)
+	res, rep = e.drill()
+	name := filepath.Base(missing)
+	if res.code == 0 || rep == nil || rep.Passed || !strings.Contains(rep.Error, name) {
+		t.Fatalf("missing segment %s: exit %d\n%s\n%s", name, res.code, res.stdout, res.stderr)
+	}
+	os.WriteFile(missing, data, 0o600)
+
+	// A damaged pack fails and is named.
+	pack := largestFile(t, filepath.Join(e.repo, "data"))
+	orig, err := os.ReadFile(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := append([]byte(nil), orig...)
+	for i := len(bad) / 3; i < len(bad)/3+64; i++ {
+		bad[i] ^= 0xff
+	}
+	os.Chmod(pack, 0o600)
+	if err := os.WriteFile(pack, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, rep = e.drill()
+	packName := filepath.Base(pack)
+	if res.code == 0 || rep == nil || rep.Passed || !strings.Contains(rep.Error, "pack "+packName[:8]) {
+		t.Fatalf("damaged pack %s: exit %d\n%s\n%s", packName, res.code, res.stdout, res.stderr)
+	}
+	os.WriteFile(pack, orig, 0o600)
+
+	// Every drill, failed ones included, is evidence.
+	var reports []json.RawMessage
+	filepath.WalkDir(filepath.Join(e.repo, "drills"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			reports = append(reports, nil)
+		}
+		return nil
+	})
+	if len(reports) != 3 {
+		t.Errorf("%d drill reports stored, want 3", len(reports))
+	}
+}
+
+// walFiles lists the archived WAL segments of the repository, in order.
+func walFiles(t *testing.T, repoDir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(filepath.Join(repoDir, "wal"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && len(d.Name()) == 24 {
+			out = append(out, p)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return filepath.Base(out[i]) < filepath.Base(out[j]) })
+	return out
+}
+
+func largestFile(t *testing.T, dir string) string {
+	t.Helper()
+	var best string
+	var size int64
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Size() > size {
+			best, size = p, fi.Size()
+		}
+		return nil
+	})
+	if best == "" {
+		t.Fatalf("no file under %s", dir)
+	}
+	return best
+}

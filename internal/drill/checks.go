@@ -1,0 +1,151 @@
+package drill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+)
+
+// checkTimeout bounds one validation query.
+const checkTimeout = 10 * time.Minute
+
+// querier runs a query that must return one row of one column and returns
+// that value as text ("t"/"f" for booleans, as PostgreSQL writes them).
+type querier interface {
+	queryValue(ctx context.Context, db, sql string) (value string, null bool, err error)
+}
+
+// queries runs the policy's validation queries against the target.
+// database maps a check's database ("" for the default) to the one to use.
+func (d *drill) queries(ctx context.Context, database func(string) string, q querier) {
+	for _, ck := range d.o.Checks {
+		start := time.Now()
+		db := database(ck.Database)
+		c := evidence.Check{Name: ck.Name, Type: evidence.CheckQuery, Expect: ck.Expect.String(), Database: db}
+		qctx, cancel := context.WithTimeout(ctx, checkTimeout)
+		v, null, err := q.queryValue(qctx, db, ck.SQL)
+		cancel()
+		c.Seconds = round3(time.Since(start).Seconds())
+		switch {
+		case err != nil:
+			c.Detail = "query failed: " + oneLine(err.Error())
+		case null:
+			c.Got = "NULL"
+			c.Detail = "returned NULL, expected " + c.Expect
+		default:
+			c.Got = v
+			c.Passed, c.Detail = d.expect(ck, v)
+		}
+		d.addCheck(c)
+	}
+}
+
+// expect judges a value against a check's expectation.
+func (d *drill) expect(ck policy.DrillCheck, v string) (bool, string) {
+	e := ck.Expect
+	switch e.Kind {
+	case policy.ExpectTrue:
+		if isTrue(v) {
+			return true, ""
+		}
+		return false, fmt.Sprintf("returned %s, expected true", quoteShort(v))
+	case policy.ExpectAtLeast:
+		n, ok := new(big.Float).SetString(strings.TrimSpace(v))
+		if !ok {
+			return false, fmt.Sprintf("returned %s, not a number", quoteShort(v))
+		}
+		if n.Cmp(new(big.Float).SetInt64(e.Min)) < 0 {
+			return false, fmt.Sprintf("returned %s, expected at least %d", v, e.Min)
+		}
+		return true, ""
+	case policy.ExpectEqual:
+		if v == e.Value {
+			return true, ""
+		}
+		return false, fmt.Sprintf("returned %s, expected %s", quoteShort(v), quoteShort(e.Value))
+	case policy.ExpectRecorded:
+		want, ok := d.recorded[ck.Name]
+		if !ok {
+			return false, "the snapshot holds no value recorded at backup time for this check (was the check added after the backup?)"
+		}
+		if v == want {
+			return true, ""
+		}
+		return false, fmt.Sprintf("returned %s, the backup recorded %s", quoteShort(v), quoteShort(want))
+	}
+	return false, fmt.Sprintf("unknown expectation %q", e.Kind)
+}
+
+func isTrue(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "t", "true", "1":
+		return true
+	}
+	return false
+}
+
+func quoteShort(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// queryValue runs sql on the throwaway server in a read-only transaction,
+// through the simple protocol so every value comes back as PostgreSQL's
+// own text.
+func (s *server) queryValue(ctx context.Context, db, sql string) (string, bool, error) {
+	conn, err := s.connect(ctx, db)
+	if err != nil {
+		return "", false, fmt.Errorf("connect to database %s: %w", db, err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return "", false, err
+	}
+	defer tx.Rollback(context.Background())
+	return oneValue(tx.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol))
+}
+
+// oneValue reads the single value a check's query must return.
+func oneValue(rows pgx.Rows, err error) (string, bool, error) {
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	if n := len(rows.FieldDescriptions()); n != 1 {
+		return "", false, fmt.Errorf("the query returns %d columns; a check returns one", n)
+	}
+	var v *string
+	var got int
+	for rows.Next() {
+		got++
+		if got == 1 {
+			if raw := rows.RawValues()[0]; raw != nil {
+				s := string(raw)
+				v = &s
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return "", false, err
+	}
+	switch {
+	case got == 0:
+		return "", false, errors.New("the query returned no row; a check returns one")
+	case got > 1:
+		return "", false, fmt.Errorf("the query returned %d rows; a check returns one", got)
+	case v == nil:
+		return "", true, nil
+	}
+	return *v, false, nil
+}

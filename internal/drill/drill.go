@@ -1,0 +1,276 @@
+// Package drill rehearses restores: it restores an asset into a throwaway
+// target on this machine (a fresh PostgreSQL data directory on a private
+// socket, a fresh cluster loaded with pg_restore, a temporary SQLite file,
+// a temporary directory), starts it, runs the integrity checks and the
+// policy's validation queries, and measures what a real recovery would
+// take (RTO, phase by phase) and lose (RPO). The target is torn down
+// whatever happened. What a drill found is an evidence.DrillReport.
+package drill
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// Points a drill can restore to, beside policy.DrillLatest and
+// policy.DrillRandom.
+const (
+	PointTime     = "time"     // a moment given on the command line
+	PointSnapshot = "snapshot" // a snapshot given on the command line
+)
+
+// Options shape one drill.
+type Options struct {
+	Asset *policy.Asset
+	// Tier holds the objectives the results are held to; nil when the
+	// asset has none.
+	Tier       *policy.Tier
+	Repo       *repo.Repository
+	Repository string // its name, for the report
+	// Point is policy.DrillLatest, policy.DrillRandom, PointTime (with
+	// Time) or PointSnapshot (with Snapshot).
+	Point    string
+	Time     time.Time
+	Snapshot string
+	Checks   []policy.DrillCheck
+	Trigger  string // manual or schedule
+	// RestoreCommand is the restore_command a PostgreSQL target fetches
+	// WAL with (lifeboat wal-fetch for this asset and repository).
+	RestoreCommand string
+	// RunAs is the OS user throwaway servers run as when the drill runs as
+	// root; "" picks the data directory's owner, else postgres.
+	RunAs string
+	// WorkDir is where the throwaway target is made ("": the system's
+	// temporary directory). It needs room for a full restore.
+	WorkDir string
+	Workers int
+	Log     *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// Run performs a drill and returns its report. The error is non-nil when
+// the drill could not be carried out or failed; the report is returned
+// either way (with Passed false and Error set), except when the options
+// themselves are wrong.
+func Run(ctx context.Context, o Options) (*evidence.DrillReport, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a := o.Asset
+	d := &drill{o: o, rep: &evidence.DrillReport{
+		Version: evidence.Version, ID: newID(o.Now()), Asset: a.Name, Kind: string(a.Kind), Tier: a.Tier,
+		Repository: o.Repository, Trigger: o.Trigger, Point: o.Point, Started: o.Now().UTC(),
+	}}
+	d.rep.Host, _ = os.Hostname()
+	if d.rep.Trigger == "" {
+		d.rep.Trigger = "manual"
+	}
+	if d.rep.Point == "" {
+		d.rep.Point = policy.DrillLatest
+	}
+	base := o.WorkDir
+	if base == "" {
+		base = os.TempDir()
+	}
+	work, err := os.MkdirTemp(base, "lifeboat-drill-")
+	if err != nil {
+		return nil, fmt.Errorf("drill %s: make a work directory in %s: %w", a.Name, base, err)
+	}
+	d.work = work
+	// The target goes whatever happens, even when ctx was cancelled.
+	defer func() {
+		for _, f := range d.cleanup {
+			f()
+		}
+		if err := os.RemoveAll(work); err != nil {
+			o.Log.Warn("drill: remove the throwaway target", "dir", work, "err", err)
+		}
+	}()
+
+	var runErr error
+	switch a.Kind {
+	case lifeboat.KindPostgres:
+		runErr = d.postgres(ctx)
+	case lifeboat.KindPGDump:
+		runErr = d.pgDump(ctx)
+	case lifeboat.KindSQLite:
+		runErr = d.sqlite(ctx)
+	case lifeboat.KindFiles:
+		runErr = d.files(ctx)
+	case lifeboat.KindGit:
+		runErr = d.git(ctx)
+	default:
+		runErr = fmt.Errorf("drills of %s assets are not supported", a.Kind)
+	}
+	d.finish(runErr)
+	if !d.rep.Passed {
+		return d.rep, fmt.Errorf("drill %s of %s failed: %s", d.rep.ID, a.Name, d.rep.Error)
+	}
+	return d.rep, nil
+}
+
+// drill is one drill under way.
+type drill struct {
+	o       Options
+	rep     *evidence.DrillReport
+	work    string
+	cleanup []func() // teardown steps, run in order
+	mark    time.Time
+	// recorded are the values the backup recorded for "= recorded" checks.
+	recorded map[string]string
+}
+
+// begin starts timing a phase; end closes it.
+func (d *drill) begin() { d.mark = d.o.Now() }
+
+func (d *drill) end(phase string) {
+	now := d.o.Now()
+	d.rep.Phases = append(d.rep.Phases, evidence.Phase{Name: phase, Seconds: round3(now.Sub(d.mark).Seconds())})
+	d.mark = now
+}
+
+// addCheck records one check's outcome.
+func (d *drill) addCheck(c evidence.Check) { d.rep.Checks = append(d.rep.Checks, c) }
+
+// finish fills in the totals, the objectives and the verdict.
+func (d *drill) finish(runErr error) {
+	r := d.rep
+	r.Ended = d.o.Now().UTC()
+	var rto float64
+	for _, p := range r.Phases {
+		rto += p.Seconds
+	}
+	r.RTOSeconds = round3(rto)
+	if !r.Recovered.IsZero() && !r.Target.IsZero() {
+		r.RPOSeconds = round3(math.Max(0, r.Target.Sub(r.Recovered).Seconds()))
+	}
+	var issues []string
+	if runErr != nil {
+		r.Error = oneLine(runErr.Error())
+		issues = append(issues, r.Error)
+	}
+	for _, c := range r.Checks {
+		if !c.Passed {
+			issues = append(issues, fmt.Sprintf("check %q: %s", c.Name, c.Detail))
+		}
+	}
+	if t := d.o.Tier; t != nil && runErr == nil {
+		r.RTOTargetSeconds = time.Duration(t.RTO).Seconds()
+		r.RPOTargetSeconds = time.Duration(t.RPO).Seconds()
+		rtoMet := r.RTOSeconds <= r.RTOTargetSeconds
+		rpoMet := r.RPOSeconds <= r.RPOTargetSeconds
+		r.RTOMet, r.RPOMet = &rtoMet, &rpoMet
+		if !rtoMet {
+			issues = append(issues, fmt.Sprintf("RTO %s exceeds the %s tier's %s", fmtSeconds(r.RTOSeconds), r.Tier, time.Duration(t.RTO)))
+		}
+		if !rpoMet {
+			issues = append(issues, fmt.Sprintf("RPO %s exceeds the %s tier's %s", fmtSeconds(r.RPOSeconds), r.Tier, time.Duration(t.RPO)))
+		}
+	}
+	r.Issues = issues
+	r.Passed = len(issues) == 0
+	if !r.Passed && r.Error == "" {
+		r.Error = issues[0]
+		if len(issues) > 1 {
+			r.Error += fmt.Sprintf(" (and %d more)", len(issues)-1)
+		}
+	}
+}
+
+// Area is where drill reports live in a repository: drills/<asset>/<id>.
+const Area = "drills"
+
+// Store keeps the report in the repository the drill restored from, so
+// that the repository, and every copy of it, carries its own evidence.
+func Store(ctx context.Context, r *repo.Repository, rep *evidence.DrillReport) error {
+	doc, err := rep.Marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := r.PutNamed(ctx, Area, rep.Asset, rep.ID, doc, repo.CodecZstd); err != nil {
+		return fmt.Errorf("store drill report %s in %s: %w", rep.ID, r.Location(), err)
+	}
+	return nil
+}
+
+// Stored lists the drill reports a repository holds for an asset, oldest
+// first.
+func Stored(ctx context.Context, r *repo.Repository, asset string) ([]*evidence.DrillReport, error) {
+	var ids []string
+	if err := r.ListNamed(ctx, Area, asset, "", func(rel string, _ int64) error {
+		ids = append(ids, rel)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list drill reports of %s: %w", asset, err)
+	}
+	out := make([]*evidence.DrillReport, 0, len(ids))
+	for _, id := range ids {
+		data, err := r.GetNamed(ctx, Area, asset, id)
+		if err != nil {
+			return nil, fmt.Errorf("drill report %s: %w", id, err)
+		}
+		rep, err := evidence.Unmarshal(data)
+		if err != nil {
+			return nil, fmt.Errorf("drill report %s: %w", id, err)
+		}
+		out = append(out, rep)
+	}
+	return out, nil
+}
+
+// newID names a report: its start time, then random bits so that two
+// drills in one second on two hosts do not collide. IDs sort by time.
+func newID(t time.Time) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// privateDir makes a directory below the drill's work directory that the
+// run-as user owns and nobody else can enter.
+func (d *drill) privateDir(name string, as *runAs) (string, error) {
+	p := filepath.Join(d.work, name)
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return "", err
+	}
+	if err := as.chown(d.work, p); err != nil {
+		return "", fmt.Errorf("give %s to %s: %w", p, as.name, err)
+	}
+	return p, nil
+}
+
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
+
+// fmtSeconds writes a duration in seconds as Go does, to the millisecond.
+func fmtSeconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond).String()
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 600 {
+		s = s[:600] + "..."
+	}
+	return s
+}
+
+// errNoSnapshot is returned when the repository holds nothing to drill.
+var errNoSnapshot = errors.New("no snapshot")

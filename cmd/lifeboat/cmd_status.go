@@ -50,9 +50,11 @@ type statusRow struct {
 	// LastSnapshot and LastSnapshotTime name the newest snapshot.
 	LastSnapshot     string    `json:"last_snapshot,omitempty"`
 	LastSnapshotTime time.Time `json:"last_snapshot_time,omitzero"`
-	NewestWAL        string    `json:"newest_wal,omitempty"`
-	NewestWALTime    time.Time `json:"newest_wal_time,omitzero"`
-	Lag              *copyLag  `json:"lag,omitempty"`
+	// LastSnapshotStart is when the newest backup started (by start).
+	LastSnapshotStart time.Time `json:"-"`
+	NewestWAL         string    `json:"newest_wal,omitempty"`
+	NewestWALTime     time.Time `json:"newest_wal_time,omitzero"`
+	Lag               *copyLag  `json:"lag,omitempty"`
 }
 
 // copyLag is how far a copy is behind its primary.
@@ -61,9 +63,12 @@ type copyLag struct {
 	WALBytes int64 `json:"wal_bytes"`
 	// WALSeconds is how long ago the oldest WAL file the copy lacks was
 	// archived; 0 when it lacks none.
-	WALSeconds float64      `json:"wal_seconds"`
-	Snapshots  int          `json:"snapshots"`
-	Queue      *queueStatus `json:"queue,omitempty"`
+	WALSeconds float64 `json:"wal_seconds"`
+	Snapshots  int     `json:"snapshots"`
+	// OldestMissingSnapshot is when the oldest snapshot the copy lacks
+	// was taken.
+	OldestMissingSnapshot time.Time    `json:"oldest_missing_snapshot,omitzero"`
+	Queue                 *queueStatus `json:"queue,omitempty"`
 }
 
 type queueStatus struct {
@@ -86,15 +91,37 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 		return err
 	}
 	now := time.Now()
+	rows, failed, err := g.gatherStatus(ctx, p, assets, now)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			return err
+		}
+	} else if err := printStatus(g, rows, now); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("status: %d repositories could not be read", failed)
+	}
+	return nil
+}
+
+// gatherStatus reads every repository of the assets: the rows of status,
+// and how many repositories could not be read.
+func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, assets []*policy.Asset, now time.Time) ([]statusRow, int, error) {
 	rows := []statusRow{}
 	failed := 0
 	for _, a := range assets {
 		rps, err := p.AssetRepositories(a)
 		if err != nil {
-			return &usageError{err}
+			return nil, 0, &usageError{err}
 		}
 		var primary *repo.Repository
-		var primaryIDs map[string]bool
+		var primaryIDs map[string]time.Time
 		for i, rp := range rps {
 			row := statusRow{Asset: a.Name, Repository: rp.Name, Role: "primary"}
 			if i > 0 {
@@ -114,19 +141,7 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 			rows = append(rows, row)
 		}
 	}
-	if asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
-			return err
-		}
-	} else if err := printStatus(g, rows, now); err != nil {
-		return err
-	}
-	if failed > 0 {
-		return fmt.Errorf("status: %d repositories could not be read", failed)
-	}
-	return nil
+	return rows, failed, nil
 }
 
 // selectAssets is the named asset, or every asset when name is empty.
@@ -147,8 +162,8 @@ func selectAssets(p *policy.Policy, name string) ([]*policy.Asset, error) {
 
 // repositoryStatus fills the newest snapshot and WAL of the asset in one
 // repository and returns the repository (nil when it cannot be opened)
-// and the asset's snapshot IDs there.
-func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *statusRow) (*repo.Repository, map[string]bool, error) {
+// and the asset's snapshots there (ID to start time).
+func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *statusRow) (*repo.Repository, map[string]time.Time, error) {
 	r, err := g.openRepository(ctx, rp)
 	if err != nil {
 		return nil, nil, err
@@ -157,9 +172,12 @@ func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, r
 	if err != nil {
 		return r, nil, fmt.Errorf("repository %s: %w", rp.Name, err)
 	}
-	ids := make(map[string]bool, len(snaps))
+	ids := make(map[string]time.Time, len(snaps))
 	for _, s := range snaps {
-		ids[s.ID.String()] = true
+		ids[s.ID.String()] = s.StartTime
+		if s.StartTime.After(row.LastSnapshotStart) {
+			row.LastSnapshotStart = s.StartTime
+		}
 		if end := rowFor(rp.Name, s).StopTime; end.After(row.LastSnapshotTime) {
 			row.LastSnapshot, row.LastSnapshotTime = s.ID.String(), end
 		}
@@ -172,7 +190,7 @@ func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, r
 }
 
 // copyStatus fills the lag of the copy rp behind primary.
-func (g *globalOptions) copyStatus(ctx context.Context, p *policy.Policy, a *policy.Asset, rp *policy.Repository, primary *repo.Repository, primaryIDs, ids map[string]bool, row *statusRow, now time.Time) error {
+func (g *globalOptions) copyStatus(ctx context.Context, p *policy.Policy, a *policy.Asset, rp *policy.Repository, primary *repo.Repository, primaryIDs, ids map[string]time.Time, row *statusRow, now time.Time) error {
 	lag := &copyLag{}
 	row.Lag = lag
 	if st, err := queueStatusOf(queueDir(p, rp)); err != nil {
@@ -183,9 +201,12 @@ func (g *globalOptions) copyStatus(ctx context.Context, p *policy.Policy, a *pol
 	if primary == nil || primaryIDs == nil || ids == nil {
 		return nil // already reported: a repository could not be read
 	}
-	for id := range primaryIDs {
-		if !ids[id] {
+	for id, start := range primaryIDs {
+		if _, ok := ids[id]; !ok {
 			lag.Snapshots++
+			if lag.OldestMissingSnapshot.IsZero() || start.Before(lag.OldestMissingSnapshot) {
+				lag.OldestMissingSnapshot = start
+			}
 		}
 	}
 	dst, err := openBackend(ctx, rp)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -47,12 +50,15 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions) error {
 		if err != nil {
 			return err
 		}
+		started := time.Now()
 		rep, err := r.Verify(ctx, repo.VerifyOptions{ReadData: o.readData})
 		if err != nil {
 			return fmt.Errorf("verify %s: %w", rp.Name, err)
 		}
+		var found []string
 		for _, pr := range rep.Problems {
 			fmt.Fprintf(g.stdout, "repository %s: %s\n", rp.Name, pr)
+			found = append(found, fmt.Sprint(pr))
 		}
 		problems += len(rep.Problems)
 		wal := 0
@@ -67,9 +73,13 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions) error {
 			}
 			for _, pr := range wr.Problems {
 				fmt.Fprintf(g.stdout, "repository %s: %s\n", rp.Name, pr)
+				found = append(found, fmt.Sprint(pr))
 			}
 			problems += len(wr.Problems)
 			wal += wr.Files
+		}
+		if err := recordVerify(ctx, p, rp.Name, started, found, rep.Snapshots+rep.Packs+wal); err != nil {
+			fmt.Fprintf(g.stderr, "lifeboat: warning: %v\n", err)
 		}
 		how := "presence checked"
 		if o.readData {
@@ -101,4 +111,23 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// recordVerify keeps the outcome in the catalog, where check and the
+// report find it. Failing to record it does not change what verify found,
+// so the caller only warns.
+func recordVerify(ctx context.Context, p *policy.Policy, repository string, started time.Time, found []string, objects int) error {
+	c, err := catalog.Open(ctx, catalog.Path(p.StateDir))
+	if err != nil {
+		return fmt.Errorf("record the verify of %s: %w", repository, err)
+	}
+	defer c.Close()
+	v := catalog.Verify{Repository: repository, Start: started, End: time.Now(), OK: len(found) == 0, Objects: int64(objects)}
+	if len(found) > 0 {
+		v.Error = found[0]
+		if len(found) > 1 {
+			v.Error += fmt.Sprintf(" (and %d more)", len(found)-1)
+		}
+	}
+	return c.RecordVerify(ctx, v)
 }

@@ -107,6 +107,7 @@ Everything it protects is described in a policy file (--config).`,
 		newServeCommand(g),
 		newRunsCommand(g),
 		newDrillCommand(g),
+		newCheckCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

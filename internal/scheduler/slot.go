@@ -112,3 +112,20 @@ func repeatedWallTime(t time.Time) bool {
 	_, prev := start.Add(-time.Nanosecond).Zone()
 	return prev > now && t.Sub(start) < time.Duration(prev-now)*time.Second
 }
+
+// PrevSlot is the last slot of s at or before t, and false when s has none
+// in the five years before t. Cron schedules cannot be walked backwards, so
+// it walks forwards from ever earlier starts until one holds a slot.
+func PrevSlot(s cron.Schedule, t time.Time) (time.Time, bool) {
+	for _, back := range []time.Duration{time.Hour, 25 * time.Hour, 8 * 24 * time.Hour, 32 * 24 * time.Hour,
+		367 * 24 * time.Hour, 5 * 367 * 24 * time.Hour} {
+		var last time.Time
+		for slot := NextSlot(s, t.Add(-back)); !slot.IsZero() && !slot.After(t); slot = NextSlot(s, slot) {
+			last = slot
+		}
+		if !last.IsZero() {
+			return last, true
+		}
+	}
+	return time.Time{}, false
+}

@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
 
 type backupOptions struct {
@@ -53,11 +56,14 @@ error says the snapshot is stored in the primary; lifeboat copy retries.`,
 	return cmd
 }
 
-func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
+func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err error) {
 	p, a, err := g.asset(o.asset)
 	if err != nil {
 		return err
 	}
+	var snap *repo.Snapshot
+	start := time.Now()
+	defer func() { g.recordManualRun(ctx, p, a, start, snap, err) }()
 	backup := kindBackups[a.Kind]
 	if a.Kind != lifeboat.KindPostgres && backup == nil {
 		return usagef("asset %s: backup of kind %s is not supported yet", a.Name, a.Kind)
@@ -70,7 +76,6 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) error {
 	if err != nil {
 		return err
 	}
-	var snap *repo.Snapshot
 	if a.Kind == lifeboat.KindPostgres {
 		snap, err = g.backupPostgres(ctx, a, r, o)
 	} else if snap, err = backup(ctx, g, a, r, o); err == nil && !o.json {
@@ -168,4 +173,41 @@ func (p *progressLine) done() {
 		fmt.Fprintf(p.g.stderr, "\r%*s\r", p.width, "")
 	}
 	p.closed = true
+}
+
+// envServeRun is set by lifeboat serve for the backups it runs, which it
+// records itself.
+const envServeRun = "LIFEBOAT_SERVE_RUN"
+
+// recordManualRun records a backup run by hand (or by cron) in the
+// catalog, as serve records its own, so check, metrics and the report see
+// every backup. The record is a journal: failing to write it is reported
+// and does not change the backup's outcome.
+func (g *globalOptions) recordManualRun(ctx context.Context, p *policy.Policy, a *policy.Asset, start time.Time, snap *repo.Snapshot, err error) {
+	if os.Getenv(envServeRun) != "" {
+		return
+	}
+	rec := catalog.Run{Asset: a.Name, Kind: string(a.Kind), Trigger: string(scheduler.TriggerManual), Start: start, End: time.Now(),
+		Result: catalog.OK}
+	switch {
+	case snap != nil:
+		rec.Snapshot, rec.Bytes, rec.BytesStored = snap.ID.String(), snap.Stats.BytesTotal, snap.Stats.BytesStored
+		if err != nil { // stored in the primary; a copy failed
+			rec.Error = oneLine(err)
+		}
+	case ctx.Err() != nil:
+		rec.Result, rec.Error = catalog.Aborted, oneLine(err)
+	case err != nil:
+		rec.Result, rec.Error = catalog.Failed, oneLine(err)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	c, cerr := catalog.Open(rctx, catalog.Path(p.StateDir))
+	if cerr == nil {
+		cerr = c.Insert(rctx, &rec)
+		c.Close()
+	}
+	if cerr != nil {
+		g.log.Warn("the run was not recorded in the catalog", "asset", a.Name, "error", oneLine(cerr))
+	}
 }

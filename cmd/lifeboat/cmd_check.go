@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -208,12 +207,12 @@ func archiveFacts(ctx context.Context, a *policy.Asset, row statusRow, now time.
 	defer cancel()
 	conn, err := pgx.Connect(cctx, a.DSN)
 	if err != nil {
-		return &health.WALFacts{LagSeconds: age, Detail: "server unreachable, age of the newest archived WAL: " + oneLineErr(err)}
+		return &health.WALFacts{LagSeconds: age, Detail: "server unreachable, age of the newest archived WAL: " + oneLine(err)}
 	}
 	defer conn.Close(context.Background())
 	var inRecovery bool
 	if err := conn.QueryRow(cctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil {
-		return &health.WALFacts{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLineErr(err)}
+		return &health.WALFacts{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLine(err)}
 	}
 	if inRecovery {
 		return &health.WALFacts{LagSeconds: age, Detail: "the server is a standby; age of the newest archived WAL"}
@@ -226,7 +225,7 @@ func archiveFacts(ctx context.Context, a *policy.Asset, row statusRow, now time.
 		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
 		last_archived_time, last_failed_time, last_failed_wal from pg_stat_archiver`).Scan(&current, &segSize, &lastArchived, &lastFailed, &failedWAL)
 	if err != nil {
-		return &health.WALFacts{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLineErr(err)}
+		return &health.WALFacts{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLine(err)}
 	}
 	w := &health.WALFacts{}
 	if lastFailed != nil && (lastArchived == nil || lastFailed.After(*lastArchived)) {
@@ -261,8 +260,6 @@ func archiveFacts(ctx context.Context, a *policy.Asset, row statusRow, now time.
 	return w
 }
 
-func oneLineErr(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
-
 // alertStateFile is where the alert state lives in the state directory.
 const alertStateFile = "alerts.json"
 
@@ -283,9 +280,13 @@ func sendAlerts(ctx context.Context, g *globalOptions, p *policy.Policy, rs []he
 	if len(p.Alerts) == 0 {
 		return usagef("--alert: the policy has no alerts")
 	}
-	if err := os.MkdirAll(p.StateDir, 0o700); err != nil {
-		return fmt.Errorf("alerts: %w", err)
+	// One sender of alerts per state directory: the alert state is not
+	// shared, and lifeboat serve, when it runs, sends them itself.
+	unlock, err := lockStateDir(p.StateDir)
+	if err != nil {
+		return fmt.Errorf("--alert: %w (lifeboat serve sends the alerts while it runs)", err)
 	}
+	defer unlock()
 	n, err := alert.New(p.Alerts, filepath.Join(p.StateDir, alertStateFile), alert.Options{Log: g.log})
 	if err != nil {
 		return err

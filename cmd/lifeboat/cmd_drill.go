@@ -65,6 +65,8 @@ transaction that came back.`,
 	f.StringVar(&o.workDir, "work-dir", "", "where the throwaway target is made (default: the temporary directory); needs room for a full restore")
 	f.IntVar(&o.workers, "workers", 0, "parallel restore workers (default: all cores)")
 	f.BoolVar(&o.json, "json", false, "print the drill report as JSON")
+	f.StringVar(&o.trigger, "trigger", "manual", "why the drill runs (serve passes schedule)")
+	f.MarkHidden("trigger")
 	return cmd
 }
 
@@ -82,7 +84,6 @@ func runDrillCommand(ctx context.Context, g *globalOptions, o drillOptions) erro
 	if n > 1 {
 		return usagef("give at most one of --time, --random-point, --latest and --snapshot")
 	}
-	o.trigger = "manual"
 	rep, err := runDrill(ctx, g, p, a, o)
 	if rep == nil {
 		return err

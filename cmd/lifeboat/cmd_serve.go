@@ -78,6 +78,9 @@ type daemon struct {
 	// when its bound is up (their process groups get SIGKILL).
 	stop, kill chan struct{}
 
+	// watch runs check every check.interval and feeds metrics and alerts.
+	watch *watcher
+
 	drainCancel context.CancelFunc
 	drainCtx    context.Context
 	draining    bool
@@ -148,6 +151,10 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return &usageError{err}
 	}
 	d.sched.Load(jobs, now, last)
+	if d.watch, err = newWatcher(bg, d, p); err != nil {
+		return err
+	}
+	defer d.watch.close()
 	log.Info("serving", "policy", config, "assets", len(p.Assets), "scheduled", len(jobs),
 		"catalog", catalog.Path(p.StateDir), "jobs", o.jobs)
 	d.logSchedule(jobs)
@@ -217,6 +224,17 @@ func (d *daemon) jobsOf(p *policy.Policy) ([]scheduler.Job, error) {
 		}
 		jobs = append(jobs, scheduler.Job{Asset: a.Name, Spec: a.Schedule, Schedule: s})
 	}
+	for i := range p.Assets {
+		a := &p.Assets[i]
+		if a.Drill == nil || a.Drill.Schedule == "" {
+			continue
+		}
+		s, err := policy.ParseSchedule(a.Drill.Schedule)
+		if err != nil {
+			return nil, fmt.Errorf("asset %s: drill: %w", a.Name, err)
+		}
+		jobs = append(jobs, scheduler.Job{Asset: drillKey(a.Name), Spec: a.Drill.Schedule, Schedule: s})
+	}
 	return jobs, nil
 }
 
@@ -231,6 +249,9 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 	defer wake.Stop()
 	drain := time.NewTicker(d.o.drainInterval)
 	defer drain.Stop()
+	d.watch.kick(d.pol) // a first check at start, so metrics and alerts are current
+	check := time.NewTicker(d.watch.interval)
+	defer check.Stop()
 	d.startDrain() // what piled up while no drainer ran
 	for {
 		d.dispatch(time.Now())
@@ -246,6 +267,8 @@ func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal) error {
 			d.drainFinished(err)
 		case <-drain.C:
 			d.startDrain()
+		case <-check.C:
+			d.watch.kick(d.pol)
 		case <-wake.C:
 		}
 	}
@@ -300,6 +323,7 @@ func (d *daemon) recordSkip(s scheduler.Skip, now time.Time) {
 func (d *daemon) finished(j *job) {
 	delete(d.running, j.rec.Asset)
 	d.sched.Done(j.rec.Asset)
+	d.watch.recordRun(j)
 	attrs := []any{"asset", j.rec.Asset, "run", j.rec.ID, "result", j.rec.Result,
 		"duration", j.rec.End.Sub(j.rec.Start).Round(time.Millisecond)}
 	if j.rec.Snapshot != "" {
@@ -331,6 +355,10 @@ func (d *daemon) reload() {
 	}
 	jobs, err := d.jobsOf(p)
 	if err != nil {
+		d.log.Error("reload refused, the previous policy keeps running", "error", oneLine(err))
+		return
+	}
+	if err := d.watch.reload(p); err != nil {
 		d.log.Error("reload refused, the previous policy keeps running", "error", oneLine(err))
 		return
 	}

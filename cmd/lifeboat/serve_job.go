@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
@@ -29,6 +30,10 @@ type job struct {
 	hooks   policy.Hooks
 	// killed is set when the stop bound was up and the run was killed.
 	killed bool
+	// drill is set for a scheduled drill (rec.Asset is the asset's drill
+	// key), report is its report once it ran.
+	drill  bool
+	report *evidence.DrillReport
 }
 
 // outputLimit bounds what is kept of each output of a run (the backup's
@@ -42,13 +47,17 @@ const waitDelay = 5 * time.Second
 
 // start records a run and starts it in its own goroutine.
 func (d *daemon) start(r scheduler.Run) {
-	a, err := d.pol.Asset(r.Asset)
+	name, isDrill := strings.CutSuffix(r.Asset, drillSuffix)
+	a, err := d.pol.Asset(name)
 	if err != nil { // gone from the policy since it was due
 		d.sched.Done(r.Asset)
 		return
 	}
-	j := &job{hooks: a.Hooks, rec: catalog.Run{Asset: a.Name, Kind: string(a.Kind), Trigger: string(r.Trigger),
-		Slot: r.Slot, Start: time.Now(), Result: catalog.Running}}
+	j := &job{hooks: a.Hooks, rec: catalog.Run{Asset: r.Asset, Kind: string(a.Kind), Trigger: string(r.Trigger),
+		Slot: r.Slot, Start: time.Now(), Result: catalog.Running}, drill: isDrill}
+	if isDrill {
+		j.hooks, j.rec.Kind = policy.Hooks{}, "drill"
+	}
 	if err := d.cat.Insert(context.Background(), &j.rec); err != nil {
 		// A backup matters more than its record: run it anyway, and try
 		// to record it whole at the end.
@@ -60,7 +69,7 @@ func (d *daemon) start(r scheduler.Run) {
 		attrs = append(attrs, "missed_slots", r.Missed)
 	}
 	d.log.Info("run started", attrs...)
-	d.running[a.Name] = j
+	d.running[r.Asset] = j
 	go func() {
 		d.execute(j)
 		j.rec.End = time.Now()
@@ -80,6 +89,10 @@ func (d *daemon) start(r scheduler.Run) {
 // execute runs the pre hook, the backup unless the hook failed, and the
 // post hook whatever happened, filling in j.rec.
 func (d *daemon) execute(j *job) {
+	if j.drill {
+		d.drill(j)
+		return
+	}
 	hookOut := newOutputBuffer(outputLimit)
 	defer func() { j.rec.HookOutput = hookOut.String() }()
 	timeout := j.hooks.Timeout.Std()
@@ -149,6 +162,7 @@ func (d *daemon) backup(j *job) {
 	stdout, stderr := newOutputBuffer(outputLimit), newOutputBuffer(outputLimit)
 	cmd := exec.Command(d.exe, "-c", d.config, "backup", j.rec.Asset, "--json")
 	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Env = append(os.Environ(), envServeRun+"=1")
 	// Only the child gets SIGTERM: it cancels what it started and records
 	// nothing; its process group is killed only at the stop bound.
 	st := supervise(cmd, d.stop, d.kill, 0, false)

@@ -243,7 +243,8 @@ type Alert struct {
 	From     string
 	To       []string
 	// Repeat is how often an alert is sent again while its problem
-	// lasts; 0 means DefaultAlertRepeat.
+	// lasts; DefaultAlertRepeat when the policy leaves it out, and 0
+	// (written) sends each problem once.
 	Repeat Duration
 	Line   int
 }

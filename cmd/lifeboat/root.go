@@ -108,6 +108,7 @@ Everything it protects is described in a policy file (--config).`,
 		newRunsCommand(g),
 		newDrillCommand(g),
 		newCheckCommand(g),
+		newReportCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -28,13 +28,25 @@ func SyncDir(dir string) error {
 // under a temporary name and then linked to path, so path is never seen
 // half-written, even after a crash; it returns once the name is durable.
 func WriteNew(path string, data []byte, perm os.FileMode) error {
+	// link(2), unlike rename(2), refuses an existing name.
+	return write(path, data, perm, os.Link)
+}
+
+// Replace writes path with data and mode perm, replacing what was there:
+// a reader sees the old file or the whole new one, never a mix, even after
+// a crash; it returns once the new content is durable.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, os.Rename)
+}
+
+func write(path string, data []byte, perm os.FileMode, publish func(tmp, path string) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer os.Remove(tmp) // nothing is left to remove after a rename
 	if err := f.Chmod(perm); err != nil {
 		f.Close()
 		return err
@@ -50,8 +62,7 @@ func WriteNew(path string, data []byte, perm os.FileMode) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", path, err)
 	}
-	// link(2), unlike rename(2), refuses an existing name.
-	if err := os.Link(tmp, path); err != nil {
+	if err := publish(tmp, path); err != nil {
 		return err
 	}
 	return SyncDir(dir)

@@ -187,6 +187,15 @@ type message struct {
 // missing file is an empty state). An alert that cannot be used, such as an
 // unknown kind or a bad address, is an error naming it.
 func New(alerts []policy.Alert, statePath string, o Options) (*Notifier, error) {
+	var unresolved []error
+	for _, a := range alerts {
+		for _, u := range a.Unresolved {
+			unresolved = append(unresolved, errors.New(u))
+		}
+	}
+	if len(unresolved) > 0 {
+		return nil, fmt.Errorf("alerts cannot be sent: %w", errors.Join(unresolved...))
+	}
 	n := &Notifier{statePath: statePath, host: o.Host, log: o.Log, now: o.Now}
 	if n.host == "" {
 		h, err := os.Hostname()

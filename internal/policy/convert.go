@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -60,8 +61,28 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 	return p
 }
 
-func (c *converter) alert(path string, a *alertYAML) Alert {
-	al := Alert{Line: c.idx.line(path, 0)}
+// errUnsetEnv matches expandEnv's messages for unset variables.
+var errUnsetEnv = regexp.MustCompile(`^environment variables? .* (is|are) not set$`)
+
+func (c *converter) alert(path string, a *alertYAML) (al Alert) {
+	al.Line = c.idx.line(path, 0)
+	// An alert's secrets are often set only in the daemon's environment,
+	// not in PostgreSQL's, where wal-push runs: an unset variable here
+	// must not stop archiving. It is kept with the alert, and whatever
+	// sends alerts refuses to start on it.
+	before := len(c.problems)
+	defer func() {
+		kept := c.problems[:before]
+		for _, pr := range c.problems[before:] {
+			if errUnsetEnv.MatchString(pr.Msg) {
+				al.Unresolved = append(al.Unresolved, pr.Error())
+				delete(c.failed, pr.Path)
+			} else {
+				kept = append(kept, pr)
+			}
+		}
+		c.problems = kept
+	}()
 	al.Kind = AlertKind(strings.ToLower(c.expand(path+".kind", a.Kind)))
 	al.Name = c.expand(path+".name", a.Name)
 	if al.Name == "" {

@@ -567,3 +567,32 @@ func TestValidateBuiltPolicy(t *testing.T) {
 		t.Errorf("Validate on the fixed policy: %v", err)
 	}
 }
+
+// TestUnsetAlertSecretDoesNotBreakThePolicy: wal-push runs in PostgreSQL's
+// environment, which often lacks the alert secrets; the policy still
+// loads, the alert carries the problem, and the other keys are checked.
+func TestUnsetAlertSecretDoesNotBreakThePolicy(t *testing.T) {
+	doc := `repositories:
+  - { name: main, url: "file:///srv/repo", passphrase: x }
+assets:
+  - { name: db, kind: sqlite, path: /srv/db.sqlite, repositories: [main] }
+alerts:
+  - kind: pagerduty
+    routing_key: ${LIFEBOAT_TEST_UNSET_PD_KEY}
+  - kind: slack
+    webhook_url: https://hooks.slack.example/x
+    repeat: soon
+`
+	_, err := parse([]byte(doc), "lifeboat.yaml", "/", func(string) (string, bool) { return "", false })
+	if err == nil || !strings.Contains(err.Error(), "alerts[1].repeat") || strings.Contains(err.Error(), "LIFEBOAT_TEST_UNSET_PD_KEY") {
+		t.Fatalf("a bad key beside an unset secret: %v", err)
+	}
+	doc = strings.Replace(doc, "repeat: soon", "repeat: 1h", 1)
+	p, err := parse([]byte(doc), "lifeboat.yaml", "/", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := p.Alerts[0].Unresolved; len(u) != 1 || !strings.Contains(u[0], "lifeboat.yaml:7: alerts[0].routing_key: environment variable LIFEBOAT_TEST_UNSET_PD_KEY is not set") {
+		t.Fatalf("unresolved: %q", u)
+	}
+}

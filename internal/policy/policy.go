@@ -246,7 +246,11 @@ type Alert struct {
 	// lasts; DefaultAlertRepeat when the policy leaves it out, and 0
 	// (written) sends each problem once.
 	Repeat Duration
-	Line   int
+	// Unresolved lists the ${NAME} references of this alert whose
+	// variables were not set when the policy was read (with file and
+	// line). Only commands that send alerts refuse them; see convert.go.
+	Unresolved []string
+	Line       int
 }
 
 // AlertKind is the kind of an alert destination.

@@ -117,6 +117,9 @@ func (c *checker) alerts() {
 	for i := range c.p.Alerts {
 		a := &c.p.Alerts[i]
 		path := itemPath("alerts", i)
+		if len(a.Unresolved) > 0 {
+			continue // refused by whatever sends alerts, not here
+		}
 		needURL := func(key, what string) {
 			switch u, err := url.Parse(a.URL); {
 			case a.URL == "":

@@ -79,7 +79,11 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 			return err
 		}
 		defer c.Close()
-		if runs, err = c.Runs(ctx, catalog.Filter{Asset: o.asset, Limit: o.limit}); err != nil {
+		f := catalog.Filter{Limit: o.limit}
+		if o.asset != "" {
+			f.Assets = []string{o.asset, drillKey(o.asset)}
+		}
+		if runs, err = c.Runs(ctx, f); err != nil {
 			return err
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {

@@ -2,7 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 )
 
@@ -211,4 +216,110 @@ func largestFile(t *testing.T, dir string) string {
 		t.Fatalf("no file under %s", dir)
 	}
 	return best
+}
+
+// TestServeDrillsAndMetrics: serve runs a scheduled drill, and /metrics
+// holds the documented series with the values of the backup and the
+// drills in the catalog.
+func TestServeDrillsAndMetrics(t *testing.T) {
+	e := drillEnv(t, strings.Replace(drillPolicy, "      point: latest\n", "      point: latest\n      schedule: \"@every 3s\"\n", 1))
+	port := freeTCPPort(t)
+	f, err := os.OpenFile(e.policy, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "check: { interval: 1s }\nmetrics: { listen: \"127.0.0.1:%d\" }\n", port)
+	f.Close()
+	_, manual := e.drill()
+	if manual == nil || !manual.Passed {
+		t.Fatalf("manual drill: %+v", manual)
+	}
+
+	d := e.serve()
+	waitFor(t, 120*time.Second, "a scheduled drill", func() bool {
+		for _, r := range e.runs("db") {
+			if r.Result == "ok" && r.Kind == "drill" && r.Trigger != "manual" {
+				return true
+			}
+		}
+		return false
+	}, d.stderr.String)
+	var text string
+	waitFor(t, 30*time.Second, "the check's series", func() bool {
+		text = scrape(t, port)
+		return strings.Contains(text, "lifeboat_check_last_run_timestamp_seconds ") && strings.Contains(text, `lifeboat_wal_archive_lag_seconds{asset="db"}`)
+	}, func() string { return text })
+	if code := d.stop(60 * time.Second); code != 0 {
+		t.Fatalf("serve exit %d\n%s", code, d.stderr)
+	}
+
+	for _, want := range []string{
+		`lifeboat_backup_last_success_timestamp_seconds{asset="db",kind="postgres"}`,
+		`lifeboat_backup_runs_total{asset="db",kind="postgres",result="ok"}`,
+		`lifeboat_drill_last_passed{asset="db"} 1`,
+		`lifeboat_drill_rto_target_seconds{asset="db"} 3600`,
+		`lifeboat_drill_rpo_target_seconds{asset="db"} 300`,
+		`lifeboat_check_failing{asset="db",check="wal_lag"} 0`,
+		`lifeboat_drill_phase_seconds{asset="db",phase="wal_replay"}`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s\n%s", want, grepLines(text, "lifeboat_"))
+		}
+	}
+	// The RTO exposed is one the catalog holds: the newest drill's.
+	reports := e.drillReports()
+	if len(reports) < 2 {
+		t.Fatalf("%d drill reports, want the manual and a scheduled one", len(reports))
+	}
+	if want := fmt.Sprintf(`lifeboat_drill_rto_seconds{asset="db"} %g`, reports[0].RTOSeconds); !strings.Contains(text, want) {
+		t.Errorf("/metrics lacks %s\n%s", want, grepLines(text, "lifeboat_drill_rto"))
+	}
+}
+
+// drillReports reads the drill reports from the catalog, newest first.
+func (e *env) drillReports() []*evidence.DrillReport {
+	e.t.Helper()
+	c, err := catalog.Open(e.t.Context(), filepath.Join(e.dir, "state", catalog.FileName))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer c.Close()
+	reps, err := c.Drills(e.t.Context(), catalog.DrillFilter{Asset: "db"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return reps
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// scrape reads /metrics; "" while the daemon does not answer yet.
+func scrape(t *testing.T, port int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// grepLines keeps the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

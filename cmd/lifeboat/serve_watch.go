@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -161,8 +162,8 @@ func (w *watcher) observe(rs []health.Result, now time.Time) {
 		switch {
 		case r.Check == health.CheckWALLag && r.Value != nil:
 			m.SetWALLag(r.Asset, *r.Value)
-		case r.Check == health.CheckCopy && r.Value != nil:
-			m.SetCopyLag(r.Asset, r.Subject, 0, 0, *r.Value)
+		case r.Check == health.CheckCopy && r.Copy != nil:
+			m.SetCopyLag(r.Asset, r.Subject, r.Copy.WALFiles, r.Copy.MissingSnapshots, r.Copy.WALSeconds)
 		}
 		if !r.OK {
 			w.d.log.Warn("check failed", "asset", r.Asset, "check", check, "problem", r.Message)
@@ -202,6 +203,18 @@ func (w *watcher) reload(p *policy.Policy) error {
 	for a := range w.assets {
 		if !keep[a] {
 			w.metrics.Forget(a)
+		}
+	}
+	// Copies an asset no longer uses would keep their last lag.
+	for _, old := range w.d.pol.Assets {
+		na, err := p.Asset(old.Name)
+		if err != nil {
+			continue
+		}
+		for _, r := range old.Repositories[min(1, len(old.Repositories)):] {
+			if !slices.Contains(na.Repositories[min(1, len(na.Repositories)):], r) {
+				w.metrics.ForgetCopy(old.Name, r)
+			}
 		}
 	}
 	w.assets = keep

@@ -252,8 +252,10 @@ func (c *Catalog) Update(ctx context.Context, r *Run) error {
 
 // Filter selects runs.
 type Filter struct {
-	Asset string // "" for every asset
-	Limit int    // 0 for no limit
+	// Assets selects the runs recorded under any of these names; none
+	// selects every run.
+	Assets []string
+	Limit  int // 0 for no limit
 }
 
 // Runs lists runs, newest first.
@@ -261,9 +263,11 @@ func (c *Catalog) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	query := `SELECT id, asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored,
 		output, hook_output FROM runs`
 	var args []any
-	if f.Asset != "" {
-		query += " WHERE asset = ?"
-		args = append(args, f.Asset)
+	if len(f.Assets) > 0 {
+		query += " WHERE asset IN (?" + strings.Repeat(", ?", len(f.Assets)-1) + ")"
+		for _, a := range f.Assets {
+			args = append(args, a)
+		}
 	}
 	query += " ORDER BY started DESC, id DESC"
 	if f.Limit > 0 {

@@ -58,7 +58,7 @@ func TestRoundTripAndOrder(t *testing.T) {
 	if got[1].End.IsZero() == false || got[1].Result != Running {
 		t.Fatalf("a running run: %+v", got[1])
 	}
-	dump, _ := c.Runs(ctx, Filter{Asset: "dump", Limit: 1})
+	dump, _ := c.Runs(ctx, Filter{Assets: []string{"dump"}, Limit: 1})
 	if len(dump) != 1 || dump[0].ID != runs[2].ID {
 		t.Fatalf("asset filter with limit: %+v", dump)
 	}
@@ -102,7 +102,7 @@ func TestLastScheduled(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("AbortRunning: %d, %v", n, err)
 	}
-	runs, _ := c.Runs(ctx, Filter{Asset: "c"})
+	runs, _ := c.Runs(ctx, Filter{Assets: []string{"c"}})
 	if runs[0].Result != Aborted || runs[0].Error != "the daemon stopped" || !runs[0].End.Equal(base.Add(48*time.Hour)) {
 		t.Fatalf("closed run: %+v", runs[0])
 	}

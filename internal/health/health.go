@@ -36,6 +36,8 @@ type Result struct {
 	// Value is the measured quantity, when there is one (lag in
 	// seconds), for metrics.
 	Value *float64 `json:"value,omitempty"`
+	// Copy is the lag behind a copy check.
+	Copy *CopyFacts `json:"copy,omitempty"`
 }
 
 // Facts is what the caller found.
@@ -78,15 +80,15 @@ type WALFacts struct {
 
 // CopyFacts are one copy repository's lag behind the primary.
 type CopyFacts struct {
-	Repository string
-	Read       bool // false when the copy could not be read
+	Repository string `json:"repository"`
+	Read       bool   `json:"read"` // false when the copy could not be read
 	// MissingSnapshots counts snapshots the copy lacks; OldestMissing is
 	// when the oldest of them was taken.
-	MissingSnapshots int
-	OldestMissing    time.Time
+	MissingSnapshots int       `json:"missing_snapshots"`
+	OldestMissing    time.Time `json:"oldest_missing,omitzero"`
 	// WALSeconds is the age of the oldest WAL file the copy lacks.
-	WALFiles   int
-	WALSeconds float64
+	WALFiles   int     `json:"wal_files"`
+	WALSeconds float64 `json:"wal_seconds"`
 }
 
 // Verify is the last verify of a repository.
@@ -207,7 +209,7 @@ func copies(a *policy.Asset, af *AssetFacts, now time.Time, tier *policy.Tier, g
 	}
 	var out []Result
 	for _, c := range af.Copies {
-		r := Result{Asset: a.Name, Check: CheckCopy, Subject: c.Repository}
+		r := Result{Asset: a.Name, Check: CheckCopy, Subject: c.Repository, Copy: &c}
 		v := c.WALSeconds
 		r.Value = &v
 		switch {

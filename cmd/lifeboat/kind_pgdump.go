@@ -26,7 +26,7 @@ func backupPGDump(ctx context.Context, g *globalOptions, a *policy.Asset, r *rep
 	snap, err := pgdump.Backup(ctx, r, pgdump.BackupOptions{
 		Asset: a.Name, DSN: a.DSN, Databases: a.Databases, Schemas: a.Schemas, ExcludeSchemas: a.ExcludeSchemas,
 		ExcludeTableData: a.ExcludeTableData, Globals: a.Globals, Location: dumpLocation(a), LockWait: o.lockWait,
-		Log: g.log,
+		Record: recordedChecks(a), Log: g.log,
 		Progress: func(db string, n int64) {
 			bar.set(fmt.Sprintf("dump %s: database %s, %s read", a.Name, db, humanBytes(n)))
 		},

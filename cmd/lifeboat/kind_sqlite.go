@@ -30,7 +30,8 @@ func backupSQLite(ctx context.Context, g *globalOptions, a *policy.Asset, r *rep
 		return nil, err
 	}
 	return sqlite.Backup(ctx, r, sqlite.BackupOptions{
-		Asset: a.Name, Path: a.Path, TempDir: filepath.Join(p.StateDir, "tmp"), LockWait: o.lockWait, Log: g.log,
+		Asset: a.Name, Path: a.Path, TempDir: filepath.Join(p.StateDir, "tmp"), LockWait: o.lockWait,
+		Record: recordedChecks(a), Log: g.log,
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -125,4 +126,19 @@ func pickSnapshot(ctx context.Context, r *repo.Repository, asset, id string) (*r
 		}
 	}
 	return newest, nil
+}
+
+// recordedChecks are the asset's drill checks that compare with the value
+// at backup time ("= recorded"): the backup takes their values.
+func recordedChecks(a *policy.Asset) []checkquery.Query {
+	if a.Drill == nil {
+		return nil
+	}
+	var qs []checkquery.Query
+	for _, c := range a.Drill.Checks {
+		if c.Expect.Kind == policy.ExpectRecorded {
+			qs = append(qs, checkquery.Query{Name: c.Name, SQL: c.SQL, Database: c.Database})
+		}
+	}
+	return qs
 }

@@ -2,7 +2,6 @@ package drill
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
@@ -72,7 +72,10 @@ func (d *drill) expect(ck policy.DrillCheck, v string) (bool, string) {
 		}
 		return false, fmt.Sprintf("returned %s, expected %s", quoteShort(v), quoteShort(e.Value))
 	case policy.ExpectRecorded:
-		want, ok := d.recorded[ck.Name]
+		want, ok := d.recorded.Checks[ck.Name]
+		if why, failed := d.recorded.CheckErrors[ck.Name]; !ok && failed {
+			return false, "no value was recorded at backup time: " + oneLine(why)
+		}
 		if !ok {
 			return false, "the snapshot holds no value recorded at backup time for this check (was the check added after the backup?)"
 		}
@@ -113,39 +116,5 @@ func (s *server) queryValue(ctx context.Context, db, sql string) (string, bool, 
 		return "", false, err
 	}
 	defer tx.Rollback(context.Background())
-	return oneValue(tx.Query(ctx, sql, pgx.QueryExecModeSimpleProtocol))
-}
-
-// oneValue reads the single value a check's query must return.
-func oneValue(rows pgx.Rows, err error) (string, bool, error) {
-	if err != nil {
-		return "", false, err
-	}
-	defer rows.Close()
-	if n := len(rows.FieldDescriptions()); n != 1 {
-		return "", false, fmt.Errorf("the query returns %d columns; a check returns one", n)
-	}
-	var v *string
-	var got int
-	for rows.Next() {
-		got++
-		if got == 1 {
-			if raw := rows.RawValues()[0]; raw != nil {
-				s := string(raw)
-				v = &s
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return "", false, err
-	}
-	switch {
-	case got == 0:
-		return "", false, errors.New("the query returned no row; a check returns one")
-	case got > 1:
-		return "", false, fmt.Errorf("the query returned %d rows; a check returns one", got)
-	case v == nil:
-		return "", true, nil
-	}
-	return *v, false, nil
+	return checkquery.Postgres(ctx, tx, sql)
 }

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -135,7 +136,7 @@ type drill struct {
 	cleanup []func() // teardown steps, run in order
 	mark    time.Time
 	// recorded are the values the backup recorded for "= recorded" checks.
-	recorded map[string]string
+	recorded checkquery.Recorded
 }
 
 // begin starts timing a phase; end closes it.

@@ -31,6 +31,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/treestore"
 )
@@ -59,7 +62,12 @@ type BackupOptions struct {
 	// nil means UTC.
 	Location *time.Location
 	LockWait time.Duration
-	Log      *slog.Logger
+	// Record are the checks whose values are taken in the very snapshot
+	// pg_dump dumps (an exported snapshot) and kept with the dump. A query
+	// that fails is noted, not fatal: the dump is good, and the drill that
+	// needs the value says why it is missing.
+	Record []checkquery.Query
+	Log    *slog.Logger
 	// Progress, when not nil, is called as a database's dump is read.
 	Progress func(database string, bytes int64)
 }
@@ -78,6 +86,9 @@ type Info struct {
 	ExcludeTableData []string   `json:"exclude_table_data,omitempty"`
 	// Args are the options pg_dump ran with, connection aside.
 	Args []string `json:"args"`
+	// The values of the drill checks that compare with the backup ("=
+	// recorded").
+	checkquery.Recorded
 }
 
 // Database is one dumped database.
@@ -219,7 +230,8 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 	}
 	defer sess.Abort()
 	noPass, password := params.withoutPassword()
-	d := &dumper{o: o, sess: sess, conn: noPass, env: toolEnv(password), srv: srv, pgDump: pgDump, pgDumpall: pgDumpall}
+	d := &dumper{o: o, sess: sess, conn: noPass, full: params, env: toolEnv(password), srv: srv, pgDump: pgDump,
+		pgDumpall: pgDumpall, first: dbs[0], rec: &info.Recorded}
 	for _, j := range jobs {
 		node := &repo.Node{Path: j.path, Type: repo.NodeFile, Mode: 0o600, UID: uint32(os.Getuid()),
 			GID: uint32(os.Getgid()), MTime: start.UnixNano()}
@@ -247,7 +259,10 @@ type dumper struct {
 	o                 BackupOptions
 	sess              *treestore.Session
 	conn              *connParams // without the password, which is in env
+	full              *connParams // with it, for Lifeboat's own connections
 	env               []string
+	first             string               // the database checks without one run in
+	rec               *checkquery.Recorded // where checks' values go
 	srv               server
 	pgDump, pgDumpall tool
 }
@@ -255,13 +270,21 @@ type dumper struct {
 // database stores pg_dump's archive of database db as node.
 func (d *dumper) database(ctx context.Context, node *repo.Node, db string) (Database, error) {
 	args := append(dumpArgs(d.o), "--dbname="+d.conn.with("dbname", db).String())
+	snapshot, release, err := d.recordChecks(ctx, db)
+	if err != nil {
+		return Database{}, err
+	}
+	defer release()
+	if snapshot != "" {
+		args = append(args, "--snapshot="+snapshot)
+	}
 	run := &toolRun{name: "pg_dump", what: "database " + db, tool: d.pgDump, args: args, env: d.env, log: d.o.Log}
 	var arch *Archive
 	var progress func(int64)
 	if d.o.Progress != nil {
 		progress = func(n int64) { d.o.Progress(db, n) }
 	}
-	err := run.stream(ctx, d.sess, node, func(r io.Reader) error {
+	err = run.stream(ctx, d.sess, node, func(r io.Reader) error {
 		var err error
 		arch, err = checkArchive(r)
 		return err
@@ -275,6 +298,57 @@ func (d *dumper) database(ctx context.Context, node *repo.Node, db string) (Data
 	}
 	return Database{Name: db, File: node.Path, Bytes: node.Size, ArchiveVersion: arch.Version, Entries: arch.Entries,
 		DataBlocks: arch.DataBlocks, DataBytes: arch.DataBytes, LargestData: arch.LargestData, TOCEnd: arch.TOCEnd}, nil
+}
+
+// recordChecks runs the checks of database db in a transaction whose
+// snapshot it exports for pg_dump, so the values are those of the very
+// data dumped. The transaction must stay open until pg_dump has taken the
+// snapshot: release ends it. No checks for db: no snapshot, nothing to
+// release.
+func (d *dumper) recordChecks(ctx context.Context, db string) (snapshot string, release func(), err error) {
+	var qs []checkquery.Query
+	for _, q := range d.o.Record {
+		if q.Database == db || (q.Database == "" && db == d.first) {
+			qs = append(qs, q)
+		}
+	}
+	if len(qs) == 0 {
+		return "", func() {}, nil
+	}
+	conn, err := pgx.Connect(ctx, d.full.with("dbname", db).String())
+	if err != nil {
+		return "", nil, fmt.Errorf("database %s: connect to record the drill checks: %w", db, err)
+	}
+	release = func() { conn.Close(context.Background()) }
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err == nil {
+		err = tx.QueryRow(ctx, "select pg_export_snapshot()").Scan(&snapshot)
+	}
+	if err != nil {
+		release()
+		return "", nil, fmt.Errorf("database %s: export a snapshot for pg_dump: %w", db, err)
+	}
+	for _, q := range qs {
+		// A failed query aborts the transaction, and with it the
+		// snapshot pg_dump needs: each runs under a savepoint.
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			release()
+			return "", nil, fmt.Errorf("database %s: %w", db, err)
+		}
+		v, null, qerr := checkquery.Postgres(ctx, sp, q.SQL)
+		if qerr != nil {
+			if err := sp.Rollback(ctx); err != nil {
+				release()
+				return "", nil, fmt.Errorf("database %s: %w", db, err)
+			}
+		} else if err := sp.Commit(ctx); err != nil {
+			release()
+			return "", nil, fmt.Errorf("database %s: %w", db, err)
+		}
+		d.rec.Record(q.Name, v, null, qerr)
+	}
+	return snapshot, release, nil
 }
 
 // globals stores pg_dumpall --globals-only as node.

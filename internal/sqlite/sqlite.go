@@ -31,6 +31,7 @@ import (
 
 	msqlite "modernc.org/sqlite"
 
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/treestore"
@@ -69,6 +70,9 @@ type Info struct {
 	// IntegrityCheck is PRAGMA integrity_check of the copy: always "ok",
 	// since a copy that fails it is not recorded.
 	IntegrityCheck string `json:"integrity_check"`
+	// The values of the drill checks that compare with the backup ("=
+	// recorded"), taken on the copy: exactly the state the snapshot holds.
+	checkquery.Recorded
 }
 
 // InfoOf decodes what a SQLite snapshot records.
@@ -95,7 +99,11 @@ type BackupOptions struct {
 	BusyTimeout time.Duration
 	// LockWait is how long to wait for another backup of the asset.
 	LockWait time.Duration
-	Log      *slog.Logger
+	// Record are the checks whose values are taken on the copy and kept
+	// with the snapshot. A query that fails is noted, not fatal: the copy
+	// is good, and the drill that needs the value says why it is missing.
+	Record []checkquery.Query
+	Log    *slog.Logger
 }
 
 // Backup copies the database at o.Path consistently and records the copy
@@ -147,6 +155,11 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 			o.Path, firstLine(check.result))
 	}
 	info.PageSize, info.PageCount, info.IntegrityCheck = check.pageSize, check.pageCount, check.result
+	if len(o.Record) > 0 {
+		if err := recordChecks(ctx, copyPath, o.Record, &info.Recorded); err != nil {
+			return nil, fmt.Errorf("the copy of %s: %w", o.Path, err)
+		}
+	}
 	info.File = filepath.Base(o.Path)
 	f, err := os.Open(copyPath)
 	if err != nil {
@@ -361,6 +374,20 @@ func checkCopy(ctx context.Context, path string) (checkResult, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// recordChecks runs the checks on the copy, read only.
+func recordChecks(ctx context.Context, path string, qs []checkquery.Query, rec *checkquery.Recorded) error {
+	db, err := sql.Open("sqlite", copyDSN(path)+"&_pragma=query_only(1)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, q := range qs {
+		v, null, err := checkquery.SQLite(ctx, db, q.SQL)
+		rec.Record(q.Name, v, null, err)
+	}
+	return ctx.Err()
 }
 
 // SQLite's primary result codes that get their own explanation.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -16,6 +15,7 @@ import (
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/files"
 	"github.com/lifeboat-dr/lifeboat/internal/gitrepo"
@@ -119,38 +119,7 @@ func (d *drill) sqlite(ctx context.Context) error {
 type sqliteQuerier struct{ db *sql.DB }
 
 func (q sqliteQuerier) queryValue(ctx context.Context, _ string, query string) (string, bool, error) {
-	rows, err := q.db.QueryContext(ctx, query)
-	if err != nil {
-		return "", false, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return "", false, err
-	}
-	if len(cols) != 1 {
-		return "", false, fmt.Errorf("the query returns %d columns; a check returns one", len(cols))
-	}
-	var v sql.NullString
-	n := 0
-	for rows.Next() {
-		n++
-		if n == 1 {
-			if err := rows.Scan(&v); err != nil {
-				return "", false, err
-			}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return "", false, err
-	}
-	switch {
-	case n == 0:
-		return "", false, errors.New("the query returned no row; a check returns one")
-	case n > 1:
-		return "", false, fmt.Errorf("the query returned %d rows; a check returns one", n)
-	}
-	return v.String, !v.Valid, nil
+	return checkquery.SQLite(ctx, q.db, query)
 }
 
 // pgDump drills a logical dump: a fresh cluster of the dumped server's
@@ -331,14 +300,12 @@ func detailUnless(cond bool, s string) string {
 	return ""
 }
 
-// recordedValues are the check values a backup recorded (Snapshot.Extra's
-// "checks" object), for "= recorded" expectations.
-func recordedValues(s *repo.Snapshot) map[string]string {
-	var extra struct {
-		Checks map[string]string `json:"checks"`
-	}
+// recordedValues are the check values a backup recorded in its
+// snapshot's details, for "= recorded" expectations.
+func recordedValues(s *repo.Snapshot) checkquery.Recorded {
+	var rec checkquery.Recorded
 	if len(s.Extra) > 0 {
-		json.Unmarshal(s.Extra, &extra)
+		json.Unmarshal(s.Extra, &rec)
 	}
-	return extra.Checks
+	return rec
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 )
 
 const recordedCheckPolicy = `    drill:
@@ -23,33 +21,6 @@ const recordedCheckPolicy = `    drill:
           sql: "select count(*) from no_such_table"
           expect: "= recorded"
 `
-
-// checkOutcome finds a check in a report.
-func checkOutcome(t *testing.T, rep *evidence.DrillReport, name string) evidence.Check {
-	t.Helper()
-	for _, c := range rep.Checks {
-		if c.Name == name {
-			return c
-		}
-	}
-	t.Fatalf("no check %q in %+v", name, rep.Checks)
-	return evidence.Check{}
-}
-
-// runDrill runs lifeboat drill ASSET --json and decodes its report.
-func (e *env) runDrill(asset string) (result, *evidence.DrillReport) {
-	e.t.Helper()
-	work := e.t.TempDir()
-	res := e.run("drill", asset, "--json", "--work-dir", work)
-	rep, err := evidence.Unmarshal([]byte(res.stdout))
-	if err != nil {
-		e.t.Fatalf("drill --json: exit %d: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
-	}
-	if left, _ := os.ReadDir(work); len(left) != 0 {
-		e.t.Fatalf("the drill left %s behind", left[0].Name())
-	}
-	return res, rep
-}
 
 // TestDrillRecordedValuesPGDump: a value recorded while the application
 // writes is the dumped data's own (pg_dump dumps the snapshot the checks
@@ -89,22 +60,22 @@ func TestDrillRecordedValuesPGDump(t *testing.T) {
 	if inserted.Load() == before {
 		t.Fatal("the writer did not write after the backup: the test proves nothing")
 	}
-	res, rep := e.runDrill("dump")
+	res, rep := e.drillAsset("dump")
 	if res.code == 0 || rep.Passed {
 		t.Fatalf("a drill with a check that failed at backup passed: %s", res.stdout)
 	}
-	if c := checkOutcome(t, rep, "rows"); !c.Passed || c.Got == "" {
+	if c := checkNamed(t, rep, "rows"); !c.Passed || c.Got == "" {
 		t.Errorf("rows: %+v", c)
 	}
-	if c := checkOutcome(t, rep, "broken at backup"); c.Passed || !strings.Contains(c.Detail, "no_such_table") {
+	if c := checkNamed(t, rep, "broken at backup"); c.Passed || !strings.Contains(c.Detail, "no_such_table") {
 		t.Errorf("broken at backup: %+v", c)
 	}
 	// A recorded check added after the backup has nothing to compare with.
 	text, _ := os.ReadFile(e.policy)
 	text = []byte(strings.Replace(string(text), "      checks:\n", "      checks:\n        - name: added later\n          sql: \"select 1\"\n          expect: \"= recorded\"\n", 1))
 	os.WriteFile(e.policy, text, 0o600)
-	_, rep = e.runDrill("dump")
-	if c := checkOutcome(t, rep, "added later"); c.Passed || !strings.Contains(c.Detail, "no value recorded at backup time") {
+	_, rep = e.drillAsset("dump")
+	if c := checkNamed(t, rep, "added later"); c.Passed || !strings.Contains(c.Detail, "no value recorded at backup time") {
 		t.Errorf("added later: %+v", c)
 	}
 }
@@ -146,11 +117,11 @@ func TestDrillRecordedValuesSQLite(t *testing.T) {
 	if err := <-done; err != nil && ctx.Err() == nil {
 		t.Fatal(err)
 	}
-	_, rep := e.runDrill("staging-db")
-	if c := checkOutcome(t, rep, "rows"); !c.Passed || c.Got == "" || c.Got == "0" {
+	_, rep := e.drillAsset("staging-db")
+	if c := checkNamed(t, rep, "rows"); !c.Passed || c.Got == "" || c.Got == "0" {
 		t.Errorf("rows: %+v", c)
 	}
-	if c := checkOutcome(t, rep, "broken at backup"); c.Passed || !strings.Contains(c.Detail, "missing") {
+	if c := checkNamed(t, rep, "broken at backup"); c.Passed || !strings.Contains(c.Detail, "missing") {
 		t.Errorf("broken at backup: %+v", c)
 	}
 }

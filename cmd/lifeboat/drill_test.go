@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -42,23 +41,10 @@ func drillEnv(t *testing.T, extra string) *env {
 	return e
 }
 
-// drill runs lifeboat drill with a work directory of the test's and checks
-// that the throwaway target is gone afterwards, whatever the outcome.
+// drill runs lifeboat drill of the env's asset db (see drillAsset).
 func (e *env) drill(args ...string) (result, *evidence.DrillReport) {
 	e.t.Helper()
-	work := e.t.TempDir()
-	res := e.run(append([]string{"drill", "db", "--json", "--work-dir", work}, args...)...)
-	if left, _ := os.ReadDir(work); len(left) != 0 {
-		e.t.Fatalf("the drill left %s behind in its work directory", left[0].Name())
-	}
-	if strings.TrimSpace(res.stdout) == "" {
-		return res, nil
-	}
-	rep, err := evidence.Unmarshal([]byte(res.stdout))
-	if err != nil {
-		e.t.Fatalf("drill --json: %v\n%s\nstderr: %s", err, res.stdout, res.stderr)
-	}
-	return res, rep
+	return e.drillAsset("db", args...)
 }
 
 func TestDrillHealthyBackupPasses(t *testing.T) {
@@ -92,14 +78,7 @@ func TestDrillHealthyBackupPasses(t *testing.T) {
 		t.Errorf("checks: %+v", rep.Checks)
 	}
 	// The report is in the catalog and in the repository.
-	stored := 0
-	filepath.WalkDir(filepath.Join(e.repo, "drills"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			stored++
-		}
-		return nil
-	})
-	if stored != 1 {
+	if stored := storedDrills(e.repo); stored != 1 {
 		t.Errorf("%d drill reports in the repository, want 1", stored)
 	}
 	if _, err := os.Stat(filepath.Join(e.dir, "state", "catalog.db")); err != nil {
@@ -173,15 +152,8 @@ func TestDrillFailures(t *testing.T) {
 	os.WriteFile(pack, orig, 0o600)
 
 	// Every drill, failed ones included, is evidence.
-	var reports []json.RawMessage
-	filepath.WalkDir(filepath.Join(e.repo, "drills"), func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			reports = append(reports, nil)
-		}
-		return nil
-	})
-	if len(reports) != 3 {
-		t.Errorf("%d drill reports stored, want 3", len(reports))
+	if n := storedDrills(e.repo); n != 3 {
+		t.Errorf("%d drill reports stored, want 3", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -245,6 +246,41 @@ func TestServeDrillsAndMetrics(t *testing.T) {
 	}
 	if want := fmt.Sprintf(`lifeboat_drill_rto_seconds{asset="db"} %g`, reports[0].RTOSeconds); !strings.Contains(text, want) {
 		t.Errorf("/metrics lacks %s\n%s", want, grepLines(text, "lifeboat_drill_rto"))
+	}
+
+	// The report renders from the catalog and from the repository's own
+	// copies of the reports, with the values of the records.
+	for _, args := range [][]string{nil, {"--repository", "primary"}} {
+		var doc struct {
+			Results []struct {
+				Drill      string  `json:"drill"`
+				RTOSeconds float64 `json:"rto_seconds"`
+				RPOSeconds float64 `json:"rpo_seconds"`
+				Passed     bool    `json:"passed"`
+			} `json:"test_results"`
+		}
+		out := e.mustRun(append([]string{"report", "--format", "json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("report %v: %v\n%s", args, err, out)
+		}
+		if len(doc.Results) != len(reports) {
+			t.Fatalf("report %v: %d drills, the catalog holds %d", args, len(doc.Results), len(reports))
+		}
+		for i, r := range reports {
+			got := doc.Results[i]
+			if got.Drill != r.ID || got.RTOSeconds != r.RTOSeconds || got.RPOSeconds != r.RPOSeconds || got.Passed != r.Passed {
+				t.Errorf("report %v row %d: %+v, record %s RTO %v RPO %v passed %v", args, i, got, r.ID, r.RTOSeconds, r.RPOSeconds, r.Passed)
+			}
+		}
+	}
+	md := e.mustRun("report", "--format", "md")
+	if !strings.Contains(md, "DR Test Results Log") || !strings.Contains(md, reports[0].ID) {
+		t.Errorf("report --format md:\n%s", md)
+	}
+	html := filepath.Join(e.dir, "dr.html")
+	e.mustRun("report", "--format", "html", "--out", html)
+	if b, err := os.ReadFile(html); err != nil || !strings.Contains(string(b), "<html") {
+		t.Errorf("report --out: %v", err)
 	}
 }
 

@@ -64,6 +64,7 @@ type config struct {
 	storage        string // storageFS or storageS3
 	minio          string // MinIO binary, for -storage s3
 	copy           bool   // Lifeboat also archives to a copy repository; measure its lag
+	drill          drillConfig
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
@@ -98,6 +99,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.storage, "storage", storageFS, "where the repositories live: fs (directories in the bench root) or s3 (MinIO on 127.0.0.1 over TLS)")
 	fs.StringVar(&cfg.minio, "minio", "/usr/local/lib/lifeboat/minio", "MinIO server binary for -storage s3 (scripts/install-minio.sh builds it)")
 	fs.BoolVar(&cfg.copy, "copy", false, "give Lifeboat a copy repository (dr) and measure how far it lags the primary under pgbench")
+	drillParts := cfg.drill.flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -107,6 +109,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var err error
 	if cfg.tools, err = toolOrder(*tools, *order); err != nil {
 		return cfg, err
+	}
+	if cfg.drill.enabled {
+		if err := cfg.checkDrill(fs, *drillParts); err != nil {
+			return cfg, err
+		}
 	}
 	if cfg.scale < 1 || cfg.txRows < 0 || cfg.batchRows < 1 || cfg.runs < 1 || cfg.pgbenchSeconds < 1 || cfg.pgbenchClients < 1 || cfg.processMax < 1 {
 		return cfg, errors.New("-scale, -batch-rows, -runs, -pgbench-seconds, -pgbench-clients and -process-max must be positive; -tx-rows not negative")
@@ -119,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.jsonOut == "" {
 		cfg.jsonOut = filepath.Join(cfg.root, "results.json")
+		if cfg.drill.enabled {
+			cfg.jsonOut = filepath.Join(cfg.root, "results-drill.json")
+		}
 	}
 	return cfg, nil
 }
@@ -279,7 +289,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	res.Storage = h.storageInfo()
 
-	if !cfg.buildOnly {
+	if !cfg.buildOnly && cfg.drill.enabled {
+		res.Drill = h.runDrillBench(ctx)
+		res.Machine.LifeboatVersion = res.Drill.Version
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	} else if !cfg.buildOnly {
 		for run := 1; run <= cfg.runs; run++ {
 			for _, tool := range cfg.tools {
 				spec := h.lifeboatSpec()
@@ -307,6 +323,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	res.DropCachesError = errString(h.dropErr)
 
 	printReport(stdout, &res)
+	if res.Drill != nil {
+		printDrillReport(stdout, res.Drill)
+	}
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode results: %w", err)

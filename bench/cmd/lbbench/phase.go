@@ -82,50 +82,13 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 	h.logf("run %d: %s phase (%s)", run, t.name, res.Version)
 	phaseStart := time.Now()
 
-	// Drain whatever the previous phase left so this tool does not inherit it.
-	if err := h.cl.setArchiveCommand(ctx, discardArchiveCommand); err != nil {
-		res.Error = err.Error()
-		return res
-	}
 	defer func() {
 		if err := h.cl.setArchiveCommand(context.WithoutCancel(ctx), discardArchiveCommand); err != nil {
 			h.logf("warning: reset archive_command: %v", err)
 		}
 	}()
-	h.cl.waitArchived(ctx, time.Minute)
-
-	for _, p := range append(t.wipe, t.restoreTo, h.pushLogPath(t.name)) {
-		if err := os.RemoveAll(p); err != nil {
-			res.Error = fmt.Sprintf("wipe %s: %v", p, err)
-			return res
-		}
-	}
-	for _, b := range []string{t.bucket, t.copyBucket} {
-		if b == "" {
-			continue
-		}
-		if err := h.minio.emptyBucket(ctx, b); err != nil {
-			res.Error = err.Error()
-			return res
-		}
-	}
-	for _, p := range t.mkdirs {
-		if err := h.mkdirOwned(p, 0o750); err != nil {
-			res.Error = err.Error()
-			return res
-		}
-	}
-	archiveCmd, err := h.writeToolFiles(t)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	res.Init = h.step(ctx, run, t, "init", t.init, false)
-	if !res.Init.OK {
-		res.Error = "repository init failed: " + res.Init.Error
-		return res
-	}
-	if err := h.cl.setArchiveCommand(ctx, archiveCmd); err != nil {
+	var err error
+	if res.Init, err = h.freshRepository(ctx, run, t); err != nil {
 		res.Error = err.Error()
 		return res
 	}
@@ -165,6 +128,50 @@ func (h *harness) runPhase(ctx context.Context, run int, t toolSpec) toolResult 
 		}
 	}
 	return res
+}
+
+// freshRepository gives tool t an empty repository with the archiver
+// pointed at it: it lets the archiver drain into /bin/true (so t inherits no
+// WAL from the build or another phase), wipes t's repository, key and state,
+// writes its configuration and archive_command wrapper, creates the
+// repository (the returned step, unmeasured) and switches archive_command
+// to the wrapper. The caller resets archive_command when it is done.
+func (h *harness) freshRepository(ctx context.Context, run int, t toolSpec) (stepResult, error) {
+	if err := h.cl.setArchiveCommand(ctx, discardArchiveCommand); err != nil {
+		return stepResult{}, err
+	}
+	h.cl.waitArchived(ctx, time.Minute)
+
+	for _, p := range append(t.wipe, t.restoreTo, h.pushLogPath(t.name)) {
+		if err := os.RemoveAll(p); err != nil {
+			return stepResult{}, fmt.Errorf("wipe %s: %w", p, err)
+		}
+	}
+	for _, b := range []string{t.bucket, t.copyBucket} {
+		if b == "" {
+			continue
+		}
+		if err := h.minio.emptyBucket(ctx, b); err != nil {
+			return stepResult{}, err
+		}
+	}
+	for _, p := range t.mkdirs {
+		if err := h.mkdirOwned(p, 0o750); err != nil {
+			return stepResult{}, err
+		}
+	}
+	archiveCmd, err := h.writeToolFiles(t)
+	if err != nil {
+		return stepResult{}, err
+	}
+	init := h.step(ctx, run, t, "init", t.init, false)
+	if !init.OK {
+		return init, fmt.Errorf("repository init failed: %s", init.Error)
+	}
+	if err := h.cl.setArchiveCommand(ctx, archiveCmd); err != nil {
+		return init, err
+	}
+	return init, nil
 }
 
 // checksumSQL fingerprints what pgbench changed; the restored cluster must

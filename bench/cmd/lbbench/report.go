@@ -21,6 +21,7 @@ type results struct {
 	Runs            []toolResult      `json:"runs"`
 	Summary         []ratioLine       `json:"summary"`
 	DropCachesError string            `json:"drop_caches_error,omitempty"`
+	Drill           *drillResults     `json:"drill,omitempty"` // with -drill, instead of Runs
 }
 
 func (c config) summary() map[string]string {
@@ -30,7 +31,7 @@ func (c config) summary() map[string]string {
 		"drop_caches": strconv.FormatBool(c.dropCaches), "pgbench_seconds": strconv.Itoa(c.pgbenchSeconds),
 		"pgbench_clients": strconv.Itoa(c.pgbenchClients), "pgbench_rate": strconv.Itoa(c.pgbenchRate), "process_max": strconv.Itoa(c.processMax),
 		"verify_restore": strconv.FormatBool(c.verifyRestore), "user": c.user, "storage": c.storage,
-		"copy": strconv.FormatBool(c.copy),
+		"copy": strconv.FormatBool(c.copy), "drill": c.drill.String(),
 	}
 }
 

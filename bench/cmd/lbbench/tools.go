@@ -142,13 +142,17 @@ func (h *harness) lifeboatSpec() toolSpec {
 		repoDir = filepath.Join(root, "lb-repo")
 		wipe = append([]string{repoDir}, wipe...)
 	}
-	if h.cfg.copy {
-		// The copy's key and its host state (the WAL queue) start from
-		// nothing like the primary; the state directory must exist and
-		// belong to the bench user, who runs archive_command.
-		state := filepath.Join(root, "lb-state")
-		wipe = append(wipe, filepath.Join(root, "lb-copy.key"), state)
+	if h.cfg.copy || h.cfg.drill.enabled {
+		// The host state (the copy's WAL queue, the catalog that records
+		// drills) starts from nothing like the primary; the state directory
+		// must exist and belong to the bench user, who runs archive_command.
+		state := h.lifeboatStateDir()
+		wipe = append(wipe, state)
 		mkdirs = append(mkdirs, state)
+	}
+	if h.cfg.copy {
+		// The copy's key starts from nothing like the primary's.
+		wipe = append(wipe, filepath.Join(root, "lb-copy.key"))
 		if h.minio != nil {
 			copyBucket = lifeboatCopyBucket
 		} else {
@@ -185,9 +189,15 @@ func (h *harness) lifeboatSpec() toolSpec {
 // lifeboatCopyRepo names the copy repository of the -copy policy.
 const lifeboatCopyRepo = "dr"
 
+// lifeboatStateDir is the policy's state_dir with -copy or -drill: the
+// copy queue and the catalog live in the bench root, not in
+// /var/lib/lifeboat.
+func (h *harness) lifeboatStateDir() string { return filepath.Join(h.cfg.root, "lb-state") }
+
 // lifeboatPolicy renders the policy file of the CLI contract. With -copy the
 // asset also lists a copy repository with its own key, in a second directory
-// or (with -storage s3) a second bucket on the same MinIO.
+// or (with -storage s3) a second bucket on the same MinIO. With -drill the
+// asset gets a tier and a drill section (see drill.go).
 func (h *harness) lifeboatPolicy() string {
 	root := h.cfg.root
 	location := func(dir, bucket string) string {
@@ -196,10 +206,25 @@ func (h *harness) lifeboatPolicy() string {
 		}
 		return "url: file://" + filepath.Join(root, dir)
 	}
-	var head, copyRepo string
+	var head, copyRepo, assetTail string
 	repos := "[primary]"
+	if h.cfg.copy || h.cfg.drill.enabled {
+		head = "state_dir: " + h.lifeboatStateDir() + "\n"
+	}
+	if h.cfg.drill.enabled {
+		// The drill holds its measurements to this tier (RPO 60 s is the
+		// issue's target) and runs the policy example's validation query,
+		// so a bench drill does what an operator's drill does.
+		head += fmt.Sprintf("tiers:\n  %s:\n    rpo: %s\n    rto: %s\n", drillTier, drillTierRPO, drillTierRTO)
+		assetTail = fmt.Sprintf(`    tier: %s
+    drill:
+      point: random
+      checks:
+        - name: %s
+          sql: %q
+`, drillTier, drillCheckName, drillCheckSQL)
+	}
 	if h.cfg.copy {
-		head = "state_dir: " + filepath.Join(root, "lb-state") + "\n"
 		copyRepo = fmt.Sprintf("  - name: %s\n    %s\n    key_file: %s\n",
 			lifeboatCopyRepo, location("lb-copy", lifeboatCopyBucket), filepath.Join(root, "lb-copy.key"))
 		repos = "[primary, " + lifeboatCopyRepo + "]"
@@ -215,8 +240,8 @@ func (h *harness) lifeboatPolicy() string {
     pgdata: %s
     dsn: "host=%s port=%d user=postgres dbname=postgres"
     repositories: %s
-`, head, location("lb-repo", bucketFor(toolLifeboat)), filepath.Join(root, "lb.key"), copyRepo,
-		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port, repos)
+%s`, head, location("lb-repo", bucketFor(toolLifeboat)), filepath.Join(root, "lb.key"), copyRepo,
+		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port, repos, assetTail)
 }
 
 // walPushWrapper renders the archive_command script that times each push.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/health"
+	"github.com/lifeboat-dr/lifeboat/internal/smtptest"
 )
 
 // receiver is a local HTTP endpoint playing Slack, PagerDuty and a signed
@@ -99,6 +100,7 @@ func TestCheckFindsProblemsAndAlerts(t *testing.T) {
 	e := startEnv(t, false, func(e *env) { e.assetExtra = "    schedule: \"CRON_TZ=UTC 0 3 * * *\"\n" })
 	e.addFileCopy(filepath.Join(e.dir, "dr"))
 	rcv := newReceiver(t, "hook-secret")
+	sink := smtptest.New(t, nil)
 	t.Setenv("TEST_PD_KEY", "pd-routing-key")
 	t.Setenv("TEST_HOOK_SECRET", "hook-secret")
 	f, err := os.OpenFile(e.policy, os.O_APPEND|os.O_WRONLY, 0)
@@ -115,7 +117,12 @@ alerts:
   - kind: webhook
     url: %[1]s/hook
     secret: ${TEST_HOOK_SECRET}
-`, rcv.srv.URL)
+  - kind: email
+    smtp: %[2]s
+    tls: none
+    from: lifeboat@example.com
+    to: [dba@example.com]
+`, rcv.srv.URL, sink.Addr())
 	f.Close()
 	e.switchAndWait()
 
@@ -133,6 +140,9 @@ alerts:
 	}
 	if hook := rcv.take("/hook"); len(hook) != 1 || hook[0]["status"] != "firing" || hook[0]["check"] != "backup" {
 		t.Errorf("webhook: %v", hook)
+	}
+	if mails := sink.Take(); len(mails) != 1 || !strings.Contains(string(mails[0].Data), "FIRING") || mails[0].To[0] != "dba@example.com" {
+		t.Errorf("email: %+v", mails)
 	}
 	// The problem still there: no new alert (repeat is 4h by default).
 	e.check()
@@ -193,5 +203,14 @@ alerts:
 	}
 	if hook := rcv.take("/hook"); len(hook) != 1 || hook[0]["status"] != "resolved" {
 		t.Errorf("webhook resolve: %v", hook)
+	}
+	var resolved int
+	for _, m := range sink.Take() {
+		if strings.Contains(string(m.Data), "RESOLVED") {
+			resolved++
+		}
+	}
+	if resolved == 0 {
+		t.Error("no RESOLVED mail")
 	}
 }

@@ -5,14 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"errors"
 	"io"
 	"mime"
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
-	"net/textproto"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,197 +18,9 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/alert"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/smtptest"
 	"github.com/lifeboat-dr/lifeboat/internal/tlscert"
 )
-
-// sunk is one mail the sink accepted.
-type sunk struct {
-	From string
-	To   []string
-	Data []byte
-	TLS  bool   // the session was encrypted when DATA came
-	User string // who authenticated, "" for nobody
-}
-
-// smtpSink is a small SMTP server, enough of RFC 5321 for net/smtp: EHLO,
-// STARTTLS when it has a certificate, AUTH PLAIN when it has users, MAIL,
-// RCPT, DATA, RSET, NOOP, QUIT.
-type smtpSink struct {
-	t        testing.TB
-	ln       net.Listener
-	startTLS *tls.Config       // offered after EHLO when set
-	users    map[string]string // AUTH PLAIN offered and required when set
-
-	mu    sync.Mutex
-	mails []sunk
-	errs  []error
-	wg    sync.WaitGroup
-}
-
-func newSMTPSink(t testing.TB, ln net.Listener) *smtpSink {
-	t.Helper()
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s := &smtpSink{t: t, ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer conn.Close()
-				_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-				if err := s.session(conn); err != nil && !errors.Is(err, io.EOF) {
-					s.mu.Lock()
-					s.errs = append(s.errs, err)
-					s.mu.Unlock()
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.wg.Wait()
-		for _, err := range s.errs {
-			t.Errorf("smtp sink: %v", err)
-		}
-	})
-	return s
-}
-
-func (s *smtpSink) addr() string { return s.ln.Addr().String() }
-
-func (s *smtpSink) take() []sunk {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.mails
-	s.mails = nil
-	return m
-}
-
-func (s *smtpSink) session(conn net.Conn) error {
-	_, isTLS := conn.(*tls.Conn)
-	tp := textproto.NewConn(conn)
-	reply := func(format string, args ...any) error { return tp.PrintfLine(format, args...) }
-	if err := reply("220 sink.test ESMTP"); err != nil {
-		return err
-	}
-	var cur sunk
-	var user string
-	greeted := false
-	for {
-		line, err := tp.ReadLine()
-		if err != nil {
-			return err
-		}
-		verb, arg, _ := strings.Cut(line, " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO", "HELO":
-			greeted = true
-			ext := []string{"sink.test greets " + arg, "8BITMIME"}
-			if s.startTLS != nil && !isTLS {
-				ext = append(ext, "STARTTLS")
-			}
-			if s.users != nil {
-				ext = append(ext, "AUTH PLAIN")
-			}
-			for i, e := range ext {
-				sep := "-"
-				if i == len(ext)-1 {
-					sep = " "
-				}
-				if err := reply("250%s%s", sep, e); err != nil {
-					return err
-				}
-			}
-		case "STARTTLS":
-			if s.startTLS == nil || isTLS {
-				err = reply("502 no")
-				break
-			}
-			if err := reply("220 go ahead"); err != nil {
-				return err
-			}
-			tc := tls.Server(conn, s.startTLS)
-			if err := tc.Handshake(); err != nil {
-				// The client refusing the certificate is what a test
-				// may want; the client side tells.
-				return nil
-			}
-			conn, isTLS, greeted = tc, true, false
-			tp = textproto.NewConn(tc)
-		case "AUTH":
-			mech, resp, _ := strings.Cut(arg, " ")
-			raw, derr := base64.StdEncoding.DecodeString(resp)
-			parts := strings.Split(string(raw), "\x00")
-			switch {
-			case s.users == nil || !strings.EqualFold(mech, "PLAIN") || derr != nil || len(parts) != 3:
-				err = reply("504 unsupported")
-			case s.users[parts[1]] != parts[2] || parts[2] == "":
-				err = reply("535 5.7.8 authentication failed")
-			default:
-				user = parts[1]
-				err = reply("235 2.7.0 ok")
-			}
-		case "MAIL":
-			switch {
-			case !greeted:
-				err = reply("503 say EHLO first")
-			case s.users != nil && user == "":
-				err = reply("530 5.7.0 authentication required")
-			default:
-				cur = sunk{From: pathArg(arg)}
-				err = reply("250 ok")
-			}
-		case "RCPT":
-			cur.To = append(cur.To, pathArg(arg))
-			err = reply("250 ok")
-		case "DATA":
-			if err := reply("354 go on"); err != nil {
-				return err
-			}
-			data, err := tp.ReadDotBytes()
-			if err != nil {
-				return err
-			}
-			cur.Data, cur.TLS, cur.User = data, isTLS, user
-			s.mu.Lock()
-			s.mails = append(s.mails, cur)
-			s.mu.Unlock()
-			cur = sunk{}
-			err = reply("250 queued")
-			if err != nil {
-				return err
-			}
-		case "RSET", "NOOP":
-			err = reply("250 ok")
-		case "QUIT":
-			_ = reply("221 bye")
-			return nil
-		default:
-			err = reply("502 unknown command")
-		}
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// pathArg takes the address out of "FROM:<a@b> BODY=8BITMIME".
-func pathArg(arg string) string {
-	_, rest, _ := strings.Cut(arg, "<")
-	addr, _, _ := strings.Cut(rest, ">")
-	return addr
-}
 
 func emailAlert(addr, mode string) policy.Alert {
 	return policy.Alert{Kind: policy.AlertEmail, Name: "oncall-mail", SMTP: addr, TLS: mode,
@@ -219,8 +28,8 @@ func emailAlert(addr, mode string) policy.Alert {
 		Repeat: policy.Duration(4 * time.Hour)}
 }
 
-// readMail parses a sunk mail and decodes its quoted-printable body.
-func readMail(t testing.TB, m sunk) (*mail.Message, string) {
+// readMail parses a smtptest.Mail mail and decodes its quoted-printable body.
+func readMail(t testing.TB, m smtptest.Mail) (*mail.Message, string) {
 	t.Helper()
 	msg, err := mail.ReadMessage(strings.NewReader(string(m.Data)))
 	if err != nil {
@@ -237,9 +46,9 @@ func readMail(t testing.TB, m sunk) (*mail.Message, string) {
 }
 
 func TestEmailPlain(t *testing.T) {
-	sink := newSMTPSink(t, nil)
+	sink := smtptest.New(t, nil)
 	c := newClock()
-	n := newNotifier(t, []policy.Alert{emailAlert(sink.addr(), "none")}, filepath.Join(t.TempDir(), alert.StateFile), c, nil)
+	n := newNotifier(t, []policy.Alert{emailAlert(sink.Addr(), "none")}, filepath.Join(t.TempDir(), alert.StateFile), c, nil)
 	ctx := context.Background()
 	p := alert.Problem{Asset: "ledger", Check: "drill", Summary: "drill failed: check “ledger has rows” returned false"}
 	if err := n.Update(ctx, []alert.Problem{p}); err != nil {
@@ -249,7 +58,7 @@ func TestEmailPlain(t *testing.T) {
 	if err := n.Update(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	mails := sink.take()
+	mails := sink.Take()
 	if len(mails) != 2 {
 		t.Fatalf("sink got %d mails, want trigger and resolve", len(mails))
 	}
@@ -295,16 +104,16 @@ func TestEmailPlain(t *testing.T) {
 }
 
 func TestEmailAuth(t *testing.T) {
-	sink := newSMTPSink(t, nil)
-	sink.users = map[string]string{"lifeboat": "s3cr3t-pw"}
+	sink := smtptest.New(t, nil)
+	sink.Users = map[string]string{"lifeboat": "s3cr3t-pw"}
 	c := newClock()
-	a := emailAlert(sink.addr(), "none")
+	a := emailAlert(sink.Addr(), "none")
 	a.Username, a.Password = "lifeboat", "s3cr3t-pw"
 	n := newNotifier(t, []policy.Alert{a}, filepath.Join(t.TempDir(), alert.StateFile), c, nil)
 	if err := n.Update(context.Background(), []alert.Problem{staleBackup}); err != nil {
 		t.Fatal(err)
 	}
-	if m := sink.take(); len(m) != 1 || m[0].User != "lifeboat" {
+	if m := sink.Take(); len(m) != 1 || m[0].User != "lifeboat" {
 		t.Fatalf("sink got %+v, want one mail from an authenticated session", m)
 	}
 
@@ -317,7 +126,7 @@ func TestEmailAuth(t *testing.T) {
 	if strings.Contains(err.Error(), "wrong-password-xyz") {
 		t.Errorf("error leaks the password: %v", err)
 	}
-	if m := sink.take(); len(m) != 0 {
+	if m := sink.Take(); len(m) != 0 {
 		t.Errorf("sink took %d mails without authentication", len(m))
 	}
 }
@@ -343,10 +152,10 @@ func loopbackTLS(t testing.TB) (server, client *tls.Config) {
 
 func TestEmailStartTLS(t *testing.T) {
 	serverTLS, clientTLS := loopbackTLS(t)
-	sink := newSMTPSink(t, nil)
-	sink.startTLS = serverTLS
-	sink.users = map[string]string{"lifeboat": "s3cr3t-pw"}
-	a := emailAlert(sink.addr(), "starttls")
+	sink := smtptest.New(t, nil)
+	sink.StartTLS = serverTLS
+	sink.Users = map[string]string{"lifeboat": "s3cr3t-pw"}
+	a := emailAlert(sink.Addr(), "starttls")
 	a.Username, a.Password = "lifeboat", "s3cr3t-pw"
 	n, err := alert.New([]policy.Alert{a}, filepath.Join(t.TempDir(), alert.StateFile),
 		alert.Options{Host: "db1.example.com", Now: newClock().now, TLSConfig: clientTLS})
@@ -356,7 +165,7 @@ func TestEmailStartTLS(t *testing.T) {
 	if err := n.Update(context.Background(), []alert.Problem{staleBackup}); err != nil {
 		t.Fatal(err)
 	}
-	m := sink.take()
+	m := sink.Take()
 	if len(m) != 1 || !m[0].TLS || m[0].User != "lifeboat" {
 		t.Fatalf("sink got %+v, want one mail over STARTTLS, authenticated", m)
 	}
@@ -370,7 +179,7 @@ func TestEmailStartTLS(t *testing.T) {
 	if err := n.Update(context.Background(), []alert.Problem{staleBackup}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("untrusted certificate: %v", err)
 	}
-	if m := sink.take(); len(m) != 0 {
+	if m := sink.Take(); len(m) != 0 {
 		t.Errorf("sent despite an untrusted certificate")
 	}
 }
@@ -378,13 +187,13 @@ func TestEmailStartTLS(t *testing.T) {
 // TestEmailStartTLSRequired: with tls starttls, a server that offers no
 // STARTTLS gets nothing, not the mail in the clear.
 func TestEmailStartTLSRequired(t *testing.T) {
-	sink := newSMTPSink(t, nil)
-	n := newNotifier(t, []policy.Alert{emailAlert(sink.addr(), "starttls")}, filepath.Join(t.TempDir(), alert.StateFile), newClock(), nil)
+	sink := smtptest.New(t, nil)
+	n := newNotifier(t, []policy.Alert{emailAlert(sink.Addr(), "starttls")}, filepath.Join(t.TempDir(), alert.StateFile), newClock(), nil)
 	err := n.Update(context.Background(), []alert.Problem{staleBackup})
 	if err == nil || !strings.Contains(err.Error(), "does not offer STARTTLS") {
 		t.Fatalf("error %v, want a refusal to send in the clear", err)
 	}
-	if m := sink.take(); len(m) != 0 {
+	if m := sink.Take(); len(m) != 0 {
 		t.Errorf("sink got %d mails in the clear", len(m))
 	}
 }
@@ -395,8 +204,8 @@ func TestEmailImplicitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := newSMTPSink(t, ln)
-	n, err := alert.New([]policy.Alert{emailAlert(sink.addr(), "tls")}, filepath.Join(t.TempDir(), alert.StateFile),
+	sink := smtptest.New(t, ln)
+	n, err := alert.New([]policy.Alert{emailAlert(sink.Addr(), "tls")}, filepath.Join(t.TempDir(), alert.StateFile),
 		alert.Options{Host: "db1.example.com", Now: newClock().now, TLSConfig: clientTLS})
 	if err != nil {
 		t.Fatal(err)
@@ -404,7 +213,7 @@ func TestEmailImplicitTLS(t *testing.T) {
 	if err := n.Update(context.Background(), []alert.Problem{staleBackup}); err != nil {
 		t.Fatal(err)
 	}
-	if m := sink.take(); len(m) != 1 || !m[0].TLS {
+	if m := sink.Take(); len(m) != 1 || !m[0].TLS {
 		t.Fatalf("sink got %+v, want one mail over TLS", m)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -91,21 +90,7 @@ func TestDrillRecordedValuesSQLite(t *testing.T) {
 	if err := os.WriteFile(e.policy, append(text, []byte(strings.Replace(recordedCheckPolicy, "from no_such_table", "from missing", 1))...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_busy_timeout=20000&_pragma=journal_mode(wal)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	for _, q := range []string{
-		"CREATE TABLE ledger (id INTEGER PRIMARY KEY, txn INTEGER NOT NULL, pad TEXT)",
-		"CREATE TABLE state (last INTEGER NOT NULL)",
-		"INSERT INTO state VALUES (0)",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	db := ledgerDB(t, path, "wal")
 	var committed atomic.Int64
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)

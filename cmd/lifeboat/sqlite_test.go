@@ -71,6 +71,31 @@ func ledgerWriter(ctx context.Context, db *sql.DB, committed *atomic.Int64) erro
 	return nil
 }
 
+// ledgerDB creates the ledger ledgerWriter writes to in the database at
+// path, in the given journal mode, and returns the application's handle.
+func ledgerDB(t *testing.T, path, journal string) *sql.DB {
+	t.Helper()
+	// A busy timeout as applications set one: in rollback-journal mode a
+	// commit waits while the backup reads.
+	db, err := sql.Open("sqlite", "file:"+path+"?_busy_timeout=20000&_pragma=journal_mode("+journal+")")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{
+		"CREATE TABLE ledger (id INTEGER PRIMARY KEY, txn INTEGER NOT NULL, pad TEXT)",
+		"CREATE INDEX ledger_txn ON ledger(txn)",
+		"CREATE TABLE state (last INTEGER NOT NULL)",
+		"INSERT INTO state VALUES (0)",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
+}
+
 // restoredLedger returns the transaction a restored database stops at,
 // failing unless it passes integrity_check and holds exactly the whole
 // transactions 1..last.
@@ -112,24 +137,7 @@ func TestSQLiteBackupUnderWriter(t *testing.T) {
 	for _, journal := range []string{"wal", "delete"} {
 		t.Run(journal, func(t *testing.T) {
 			e, path := newSQLiteEnv(t)
-			// A busy timeout as applications set one: in rollback-journal
-			// mode a commit waits while the backup reads.
-			db, err := sql.Open("sqlite", "file:"+path+"?_busy_timeout=20000&_pragma=journal_mode("+journal+")")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			db.SetMaxOpenConns(1)
-			for _, q := range []string{
-				"CREATE TABLE ledger (id INTEGER PRIMARY KEY, txn INTEGER NOT NULL, pad TEXT)",
-				"CREATE INDEX ledger_txn ON ledger(txn)",
-				"CREATE TABLE state (last INTEGER NOT NULL)",
-				"INSERT INTO state VALUES (0)",
-			} {
-				if _, err := db.Exec(q); err != nil {
-					t.Fatal(err)
-				}
-			}
+			db := ledgerDB(t, path, journal)
 			var committed atomic.Int64
 			ctx, cancel := context.WithCancel(t.Context())
 			done := make(chan error, 1)

@@ -241,21 +241,15 @@ func archiveFacts(ctx context.Context, a *policy.Asset, row statusRow, now time.
 	case err1 != nil:
 		w.LagSeconds, w.Detail = age, "age of the newest archived WAL"
 	case row.NewestWAL == "" || err2 != nil:
-		w.LagSeconds, w.Detail = age, "nothing archived yet; the server writes "+current
-		if age == 0 {
-			w.LagSeconds = -1 // unknown: no archive at all is a failure on its own
+		w.Detail = "nothing archived; the server writes " + current
+		if w.Failing == "" {
+			w.Failing = "no WAL of this asset is archived: is archive_command set to lifeboat wal-push?"
 		}
 	case cur.TLI == newest.TLI && cur.SegNo <= newest.SegNo+1:
 		w.Detail = "every complete segment is archived; the server writes " + current
 	default:
 		w.LagSeconds = age
 		w.Detail = fmt.Sprintf("the server writes %s, the newest archived is %s", current, row.NewestWAL)
-	}
-	if w.LagSeconds < 0 {
-		w.LagSeconds = 0
-		if w.Failing == "" {
-			w.Failing = "no WAL of this asset is archived: is archive_command set to lifeboat wal-push?"
-		}
 	}
 	return w
 }

@@ -63,7 +63,7 @@ func runCheck(ctx context.Context, g *globalOptions, o checkOptions) error {
 	if err != nil {
 		return err
 	}
-	results, err := g.evaluateHealth(ctx, p, time.Now())
+	results, err := g.evaluateHealth(ctx, p, time.Now(), repoCache{})
 	if err != nil {
 		return err
 	}
@@ -125,12 +125,12 @@ func failing(rs []health.Result) int {
 // evaluateHealth gathers the facts health judges: every repository's
 // snapshots and WAL, each copy's lag, the servers' archivers, and the
 // drills and verifies recorded in the catalog.
-func (g *globalOptions) evaluateHealth(ctx context.Context, p *policy.Policy, now time.Time) ([]health.Result, error) {
+func (g *globalOptions) evaluateHealth(ctx context.Context, p *policy.Policy, now time.Time, cache repoCache) ([]health.Result, error) {
 	var assets []*policy.Asset
 	for i := range p.Assets {
 		assets = append(assets, &p.Assets[i])
 	}
-	rows, _, err := g.gatherStatus(ctx, p, assets, now)
+	rows, _, err := g.gatherStatus(ctx, p, assets, now, cache)
 	if err != nil {
 		return nil, err
 	}

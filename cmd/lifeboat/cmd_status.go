@@ -91,7 +91,7 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 		return err
 	}
 	now := time.Now()
-	rows, failed, err := g.gatherStatus(ctx, p, assets, now)
+	rows, failed, err := g.gatherStatus(ctx, p, assets, now, repoCache{})
 	if err != nil {
 		return err
 	}
@@ -111,8 +111,9 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 }
 
 // gatherStatus reads every repository of the assets: the rows of status,
-// and how many repositories could not be read.
-func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, assets []*policy.Asset, now time.Time) ([]statusRow, int, error) {
+// and how many repositories could not be read. Repositories are opened
+// through cache, once each however many assets share them.
+func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, assets []*policy.Asset, now time.Time, cache repoCache) ([]statusRow, int, error) {
 	rows := []statusRow{}
 	failed := 0
 	for _, a := range assets {
@@ -127,7 +128,7 @@ func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, asse
 			if i > 0 {
 				row.Role = "copy"
 			}
-			r, ids, err := g.repositoryStatus(ctx, a, rp, &row)
+			r, ids, err := g.repositoryStatus(ctx, a, rp, &row, cache)
 			if err != nil {
 				row.Error = err.Error()
 				failed++
@@ -142,6 +143,24 @@ func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, asse
 		}
 	}
 	return rows, failed, nil
+}
+
+// repoCache holds opened repositories by what opens them. Opening one
+// unlocks its key (Argon2id for a passphrase: a tenth of a second of CPU),
+// which a check of fifty assets every minute must not repeat for each.
+type repoCache map[string]*repo.Repository
+
+func (c repoCache) open(ctx context.Context, g *globalOptions, rp *policy.Repository) (*repo.Repository, error) {
+	key := strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+	if r, ok := c[key]; ok {
+		return r, nil
+	}
+	r, err := g.openRepository(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	c[key] = r
+	return r, nil
 }
 
 // selectAssets is the named asset, or every asset when name is empty.
@@ -163,8 +182,8 @@ func selectAssets(p *policy.Policy, name string) ([]*policy.Asset, error) {
 // repositoryStatus fills the newest snapshot and WAL of the asset in one
 // repository and returns the repository (nil when it cannot be opened)
 // and the asset's snapshots there (ID to start time).
-func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *statusRow) (*repo.Repository, map[string]time.Time, error) {
-	r, err := g.openRepository(ctx, rp)
+func (g *globalOptions) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *statusRow, cache repoCache) (*repo.Repository, map[string]time.Time, error) {
+	r, err := cache.open(ctx, g, rp)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -37,16 +37,20 @@ type watcher struct {
 	served    chan error
 	stopServe context.CancelFunc
 
-	mu       sync.Mutex // guards notifier and checking
+	mu       sync.Mutex // guards notifier, checking and repos
 	notifier *alert.Notifier
 	checking bool
+	// repos are the repositories the checks opened, kept from one check to
+	// the next (only one check runs at a time); a reload empties it.
+	repos repoCache
 	// assets are the asset names with series, to forget the ones a reload
 	// dropped.
 	assets map[string]bool
 }
 
 func newWatcher(ctx context.Context, d *daemon, p *policy.Policy) (*watcher, error) {
-	w := &watcher{d: d, ctx: ctx, interval: time.Duration(p.Check.Interval), metrics: metrics.New(), assets: map[string]bool{}}
+	w := &watcher{d: d, ctx: ctx, interval: time.Duration(p.Check.Interval), metrics: metrics.New(), assets: map[string]bool{},
+		repos: repoCache{}}
 	if w.interval <= 0 {
 		w.interval = policy.DefaultCheckInterval
 	}
@@ -121,7 +125,7 @@ func (w *watcher) kick(p *policy.Policy) {
 		return
 	}
 	w.checking = true
-	n := w.notifier
+	n, repos := w.notifier, w.repos
 	w.mu.Unlock()
 	go func() {
 		defer func() {
@@ -132,7 +136,7 @@ func (w *watcher) kick(p *policy.Policy) {
 		ctx, cancel := context.WithTimeout(w.ctx, 10*time.Minute)
 		defer cancel()
 		now := time.Now()
-		results, err := w.d.g.evaluateHealth(ctx, p, now)
+		results, err := w.d.g.evaluateHealth(ctx, p, now, repos)
 		if err != nil {
 			w.d.log.Warn("check could not run", "error", oneLine(err))
 			return
@@ -195,6 +199,7 @@ func (w *watcher) reload(p *policy.Policy) error {
 	}
 	w.mu.Lock()
 	w.notifier = n
+	w.repos = repoCache{} // a check under way keeps the map it took
 	w.mu.Unlock()
 	keep := map[string]bool{}
 	for _, a := range p.Assets {

@@ -139,9 +139,12 @@ func runDrill(ctx context.Context, g *globalOptions, p *policy.Policy, a *policy
 	if err != nil {
 		return nil, err
 	}
-	fetch, err := g.selfCommand("wal-fetch", "--repository", repoName, a.Name, "%f", "%p")
-	if err != nil {
-		return nil, err
+	fetch := func(until string) (string, error) {
+		args := []string{"wal-fetch", "--repository", repoName}
+		if until != "" {
+			args = append(args, "--until", until)
+		}
+		return g.selfCommand(append(args, a.Name, "%f", "%p")...)
 	}
 	var tier *policy.Tier
 	if t, ok := p.Tiers[a.Tier]; ok {

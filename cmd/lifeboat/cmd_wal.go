@@ -76,7 +76,7 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 }
 
 func newWALFetchCommand(g *globalOptions) *cobra.Command {
-	var repository string
+	var repository, until string
 	cmd := &cobra.Command{
 		Use:   "wal-fetch ASSET NAME DEST",
 		Short: "Fetch one archived WAL file (restore_command)",
@@ -90,17 +90,24 @@ object, a segment missing inside the archived range) exits 200, which makes
 PostgreSQL stop recovery instead of ending it early.`,
 		Args: exactArgs(3, "ASSET NAME DEST"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runWALFetch(cmd.Context(), g, repository, args[0], args[1], args[2])
+			return runWALFetch(cmd.Context(), g, repository, until, args[0], args[1], args[2])
 		},
 	}
 	cmd.Flags().StringVar(&repository, "repository", "", "fetch from this repository of the asset (a copy) instead of the primary")
+	cmd.Flags().StringVar(&until, "until", "", "treat WAL segments after this one as not archived (a drill's moment of failure)")
+	cmd.Flags().MarkHidden("until")
 	return cmd
 }
 
-func runWALFetch(ctx context.Context, g *globalOptions, repository, asset, name, dest string) error {
+func runWALFetch(ctx context.Context, g *globalOptions, repository, until, asset, name, dest string) error {
 	p, a, err := g.asset(asset)
 	if err != nil {
 		return err
+	}
+	if until != "" && postgres.AfterSegment(name, until) {
+		// What was archived after the drill began does not exist for
+		// it: recovery ends where a failure at that moment would.
+		return fmt.Errorf("wal-fetch %s: after %s, the end of the archive for this recovery: %w", name, until, postgres.ErrWALNotFound)
 	}
 	r, err := g.assetRepository(ctx, p, a, repository)
 	if err != nil {

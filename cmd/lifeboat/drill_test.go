@@ -66,6 +66,9 @@ func TestDrillHealthyBackupPasses(t *testing.T) {
 	if rep.RTOSeconds <= 0 || rep.Recovered.IsZero() || rep.RPOSeconds < 0 || rep.RPOSeconds > 120 {
 		t.Errorf("RTO %v, recovered %v, RPO %v", rep.RTOSeconds, rep.Recovered, rep.RPOSeconds)
 	}
+	if rep.WALFiles < 2 {
+		t.Errorf("WAL files replayed: %d, want the two segments archived after the backup at least", rep.WALFiles)
+	}
 	if rep.RTOTargetSeconds != 3600 || rep.RPOTargetSeconds != 300 || rep.RTOMet == nil || !*rep.RTOMet || !*rep.RPOMet {
 		t.Errorf("objectives: %+v", rep)
 	}
@@ -85,6 +88,19 @@ func TestDrillHealthyBackupPasses(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.dir, "state", "catalog.db")); err != nil {
 		t.Errorf("catalog: %v", err)
 	}
+
+	// The archive as it stood when a drill began is all its recovery
+	// sees: wal-fetch refuses later segments as not archived (exit 1).
+	segs := walFiles(t, e.repo)
+	first, last := filepath.Base(segs[0]), filepath.Base(segs[len(segs)-1])
+	dest := filepath.Join(t.TempDir(), last)
+	if r := e.run("wal-fetch", "--until", first, "db", last, dest); r.code != 1 || !strings.Contains(r.stderr, "after "+first) {
+		t.Errorf("wal-fetch --until %s %s: exit %d, %s", first, last, r.code, r.stderr)
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Error("wal-fetch --until wrote a segment after the bound")
+	}
+	e.mustRun("wal-fetch", "--until", last, "db", last, dest)
 
 	// A random point lies between the backup and the last commit archived,
 	// and what came back is at most the target.

@@ -49,9 +49,11 @@ type Options struct {
 	Snapshot string
 	Checks   []policy.DrillCheck
 	Trigger  string // manual or schedule
-	// RestoreCommand is the restore_command a PostgreSQL target fetches
-	// WAL with (lifeboat wal-fetch for this asset and repository).
-	RestoreCommand string
+	// RestoreCommand gives the restore_command a PostgreSQL target fetches
+	// WAL with (lifeboat wal-fetch for this asset and repository), which
+	// must treat segments after until (when not "") as not archived: the
+	// archive as it stood when the drill began.
+	RestoreCommand func(until string) (string, error)
 	// RunAs is the OS user throwaway servers run as when the drill runs as
 	// root; "" picks the data directory's owner, else postgres.
 	RunAs string

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -43,6 +45,17 @@ func (d *drill) postgres(ctx context.Context) error {
 	}
 
 	d.begin()
+	// The archive as it stands now is what a failure now would leave: WAL
+	// archived while the drill runs must not be replayed, or a busy source
+	// would make the recovery chase it and the RPO look like none.
+	until, _, err := postgres.NewestWAL(ctx, o.Repo, o.Asset.Name)
+	if err != nil {
+		return err
+	}
+	fetch, err := o.RestoreCommand(until)
+	if err != nil {
+		return err
+	}
 	target := postgres.Target{}
 	switch r.Point {
 	case policy.DrillLatest:
@@ -89,7 +102,7 @@ func (d *drill) postgres(ctx context.Context) error {
 	var chosen *repo.Snapshot
 	res, err := postgres.Restore(ctx, o.Repo, postgres.RestoreOptions{
 		Asset: o.Asset.Name, Dir: dataDir, Target: target, Snapshot: o.Snapshot, Workers: o.Workers,
-		RestoreCommand: o.RestoreCommand, ArchiveOff: true, UID: uid, GID: gid, Log: o.Log,
+		RestoreCommand: fetch, ArchiveOff: true, UID: uid, GID: gid, Log: o.Log,
 		Writing: func(s *repo.Snapshot) {
 			chosen = s
 			d.end(evidence.PhaseFetch)
@@ -158,10 +171,16 @@ func (d *drill) postgres(ctx context.Context) error {
 		return fmt.Errorf("connect to the restored server: %w", err)
 	}
 	var last *time.Time
-	err = conn.QueryRow(ctx, "select pg_last_xact_replay_timestamp()").Scan(&last)
+	var replayed *string
+	err = conn.QueryRow(ctx, "select pg_last_xact_replay_timestamp(), pg_last_wal_replay_lsn()::text").Scan(&last, &replayed)
 	conn.Close(context.Background())
 	if err != nil {
 		return fmt.Errorf("restored server: read the last replayed transaction: %w", err)
+	}
+	if replayed != nil {
+		if lsn, err := lifeboat.ParseLSN(*replayed); err == nil && lsn >= info.StartLSN {
+			r.WALFiles = int(postgres.SegmentForLSN(lsn, info.WALSegmentSize)-postgres.SegmentForLSN(info.StartLSN, info.WALSegmentSize)) + 1
+		}
 	}
 	if last != nil {
 		r.Recovered = last.UTC()
@@ -188,7 +207,11 @@ func (d *drill) postgres(ctx context.Context) error {
 // integrity runs pg_amcheck on the target and records the outcome.
 func (d *drill) integrity(ctx context.Context, srv *server) {
 	start := time.Now()
-	out, err := srv.amcheck(ctx)
+	jobs := d.o.Workers
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	out, err := srv.amcheck(ctx, jobs)
 	c := evidence.Check{Name: "pg_amcheck (heap and B-tree indexes, all databases)", Type: evidence.CheckIntegrity,
 		Passed: err == nil, Seconds: round3(time.Since(start).Seconds())}
 	if err != nil {

@@ -61,8 +61,8 @@ type DrillReport struct {
 	RPOTargetSeconds float64 `json:"rpo_target_seconds,omitempty"`
 	RTOMet           *bool   `json:"rto_met,omitempty"`
 	RPOMet           *bool   `json:"rpo_met,omitempty"`
-	// Bytes is how much the restore wrote; WAL how many WAL files it
-	// fetched.
+	// Bytes is how much the restore wrote; WALFiles how many WAL segments
+	// recovery read, from the snapshot's start to the last record replayed.
 	Bytes    int64   `json:"bytes"`
 	WALFiles int     `json:"wal_files,omitempty"`
 	Checks   []Check `json:"checks"`

@@ -215,3 +215,13 @@ func parseHex32(s string) (uint32, error) {
 	v, err := strconv.ParseUint(s, 16, 32)
 	return uint32(v), err
 }
+
+// AfterSegment reports whether name is a WAL segment (or partial segment)
+// after the segment until: on a later timeline, or later on the same one.
+// Timeline history and backup history files are never after.
+func AfterSegment(name, until string) bool {
+	if len(name) < walSegNameLen || len(until) < walSegNameLen || strings.HasSuffix(name, ".history") || strings.HasSuffix(name, ".backup") {
+		return false
+	}
+	return name[:walSegNameLen] > until[:walSegNameLen]
+}

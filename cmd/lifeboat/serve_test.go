@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,6 +106,8 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool,
 	}
 }
 
+// runs lists the runs the daemon recorded: the backups a test ran by hand
+// (trigger manual) are left out.
 func (e *env) runs(args ...string) []runRow {
 	e.t.Helper()
 	var rows []runRow
@@ -112,7 +115,7 @@ func (e *env) runs(args ...string) []runRow {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		e.t.Fatalf("runs --json: %v\n%s", err, out)
 	}
-	return rows
+	return slices.DeleteFunc(rows, func(r runRow) bool { return r.Trigger == string(scheduler.TriggerManual) })
 }
 
 func countRuns(rows []runRow, result string) int {

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -274,6 +273,3 @@ func oneLine(s string) string {
 	}
 	return s
 }
-
-// errNoSnapshot is returned when the repository holds nothing to drill.
-var errNoSnapshot = errors.New("no snapshot")

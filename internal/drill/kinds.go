@@ -53,9 +53,9 @@ func (d *drill) pickSnapshot(ctx context.Context) (*repo.Snapshot, error) {
 	}
 	if len(fit) == 0 {
 		if r.Point == PointTime {
-			return nil, fmt.Errorf("asset %s has no snapshot taken before %s in %s: %w", o.Asset.Name, o.Time.UTC().Format(time.RFC3339), o.Repo.Location(), errNoSnapshot)
+			return nil, fmt.Errorf("asset %s has no snapshot taken before %s in %s", o.Asset.Name, o.Time.UTC().Format(time.RFC3339), o.Repo.Location())
 		}
-		return nil, fmt.Errorf("asset %s has no snapshot in %s: %w", o.Asset.Name, o.Repo.Location(), errNoSnapshot)
+		return nil, fmt.Errorf("asset %s has no snapshot in %s", o.Asset.Name, o.Repo.Location())
 	}
 	pick := fit[0]
 	if r.Point == policy.DrillRandom {

@@ -33,7 +33,7 @@ func (d *drill) postgres(ctx context.Context) error {
 		return err
 	}
 	if len(snaps) == 0 {
-		return fmt.Errorf("asset %s has no snapshot in %s: %w", o.Asset.Name, o.Repo.Location(), errNoSnapshot)
+		return fmt.Errorf("asset %s has no snapshot in %s", o.Asset.Name, o.Repo.Location())
 	}
 	as, err := resolveRunAs(o.RunAs, o.Asset.PGData)
 	if err != nil {
@@ -242,7 +242,7 @@ func (d *drill) randomPoint(ctx context.Context, snaps []*repo.Snapshot) (time.T
 		}
 	}
 	if newest == nil {
-		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill: %w", d.o.Asset.Name, errNoSnapshot)
+		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill", d.o.Asset.Name)
 	}
 	bin, err := binDir(ctx, newest.PGVersion/10000)
 	if err != nil {

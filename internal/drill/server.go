@@ -42,13 +42,16 @@ func binDir(ctx context.Context, major int) (string, error) {
 		if err != nil {
 			continue
 		}
-		if m := regexp.MustCompile(`\(PostgreSQL\) (\d+)`).FindSubmatch(out); m != nil && string(m[1]) == strconv.Itoa(major) {
+		if m := serverVersion.FindSubmatch(out); m != nil && string(m[1]) == strconv.Itoa(major) {
 			return d, nil
 		}
 	}
 	return "", fmt.Errorf("no PostgreSQL %d server programs found (looked in %s): install postgresql-%d on the drill host",
 		major, strings.Join(cands, ", "), major)
 }
+
+// serverVersion finds the major version in `postgres --version`.
+var serverVersion = regexp.MustCompile(`\(PostgreSQL\) (\d+)`)
 
 // runAs is the unprivileged OS user a throwaway server runs as: PostgreSQL
 // refuses to run as root. A nil *runAs means the current user.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -9,10 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
-	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
@@ -57,80 +57,65 @@ error says the snapshot is stored in the primary; lifeboat copy retries.`,
 }
 
 func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err error) {
-	p, a, err := g.asset(o.asset)
+	svc, err := g.service()
 	if err != nil {
 		return err
 	}
-	var snap *repo.Snapshot
-	start := time.Now()
-	defer func() { g.recordManualRun(ctx, p, a, start, snap, err) }()
-	backup := kindBackups[a.Kind]
-	if a.Kind != lifeboat.KindPostgres && backup == nil {
-		return usagef("asset %s: backup of kind %s is not supported yet", a.Name, a.Kind)
+	bar := newProgressLine(g)
+	defer bar.done()
+	res, err := svc.Backup(ctx, app.BackupRequest{Asset: o.asset, Full: o.full, Workers: o.workers, LockWait: o.lockWait,
+		Progress: bar.set, Warn: func(msg string) {
+			bar.done()
+			fmt.Fprintf(g.stderr, "warning: %s\n", msg)
+		}})
+	bar.done()
+	if res != nil && res.Asset != nil {
+		defer func() { g.recordManualRun(ctx, svc.Policy, res.Asset, res.Start, res.Snapshot, err) }()
 	}
-	rps, err := p.AssetRepositories(a)
-	if err != nil {
-		return &usageError{err}
-	}
-	r, err := g.openRepository(ctx, rps[0])
 	if err != nil {
 		return err
 	}
-	if a.Kind == lifeboat.KindPostgres {
-		snap, err = g.backupPostgres(ctx, a, r, o)
-	} else if snap, err = backup(ctx, g, a, r, o); err == nil && !o.json {
-		g.printSnapshot(a, snap)
-	}
-	if err != nil {
-		return fmt.Errorf("backup %s: %w", a.Name, err)
-	}
+	a, snap := res.Asset, res.Snapshot
 	// Printed before the copies: a run whose copy fails still names the
 	// snapshot the primary holds.
 	if o.json {
-		if err := g.printSnapshotJSON(rps[0].Name, snap); err != nil {
+		if err := g.printSnapshotJSON(res.Repository.Name, snap); err != nil {
 			return err
 		}
+	} else {
+		g.printSnapshot(res)
 	}
-	if o.noCopy || len(rps) == 1 {
+	if o.noCopy || len(res.Copies) == 0 {
 		return nil
 	}
-	if err := g.drainQueues(ctx, p, rps[1:], true); err != nil {
-		return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), rps[0].Name, err)
+	if err := g.drainQueues(ctx, svc.Policy, res.Copies, true); err != nil {
+		return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 	}
-	for _, cp := range rps[1:] {
-		if err := g.syncCopy(ctx, r, rps[0], cp); err != nil {
-			return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), rps[0].Name, err)
+	for _, cp := range res.Copies {
+		if err := g.syncCopy(ctx, res.Repo, res.Repository, cp); err != nil {
+			return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 		}
 	}
 	return nil
 }
 
-func (g *globalOptions) backupPostgres(ctx context.Context, a *policy.Asset, r *repo.Repository, o backupOptions) (*repo.Snapshot, error) {
-	bar := newProgressLine(g)
-	defer bar.done()
-	snap, err := postgres.Backup(ctx, r, postgres.BackupOptions{
-		Asset: a.Name, PGData: a.PGData, DSN: a.DSN, Full: o.full, Workers: o.workers,
-		BlockSize: a.BlockSize, LockWait: o.lockWait, Log: g.log,
-		Progress: func(pr postgres.BackupProgress) {
-			bar.set(fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
-				humanBytes(pr.BytesRead), humanBytes(pr.BytesTotal), humanBytes(pr.BytesNew)))
-		},
-	})
-	bar.done()
-	if err != nil {
-		return nil, err
-	}
-	info, _ := postgres.Info(snap)
+// printSnapshot is the line a backup of any kind ends with.
+func (g *globalOptions) printSnapshot(res *app.BackupResult) {
+	snap := res.Snapshot
 	st := snap.Stats
-	if !o.json {
-		fmt.Fprintf(g.stdout, "snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s, LSN %s..%s\n",
-			snap.ID.Short(), a.Name, snap.Type, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
-			humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond), info.StartLSN, info.StopLSN)
+	line := fmt.Sprintf("snapshot %s of %s (%s): %d files, %s read, %s new, %s stored, %s",
+		snap.ID.Short(), res.Asset.Name, res.What, st.Files, humanBytes(st.BytesRead), humanBytes(st.BytesNew),
+		humanBytes(st.BytesStored), snap.EndTime.Sub(snap.StartTime).Round(time.Millisecond))
+	if res.Summary != "" {
+		line += ", " + res.Summary
 	}
-	if info.ChecksumFailures > 0 {
-		fmt.Fprintf(g.stderr, "warning: %d pages failed their checksum (copied as they are): %v\n", info.ChecksumFailures, info.ChecksumErrors)
-	}
-	return snap, nil
+	fmt.Fprintln(g.stdout, line)
+}
+
+// printSnapshotJSON is what backup --json prints instead: the snapshot as
+// snapshots --json lists it, on one line, for the daemon and scripts.
+func (g *globalOptions) printSnapshotJSON(repository string, snap *repo.Snapshot) error {
+	return json.NewEncoder(g.stdout).Encode(rowFor(repository, snap))
 }
 
 // progressLine redraws one status line on a terminal and prints nothing

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -47,7 +48,7 @@ func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) e
 	for _, a := range assets {
 		rps, err := p.AssetRepositories(a)
 		if err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		for _, cp := range rps[1:] {
 			if !slices.Contains(copies, cp) {
@@ -64,7 +65,7 @@ func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) e
 	for _, a := range assets {
 		rps, err := p.AssetRepositories(a)
 		if err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		for _, cp := range rps[1:] {
 			pair := [2]string{rps[0].Name, cp.Name}
@@ -86,7 +87,7 @@ func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) e
 
 // syncCopy mirrors the primary src (the repository rp) into the copy cp.
 func (g *globalOptions) syncCopy(ctx context.Context, src *repo.Repository, rp, cp *policy.Repository) error {
-	dst, err := openBackend(ctx, cp)
+	dst, err := app.OpenBackend(ctx, cp)
 	if err != nil {
 		return err
 	}

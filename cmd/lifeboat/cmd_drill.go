@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/drill"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 )
 
 type drillOptions struct {
@@ -108,7 +109,7 @@ func runDrill(ctx context.Context, g *globalOptions, p *policy.Policy, a *policy
 	point, when := "", time.Time{}
 	switch {
 	case o.time != "":
-		t, err := parseTime(o.time)
+		t, err := postgres.ParseTime(o.time)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -64,7 +65,7 @@ func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 	if err != nil {
 		return err
 	}
-	repos, err := namedOrAllRepositories(p, o.repository)
+	repos, err := app.NamedOrAllRepositories(p, o.repository)
 	if err != nil {
 		return err
 	}
@@ -231,7 +232,7 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 	if err != nil {
 		return err
 	}
-	repos, err := namedOrAllRepositories(p, o.repository)
+	repos, err := app.NamedOrAllRepositories(p, o.repository)
 	if err != nil {
 		return err
 	}
@@ -271,21 +272,4 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 		return fmt.Errorf("no repository of the policy holds snapshot %q", id)
 	}
 	return nil
-}
-
-// namedOrAllRepositories returns the policy's repository called name, or
-// all of them when name is empty.
-func namedOrAllRepositories(p *policy.Policy, name string) ([]*policy.Repository, error) {
-	if name != "" {
-		rp, err := p.Repository(name)
-		if err != nil {
-			return nil, &usageError{err}
-		}
-		return []*policy.Repository{rp}, nil
-	}
-	var repos []*policy.Repository
-	for i := range p.Repositories {
-		repos = append(repos, &p.Repositories[i])
-	}
-	return repos, nil
 }

@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/spf13/cobra"
-
-	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
 )
 
 type exportOptions struct {
@@ -52,25 +51,14 @@ func runExport(ctx context.Context, g *globalOptions, o exportOptions) error {
 	if len(o.snapshot) < 4 {
 		return usagef("export: snapshot id %q: give at least 4 hex digits", o.snapshot)
 	}
-	p, err := g.policy()
+	svc, err := g.service()
 	if err != nil {
 		return err
 	}
-	r, snap, err := g.findInRepositories(ctx, p, o.repository, o.snapshot)
+	line, err := svc.Export(ctx, o.repository, o.snapshot, asset.ExportOptions{Out: o.out, Database: o.database, Globals: o.globals})
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
+		return err
 	}
-	if snap == nil {
-		return usagef("export: no repository of the policy holds snapshot %q", o.snapshot)
-	}
-	if snap.Kind != pgdump.Kind {
-		return usagef("export: snapshot %s is a %s snapshot of %s; export writes logical dumps (kind pg_dump)", snap.ID.Short(), snap.Kind, snap.Asset)
-	}
-	res, err := pgdump.Export(ctx, r, snap, pgdump.ExportOptions{Out: o.out, Database: o.database, Globals: o.globals})
-	if err != nil {
-		return fmt.Errorf("export %s: %w", snap.ID.Short(), kindError(err))
-	}
-	fmt.Fprintf(g.stdout, "exported %s of dump %s (snapshot %s) to %s: %s\n", res.What, pgdump.DumpName(snap),
-		snap.ID.Short(), res.File, humanBytes(res.Bytes))
+	fmt.Fprintln(g.stdout, line)
 	return nil
 }

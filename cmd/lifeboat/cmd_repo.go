@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	storagefs "github.com/lifeboat-dr/lifeboat/internal/storage/fs"
@@ -58,7 +59,7 @@ func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error
 	for _, n := range o.names {
 		rp, err := p.Repository(n)
 		if err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		targets = append(targets, rp)
 	}
@@ -85,19 +86,19 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 	}
 	u, err := url.Parse(rp.URL)
 	if err != nil {
-		return &usageError{fmt.Errorf("repository %s: url: %w", rp.Name, err)}
+		return &usageError{Err: fmt.Errorf("repository %s: url: %w", rp.Name, err)}
 	}
 	if u.Scheme == "file" {
 		if err := storagefs.Create(u.Path); err != nil {
 			return fmt.Errorf("repository %s: %w", rp.Name, err)
 		}
 	}
-	be, err := openBackend(ctx, rp)
+	be, err := app.OpenBackend(ctx, rp)
 	if err != nil {
 		return err
 	}
 	defer be.Close()
-	sec, err := secretFor(rp)
+	sec, err := app.SecretFor(rp)
 	if err != nil {
 		return err
 	}

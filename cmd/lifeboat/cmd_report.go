@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/drill"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
@@ -109,7 +110,7 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 		if err != nil {
 			return err
 		}
-		s, err := pickSnapshot(ctx, r, a.Name, "")
+		s, err := app.PickSnapshot(ctx, r, a.Name, "")
 		if err == nil {
 			in.Sizes[a.Name] = s.Stats.BytesTotal
 		}
@@ -130,7 +131,7 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 func (g *globalOptions) storedDrills(ctx context.Context, p *policy.Policy, name string, since time.Time) ([]*evidence.DrillReport, error) {
 	rp, err := p.Repository(name)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &usageError{Err: err}
 	}
 	r, err := g.openRepository(ctx, rp)
 	if err != nil {

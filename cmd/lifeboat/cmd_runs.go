@@ -93,7 +93,7 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 		// An asset since removed from the policy keeps its history; a
 		// name that is in neither is a typo.
 		if _, err := p.Asset(o.asset); err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 	}
 	if o.json {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/copyqueue"
-	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
@@ -148,7 +147,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	}
 	jobs, err := d.jobsOf(p)
 	if err != nil {
-		return &usageError{err}
+		return &usageError{Err: err}
 	}
 	d.sched.Load(jobs, now, last)
 	if d.watch, err = newWatcher(bg, d, p); err != nil {
@@ -218,9 +217,6 @@ func (d *daemon) jobsOf(p *policy.Policy) ([]scheduler.Job, error) {
 		s, err := policy.ParseSchedule(a.Schedule)
 		if err != nil {
 			return nil, fmt.Errorf("asset %s: %w", a.Name, err)
-		}
-		if a.Kind != lifeboat.KindPostgres && kindBackups[a.Kind] == nil {
-			d.log.Warn("this build cannot back up the asset's kind; its runs will fail", "asset", a.Name, "kind", a.Kind)
 		}
 		jobs = append(jobs, scheduler.Job{Asset: a.Name, Spec: a.Schedule, Schedule: s})
 	}

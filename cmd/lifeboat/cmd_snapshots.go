@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
@@ -68,13 +69,13 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 	if o.repository == "" && o.asset != "" {
 		a, err := p.Asset(o.asset)
 		if err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		if repos, err = p.AssetRepositories(a); err != nil {
-			return &usageError{err}
+			return &usageError{Err: err}
 		}
 		repos = repos[:1]
-	} else if repos, err = namedOrAllRepositories(p, o.repository); err != nil {
+	} else if repos, err = app.NamedOrAllRepositories(p, o.repository); err != nil {
 		return err
 	}
 	rows := []snapshotRow{}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/copyqueue"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
@@ -119,7 +120,7 @@ func (g *globalOptions) gatherStatus(ctx context.Context, p *policy.Policy, asse
 	for _, a := range assets {
 		rps, err := p.AssetRepositories(a)
 		if err != nil {
-			return nil, 0, &usageError{err}
+			return nil, 0, &usageError{Err: err}
 		}
 		var primary *repo.Repository
 		var primaryIDs map[string]time.Time
@@ -168,7 +169,7 @@ func selectAssets(p *policy.Policy, name string) ([]*policy.Asset, error) {
 	if name != "" {
 		a, err := p.Asset(name)
 		if err != nil {
-			return nil, &usageError{err}
+			return nil, &usageError{Err: err}
 		}
 		return []*policy.Asset{a}, nil
 	}
@@ -228,7 +229,7 @@ func (g *globalOptions) copyStatus(ctx context.Context, p *policy.Policy, a *pol
 			}
 		}
 	}
-	dst, err := openBackend(ctx, rp)
+	dst, err := app.OpenBackend(ctx, rp)
 	if err != nil {
 		return err
 	}

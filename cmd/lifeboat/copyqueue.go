@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/copyqueue"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -27,7 +28,7 @@ func queueDir(p *policy.Policy, rp *policy.Repository) string {
 func openCopyQueues(p *policy.Policy, a *policy.Asset) ([]*copyqueue.Queue, error) {
 	rps, err := p.AssetRepositories(a)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &usageError{Err: err}
 	}
 	var qs []*copyqueue.Queue
 	for _, cp := range rps[1:] {
@@ -118,7 +119,7 @@ func (g *globalOptions) drainQueue(ctx context.Context, p *policy.Policy, cp *po
 		q.RecordError(err)
 		return 0, err
 	}
-	dst, err := openBackend(ctx, cp)
+	dst, err := app.OpenBackend(ctx, cp)
 	if err != nil {
 		q.RecordError(err)
 		return 0, err
@@ -134,7 +135,7 @@ func (g *globalOptions) drainQueue(ctx context.Context, p *policy.Policy, cp *po
 	}()
 	return q.Drain(ctx, wait, func(ctx context.Context, name string, stored []byte) error {
 		if stored == nil && src == nil {
-			if src, err = openBackend(ctx, primary); err != nil {
+			if src, err = app.OpenBackend(ctx, primary); err != nil {
 				return err
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -28,15 +29,11 @@ const (
 	exitWALFetchAbort = 200
 )
 
-// usageError marks errors in how lifeboat was called or configured.
-type usageError struct{ err error }
+// usageError marks errors in how lifeboat was called or configured; the
+// kinds and the service return the same type.
+type usageError = asset.UsageError
 
-func (e *usageError) Error() string { return e.err.Error() }
-func (e *usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return &usageError{fmt.Errorf(format, args...)}
-}
+func usagef(format string, args ...any) error { return asset.Usagef(format, args...) }
 
 // walFetchError carries wal-fetch's exit status.
 type walFetchError struct{ err error }

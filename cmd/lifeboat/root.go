@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -16,12 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/retry"
-	"github.com/lifeboat-dr/lifeboat/internal/storage/s3"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -39,6 +35,7 @@ type globalOptions struct {
 	stdout      io.Writer
 	stderr      io.Writer
 	log         *slog.Logger
+	svc         *app.Service
 }
 
 func newRootCommand(g *globalOptions) *cobra.Command {
@@ -72,6 +69,11 @@ Everything it protects is described in a policy file (--config).`,
 			return nil
 		},
 		PersistentPostRun: func(cmd *cobra.Command, args []string) {
+			if g.svc != nil {
+				if err := g.svc.Close(); err != nil {
+					g.log.Warn("close repositories", "error", err)
+				}
+			}
 			if g.cpuProfile != "" {
 				pprof.StopCPUProfile()
 			}
@@ -87,7 +89,7 @@ Everything it protects is described in a policy file (--config).`,
 	root.PersistentFlags().MarkHidden("cpu-profile")
 	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the repository clock (for tests)")
 	root.PersistentFlags().MarkHidden("clock-offset")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{Err: err} })
 	root.AddCommand(
 		newRepoCommand(g),
 		newBackupCommand(g),
@@ -146,12 +148,27 @@ func optionalArg(args []string) string {
 	return ""
 }
 
+// policy loads the policy file afresh, with every kind of the registry.
 func (g *globalOptions) policy() (*policy.Policy, error) {
-	p, err := policy.Load(g.configPath)
-	if err != nil {
-		return nil, &usageError{err}
+	return app.LoadPolicy(g.configPath, app.Kinds())
+}
+
+// service is the application service for this run's policy, loaded once;
+// PersistentPostRun closes it.
+func (g *globalOptions) service() (*app.Service, error) {
+	if g.svc != nil {
+		return g.svc, nil
 	}
-	return p, nil
+	o := app.Options{Log: g.log}
+	if off := g.clockOffset; off != 0 {
+		o.RepoClock = func() time.Time { return time.Now().Add(off) }
+	}
+	svc, err := app.Load(g.configPath, o)
+	if err != nil {
+		return nil, err
+	}
+	g.svc = svc
+	return svc, nil
 }
 
 // asset loads the policy and finds an asset in it.
@@ -162,79 +179,18 @@ func (g *globalOptions) asset(name string) (*policy.Policy, *policy.Asset, error
 	}
 	a, err := p.Asset(name)
 	if err != nil {
-		return nil, nil, &usageError{err}
+		return nil, nil, &usageError{Err: err}
 	}
 	return p, a, nil
 }
 
-// openBackend turns a repository URL into a storage backend, wrapped in
-// the retry decorator.
-func openBackend(ctx context.Context, rp *policy.Repository) (storage.Backend, error) {
-	u, err := url.Parse(rp.URL)
-	if err != nil {
-		return nil, fmt.Errorf("repository %s: url: %w", rp.Name, err)
-	}
-	switch u.Scheme {
-	case "file":
-		be, err := fs.New(u.Path)
-		if err != nil {
-			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		return retry.New(be, retry.Options{}), nil
-	case "s3":
-		opts, err := s3.ParseURL(rp.URL)
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("repository %s: %w", rp.Name, err)}
-		}
-		opts.AccessKey, opts.SecretKey = rp.AccessKey.Reveal(), rp.SecretKey.Reveal()
-		if rp.ObjectLock != "" {
-			opts.LockMode, opts.RetainFor = rp.ObjectLock, rp.LockFor.Std()
-		}
-		be, err := s3.New(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		return retry.New(be, retry.Options{}), nil
-	}
-	return nil, &usageError{fmt.Errorf("repository %s: unsupported url scheme %q", rp.Name, u.Scheme)}
-}
-
-func secretFor(rp *policy.Repository) (repo.Secret, error) {
-	if rp.KeyFile != "" {
-		s, err := repo.KeyFile(rp.KeyFile)
-		if err != nil {
-			return s, fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		return s, nil
-	}
-	s, err := repo.Passphrase(rp.Passphrase.Reveal())
-	if err != nil {
-		return s, &usageError{fmt.Errorf("repository %s: %w", rp.Name, err)}
-	}
-	return s, nil
-}
-
 // openRepository opens one repository of the policy.
 func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
-	be, err := openBackend(ctx, rp)
-	if err != nil {
-		return nil, err
-	}
-	sec, err := secretFor(rp)
-	if err != nil {
-		return nil, err
-	}
-	r, err := repo.Open(ctx, be, sec, g.log)
-	if err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		return nil, fmt.Errorf("open repository %s: %w", rp.Name, err)
-	}
+	var clock func() time.Time
 	if off := g.clockOffset; off != 0 {
-		r.Clock = func() time.Time { return time.Now().Add(off) }
+		clock = func() time.Time { return time.Now().Add(off) }
 	}
-	return r, nil
+	return app.OpenRepository(ctx, rp, g.log, clock)
 }
 
 // primaryRepository opens the first repository of an asset.
@@ -247,7 +203,7 @@ func (g *globalOptions) primaryRepository(ctx context.Context, p *policy.Policy,
 func (g *globalOptions) assetRepository(ctx context.Context, p *policy.Policy, a *policy.Asset, name string) (*repo.Repository, error) {
 	rps, err := p.AssetRepositories(a)
 	if err != nil {
-		return nil, &usageError{err}
+		return nil, &usageError{Err: err}
 	}
 	if name == "" {
 		return g.openRepository(ctx, rps[0])
@@ -292,15 +248,4 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return asset.HumanBytes(n) }

@@ -11,6 +11,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
 // ErrShape is returned (wrapped) when a query does not return exactly one
@@ -131,4 +133,19 @@ type Query struct {
 	// Database is where it runs (pg_dump assets); "" means the first
 	// database dumped.
 	Database string
+}
+
+// RecordedChecks are the asset's drill checks that compare with the value
+// at backup time ("= recorded"): the backup takes their values.
+func RecordedChecks(a *policy.Asset) []Query {
+	if a.Drill == nil {
+		return nil
+	}
+	var qs []Query
+	for _, c := range a.Drill.Checks {
+		if c.Expect.Kind == policy.ExpectRecorded {
+			qs = append(qs, Query{Name: c.Name, SQL: c.SQL, Database: c.Database})
+		}
+	}
+	return qs
 }

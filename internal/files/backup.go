@@ -99,7 +99,7 @@ func backup(ctx context.Context, r *repo.Repository, opts BackupOptions, afterSt
 			return nil, nil, unreadable(roots[i], err)
 		}
 	}
-	sess, err := treestore.Begin(ctx, r, treestore.Options{Asset: opts.Asset, Kind: Kind, LockWait: opts.LockWait, Log: opts.Log})
+	sess, err := treestore.Begin(ctx, r, treestore.Options{Asset: opts.Asset, Kind: KindName, LockWait: opts.LockWait, Log: opts.Log})
 	if err != nil {
 		return nil, nil, err
 	}

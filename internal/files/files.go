@@ -23,8 +23,8 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// Kind is the kind recorded in the snapshots of a files asset.
-const Kind = "files"
+// KindName is the kind recorded in the snapshots of a files asset.
+const KindName = "files"
 
 // ErrPaths marks a list of roots that cannot be backed up as given
 // (relative, listed twice, or one inside another): a policy mistake.

@@ -48,8 +48,8 @@ type RestoreResult struct {
 
 // SnapshotInfo decodes what a files snapshot records beside its tree.
 func SnapshotInfo(s *repo.Snapshot) (*Info, error) {
-	if s.Kind != Kind {
-		return nil, fmt.Errorf("snapshot %s is of kind %s, not %s", s.ID.Short(), s.Kind, Kind)
+	if s.Kind != KindName {
+		return nil, fmt.Errorf("snapshot %s is of kind %s, not %s", s.ID.Short(), s.Kind, KindName)
 	}
 	var info Info
 	if len(s.Extra) > 0 {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
@@ -65,7 +66,7 @@ func Export(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o ExportO
 	var res ExportResult
 	in, err := SnapshotInfo(s)
 	if err != nil {
-		return res, &UsageError{err.Error()}
+		return res, &asset.UsageError{Err: err}
 	}
 	var treePath string
 	if o.Globals {

@@ -38,8 +38,8 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/treestore"
 )
 
-// Kind is the snapshot kind of a logical dump.
-const Kind = "pg_dump"
+// KindName is the snapshot kind of a logical dump.
+const KindName = "pg_dump"
 
 // GlobalsFile is the tree path of pg_dumpall's globals in a snapshot.
 const GlobalsFile = "globals.sql"
@@ -110,7 +110,7 @@ type Database struct {
 
 // SnapshotInfo reads a pg_dump snapshot's details.
 func SnapshotInfo(s *repo.Snapshot) (*Info, error) {
-	if s.Kind != Kind {
+	if s.Kind != KindName {
 		return nil, fmt.Errorf("snapshot %s is a %s snapshot, not a logical dump", s.ID.Short(), s.Kind)
 	}
 	var in Info
@@ -123,7 +123,7 @@ func SnapshotInfo(s *repo.Snapshot) (*Info, error) {
 // DumpName is the name of a pg_dump snapshot (<asset>_<YYYY-MM-DD>), or
 // "" for a snapshot of another kind.
 func DumpName(s *repo.Snapshot) string {
-	if s.Kind != Kind {
+	if s.Kind != KindName {
 		return ""
 	}
 	in, err := SnapshotInfo(s)
@@ -224,7 +224,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 	// A session takes nodes in path order.
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].path < jobs[j].path })
 
-	sess, err := treestore.Begin(ctx, r, treestore.Options{Asset: o.Asset, Kind: Kind, LockWait: o.LockWait, Log: o.Log})
+	sess, err := treestore.Begin(ctx, r, treestore.Options{Asset: o.Asset, Kind: KindName, LockWait: o.LockWait, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}

@@ -16,17 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// UsageError marks a restore or export asked for something the snapshot
-// or the command line cannot give (a database it does not hold, a file
-// that exists); the command maps it to a usage exit code.
-type UsageError struct{ Msg string }
-
-func (e *UsageError) Error() string { return e.Msg }
-
-func usagef(format string, args ...any) error { return &UsageError{fmt.Sprintf(format, args...)} }
+// usagef marks a restore or export that asks for something the snapshot
+// cannot give: the CLI exits 2 for it.
+func usagef(format string, args ...any) error { return asset.Usagef(format, args...) }
 
 // pickDatabase is the dump of the database named, or the only one.
 func pickDatabase(s *repo.Snapshot, in *Info, name string) (Database, error) {
@@ -113,7 +109,7 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o Restor
 	}
 	params, err := parseDSN(o.DSN)
 	if err != nil {
-		return res, &UsageError{"--to-dsn: " + err.Error()}
+		return res, asset.Usagef("--to-dsn: %v", err)
 	}
 	res.Database, res.Target, res.Bytes, res.Globals, res.Jobs = db.Name, params.display(), db.Bytes, o.Globals, o.Workers
 	srv, err := probeServer(ctx, params, res.Target)

@@ -13,7 +13,7 @@ import (
 
 func storeDump(t *testing.T, r *repo.Repository, data []byte) *repo.Node {
 	t.Helper()
-	s, err := treestore.Begin(t.Context(), r, treestore.Options{Asset: "nightly", Kind: Kind})
+	s, err := treestore.Begin(t.Context(), r, treestore.Options{Asset: "nightly", Kind: KindName})
 	if err != nil {
 		t.Fatal(err)
 	}

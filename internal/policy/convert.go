@@ -21,10 +21,11 @@ type converter struct {
 	idx       *nodeIndex
 	problems  []*FieldError
 	failed    map[string]bool // paths whose value could not be converted
+	kinds     Kinds
 }
 
 func (c *converter) convert(raw *fileYAML) *Policy {
-	p := &Policy{Source: c.source, lines: c.idx.lines(), StateDir: DefaultStateDir}
+	p := &Policy{Source: c.source, lines: c.idx.lines(), StateDir: DefaultStateDir, kinds: c.kinds}
 	if d := c.nonEmpty("state_dir", raw.StateDir); d != "" {
 		if !filepath.IsAbs(d) {
 			d = filepath.Join(c.base, d)
@@ -258,6 +259,7 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 			TimeZone:   c.expand(rp+".time_zone", r.TimeZone),
 		}
 	}
+	c.kindSection(path, a, &asset)
 	return asset
 }
 

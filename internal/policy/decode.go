@@ -120,6 +120,9 @@ type assetYAML struct {
 	// git
 	Remotes     []string `yaml:"remotes"`
 	RemotesFile string   `yaml:"remotes_file"`
+	// Extra holds the keys of kinds that decode their own section
+	// (KindDecoder); for any other kind they are unknown keys.
+	Extra map[string]yaml.Node `yaml:",inline"`
 }
 
 type hooksYAML struct {
@@ -138,8 +141,9 @@ func knownKeys(goType string) []string {
 		}
 		keys := make([]string, 0, t.NumField())
 		for i := range t.NumField() {
-			tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-			keys = append(keys, tag)
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag != "" {
+				keys = append(keys, tag)
+			}
 		}
 		return keys
 	}

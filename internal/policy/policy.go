@@ -49,6 +49,10 @@ type Policy struct {
 	// exposes none.
 	MetricsListen string
 
+	// kinds are the kinds beyond the built-in ones that this policy
+	// was read with.
+	kinds Kinds
+
 	// lines maps a field path such as "assets[0].tier" to the line it was
 	// written on, so that Validate can point at the exact line.
 	lines map[string]int
@@ -149,6 +153,11 @@ type Asset struct {
 	// paths); RemotesFile names a file listing more, one per line.
 	Remotes     []string
 	RemotesFile string
+
+	// Config is the typed configuration of a kind that decodes its own
+	// section of the policy (KindDecoder); nil for the built-in kinds,
+	// whose keys are the fields above.
+	Config any
 
 	// Line is where the asset is declared; 0 when unknown.
 	Line int
@@ -311,20 +320,24 @@ func (r Retention) IsZero() bool {
 // Load reads the policy file at path, expands ${NAME} references from the
 // process environment and validates the result. Relative key_file paths
 // are resolved against the directory holding the file.
-func Load(path string) (*Policy, error) {
+func Load(path string) (*Policy, error) { return LoadKinds(path, nil) }
+
+func readPolicy(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read policy: %w", err)
 	}
-	return parse(data, path, baseDir(path), os.LookupEnv)
+	return data, nil
 }
+
+var lookupEnv = os.LookupEnv
 
 // Parse parses and validates a policy held in memory. source names it in
 // error messages; relative key_file paths are resolved against the
 // directory of source (the working directory when source has none).
 // ${NAME} references are expanded from the process environment.
 func Parse(data []byte, source string) (*Policy, error) {
-	return parse(data, source, baseDir(source), os.LookupEnv)
+	return parseKinds(data, source, baseDir(source), lookupEnv, nil)
 }
 
 // baseDir is the absolute directory relative key_file paths are resolved
@@ -340,6 +353,10 @@ func baseDir(source string) string {
 // parse is Parse with the directory and the environment passed in, so
 // tests need not touch the process environment.
 func parse(data []byte, source, base string, lookupEnv func(string) (string, bool)) (*Policy, error) {
+	return parseKinds(data, source, base, lookupEnv, nil)
+}
+
+func parseKinds(data []byte, source, base string, lookupEnv func(string) (string, bool), kinds Kinds) (*Policy, error) {
 	doc, err := parseDocument(data, source)
 	if err != nil {
 		return nil, err
@@ -352,12 +369,15 @@ func parse(data []byte, source, base string, lookupEnv func(string) (string, boo
 	if err := dec.Decode(&raw); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			return nil, joinProblems(idx.rewriteTypeErrors(source, te))
+			return nil, joinProblems(append(idx.rewriteTypeErrors(source, te), extraKeyProblems(&raw, idx, source, kinds)...))
 		}
 		return nil, syntaxError(source, err)
 	}
+	if extra := extraKeyProblems(&raw, idx, source, kinds); len(extra) > 0 {
+		return nil, joinProblems(extra)
+	}
 
-	c := &converter{source: source, base: base, lookupEnv: lookupEnv, idx: idx, failed: map[string]bool{}}
+	c := &converter{source: source, base: base, lookupEnv: lookupEnv, idx: idx, failed: map[string]bool{}, kinds: kinds}
 	p := c.convert(&raw)
 	problems := c.problems
 	for _, fe := range p.problems() {

@@ -356,7 +356,7 @@ func (c *checker) assets() {
 		}
 		switch a.Kind {
 		case "":
-			c.add(path+".kind", a.Line, "kind is required (known kinds: %s)", kindList())
+			c.add(path+".kind", a.Line, "kind is required (known kinds: %s)", c.kindList())
 		case lifeboat.KindPostgres:
 			c.postgres(path, a)
 		case lifeboat.KindPGDump:
@@ -370,7 +370,9 @@ func (c *checker) assets() {
 				c.add(path+".remotes", a.Line, "a git asset needs remotes (URLs or absolute paths) or a remotes_file")
 			}
 		default:
-			c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, kindList())
+			if _, ok := c.p.kinds[a.Kind]; !ok {
+				c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, c.kindList())
+			}
 		}
 		c.kindKeys(path, a)
 		c.schedule(path, a)
@@ -398,7 +400,7 @@ func (c *checker) postgres(path string, a *Asset) {
 // kindKeys refuses keys of another kind than the asset's, which would
 // otherwise be ignored without a word.
 func (c *checker) kindKeys(path string, a *Asset) {
-	if !slices.Contains(knownKinds(), a.Kind) {
+	if _, own := c.p.kinds[a.Kind]; !own && !slices.Contains(knownKinds(), a.Kind) {
 		return
 	}
 	for kind, keys := range kindKeys {
@@ -524,12 +526,15 @@ func (c *checker) tierNames() []string {
 	return names
 }
 
-func kindList() string {
-	kinds := knownKinds()
-	s := make([]string, len(kinds))
-	for i, k := range kinds {
-		s[i] = string(k)
+func (c *checker) kindList() string {
+	var s []string
+	for _, k := range knownKinds() {
+		s = append(s, string(k))
 	}
+	for k := range c.p.kinds {
+		s = append(s, string(k))
+	}
+	sort.Strings(s[len(knownKinds()):])
 	return strings.Join(s, ", ")
 }
 

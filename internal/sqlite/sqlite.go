@@ -37,8 +37,8 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/treestore"
 )
 
-// Kind is the asset kind this package backs up, as recorded in snapshots.
-const Kind = string(lifeboat.KindSQLite)
+// KindName is the asset kind this package backs up, as recorded in snapshots.
+const KindName = string(lifeboat.KindSQLite)
 
 // DefaultBusyTimeout is how long a backup waits for a writer's lock on the
 // source before it gives up.
@@ -78,8 +78,8 @@ type Info struct {
 // InfoOf decodes what a SQLite snapshot records.
 func InfoOf(s *repo.Snapshot) (Info, error) {
 	var info Info
-	if s.Kind != Kind {
-		return info, fmt.Errorf("snapshot %s is of kind %s, not %s", s.ID.Short(), s.Kind, Kind)
+	if s.Kind != KindName {
+		return info, fmt.Errorf("snapshot %s is of kind %s, not %s", s.ID.Short(), s.Kind, KindName)
 	}
 	if err := json.Unmarshal(s.Extra, &info); err != nil {
 		return info, fmt.Errorf("snapshot %s: details: %w", s.ID.Short(), err)
@@ -129,7 +129,7 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 	if !src.Mode().IsRegular() {
 		return nil, fmt.Errorf("database %s is not a regular file", o.Path)
 	}
-	s, err := treestore.Begin(ctx, r, treestore.Options{Asset: o.Asset, Kind: Kind, LockWait: o.LockWait, Log: o.Log})
+	s, err := treestore.Begin(ctx, r, treestore.Options{Asset: o.Asset, Kind: KindName, LockWait: o.LockWait, Log: o.Log})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,229 @@
+// Package app is the application service: the one place where an action
+// on an asset happens. It holds the policy, the logger, the clock, the
+// registry of kinds and a pool of open repositories, and offers the
+// actions (back up, restore, diff, export, find snapshots). The CLI is
+// flags → service → printer; the daemon runs on the same service; what
+// must see every action (audit, approvals, a fleet catalog) hooks in
+// here once.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/retry"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/s3"
+)
+
+// Service runs actions on the assets of one policy.
+type Service struct {
+	Policy *policy.Policy
+	Kinds  *asset.Registry
+	Log    *slog.Logger
+	// Now is the clock of everything the service times.
+	Now func() time.Time
+	// RepoClock, when set, is the clock repositories judge locks and
+	// grace periods by (tests play a host whose clock runs ahead).
+	RepoClock func() time.Time
+
+	mu    sync.Mutex
+	repos map[string]*repo.Repository // open repositories by policy name
+}
+
+// Options shape a Service.
+type Options struct {
+	Kinds     *asset.Registry // nil: Kinds()
+	Log       *slog.Logger
+	Now       func() time.Time
+	RepoClock func() time.Time
+}
+
+// Load reads the policy file at path with every registered kind and
+// makes a service for it.
+func Load(path string, o Options) (*Service, error) {
+	if o.Kinds == nil {
+		o.Kinds = Kinds()
+	}
+	p, err := LoadPolicy(path, o.Kinds)
+	if err != nil {
+		return nil, err
+	}
+	return New(p, o), nil
+}
+
+// LoadPolicy reads a policy whose assets may be of any registered kind;
+// its errors are usage errors.
+func LoadPolicy(path string, kinds *asset.Registry) (*policy.Policy, error) {
+	p, err := policy.LoadKinds(path, kinds.Decoders())
+	if err != nil {
+		return nil, &asset.UsageError{Err: err}
+	}
+	return p, nil
+}
+
+// New makes a service for a policy already loaded.
+func New(p *policy.Policy, o Options) *Service {
+	if o.Kinds == nil {
+		o.Kinds = Kinds()
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Service{Policy: p, Kinds: o.Kinds, Log: o.Log, Now: o.Now, RepoClock: o.RepoClock, repos: map[string]*repo.Repository{}}
+}
+
+// Close closes every repository the service opened.
+func (s *Service) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for name, r := range s.repos {
+		c, ok := any(r).(interface{ Close() error })
+		if !ok {
+			continue
+		}
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close repository %s: %w", name, err))
+		}
+	}
+	s.repos = map[string]*repo.Repository{}
+	return errors.Join(errs...)
+}
+
+// Asset finds an asset of the policy and its kind.
+func (s *Service) Asset(name string) (*policy.Asset, asset.Kind, error) {
+	a, err := s.Policy.Asset(name)
+	if err != nil {
+		return nil, nil, &asset.UsageError{Err: err}
+	}
+	k, err := s.Kinds.Kind(a.Kind)
+	if err != nil {
+		return nil, nil, fmt.Errorf("asset %s: %w", a.Name, err)
+	}
+	return a, k, nil
+}
+
+// Repository opens a repository of the policy, or returns the one
+// already open.
+func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.repos[rp.Name]; ok {
+		return r, nil
+	}
+	r, err := OpenRepository(ctx, rp, s.Log, s.RepoClock)
+	if err != nil {
+		return nil, err
+	}
+	s.repos[rp.Name] = r
+	return r, nil
+}
+
+// OpenRepository opens one repository of a policy outside any pool; the
+// caller closes it. clock, when not nil, is the repository's clock.
+func OpenRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger, clock func() time.Time) (*repo.Repository, error) {
+	be, err := OpenBackend(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	sec, err := SecretFor(rp)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, sec, log)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return nil, fmt.Errorf("open repository %s: %w", rp.Name, err)
+	}
+	if clock != nil {
+		r.Clock = clock
+	}
+	return r, nil
+}
+
+// AssetRepository opens the asset's repository called name, or its
+// primary when name is "".
+func (s *Service) AssetRepository(ctx context.Context, a *policy.Asset, name string) (*repo.Repository, *policy.Repository, error) {
+	rps, err := s.Policy.AssetRepositories(a)
+	if err != nil {
+		return nil, nil, &asset.UsageError{Err: err}
+	}
+	rp := rps[0]
+	if name != "" {
+		rp = nil
+		for _, c := range rps {
+			if c.Name == name {
+				rp = c
+			}
+		}
+		if rp == nil {
+			return nil, nil, asset.Usagef("asset %s does not use repository %q (it uses %v)", a.Name, name, a.Repositories)
+		}
+	}
+	r, err := s.Repository(ctx, rp)
+	return r, rp, err
+}
+
+// OpenBackend turns a repository URL into a storage backend, wrapped in
+// the retry decorator.
+func OpenBackend(ctx context.Context, rp *policy.Repository) (storage.Backend, error) {
+	u, err := url.Parse(rp.URL)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: url: %w", rp.Name, err)
+	}
+	switch u.Scheme {
+	case "file":
+		be, err := fs.New(u.Path)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return retry.New(be, retry.Options{}), nil
+	case "s3":
+		opts, err := s3.ParseURL(rp.URL)
+		if err != nil {
+			return nil, &asset.UsageError{Err: fmt.Errorf("repository %s: %w", rp.Name, err)}
+		}
+		opts.AccessKey, opts.SecretKey = rp.AccessKey.Reveal(), rp.SecretKey.Reveal()
+		if rp.ObjectLock != "" {
+			opts.LockMode, opts.RetainFor = rp.ObjectLock, rp.LockFor.Std()
+		}
+		be, err := s3.New(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return retry.New(be, retry.Options{}), nil
+	}
+	return nil, asset.Usagef("repository %s: unsupported url scheme %q", rp.Name, u.Scheme)
+}
+
+// SecretFor is what unlocks a repository of the policy: its key file or
+// passphrase.
+func SecretFor(rp *policy.Repository) (repo.Secret, error) {
+	if rp.KeyFile != "" {
+		s, err := repo.KeyFile(rp.KeyFile)
+		if err != nil {
+			return s, fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		return s, nil
+	}
+	s, err := repo.Passphrase(rp.Passphrase.Reveal())
+	if err != nil {
+		return s, &asset.UsageError{Err: fmt.Errorf("repository %s: %w", rp.Name, err)}
+	}
+	return s, nil
+}

@@ -1,0 +1,362 @@
+// Package asset is the shape every kind of asset takes: the Kind interface
+// each kind (postgres, pg_dump, sqlite, files, git, bucket) implements, the
+// optional capabilities a kind may add (point-in-time recovery, diff,
+// export), and the registry that maps a policy's `kind:` to its Kind.
+//
+// The application service (internal/app) drives kinds only through this
+// package: no command or daemon job switches on a kind's name. A new kind
+// is one package implementing Kind and one line in the registry.
+package asset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// Kind backs up, restores and drills one kind of asset.
+type Kind interface {
+	// Name is the policy's `kind:` value.
+	Name() lifeboat.AssetKind
+	// Backup stores one snapshot of the asset in b.Repo and returns it.
+	// It records nothing when it fails: a half-read source leaves no
+	// snapshot behind.
+	Backup(ctx context.Context, b *Backup) (*repo.Snapshot, error)
+	// RestoreFlags are the restore flags the kind takes beyond the
+	// common ones (CommonRestoreFlags). A flag of another kind set on
+	// the command line is refused before Restore is called.
+	RestoreFlags() []Flag
+	// Restore brings a snapshot back as r asks. r.Snapshot is nil for a
+	// kind that picks its own (one with point-in-time recovery).
+	Restore(ctx context.Context, r *Restore) (*Restored, error)
+	// Drill restores into the throwaway target d offers and checks what
+	// came back, recording phases and checks in d.
+	Drill(ctx context.Context, d Drill) error
+}
+
+// Optional capabilities, found by type assertion (as storage.Retainer is).
+
+// PITR is a kind with point-in-time recovery through a WAL archive: WAL
+// push and fetch, restore points, and WAL expiry and verification.
+type PITR interface {
+	Kind
+	// PicksOwnSnapshot is implied: Restore gets a nil Snapshot and
+	// chooses the one consistent before the target.
+	NewestWAL(ctx context.Context, r *repo.Repository, asset string) (name string, at time.Time, err error)
+}
+
+// Differ compares two snapshots of an asset.
+type Differ interface {
+	Kind
+	Diff(ctx context.Context, r *repo.Repository, from, to *repo.Snapshot) (DiffResult, error)
+}
+
+// DiffResult is what a Differ found; marshalled as JSON for --json.
+type DiffResult interface {
+	// WriteText writes the changes for a person to read.
+	WriteText(w io.Writer, from, to *repo.Snapshot)
+}
+
+// Exporter writes a snapshot out in the asset's native format (for a
+// logical dump, the archive pg_restore reads).
+type Exporter interface {
+	Kind
+	// Export writes s to o.Out and returns the summary line.
+	Export(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o ExportOptions) (string, error)
+}
+
+// ExportOptions shape an export.
+type ExportOptions struct {
+	Out      string // the file to create; must not exist
+	Database string // the dumped database, when there are several
+	Globals  bool   // the globals instead of a database
+}
+
+// Configurer is a kind that reads its own keys of the asset's policy
+// entry (policy.KindDecoder); its typed configuration is in
+// policy.Asset.Config.
+type Configurer interface {
+	Kind
+	policy.KindDecoder
+}
+
+// Backup is one backup to take.
+type Backup struct {
+	Asset *policy.Asset
+	Repo  *repo.Repository
+	// Full reads everything again, not only what changed since the last
+	// snapshot (for kinds that can tell).
+	Full     bool
+	Workers  int
+	LockWait time.Duration
+	// StateDir is where Lifeboat keeps what it needs on this host
+	// between runs (mirrors, temporary copies): the policy's state_dir.
+	StateDir string
+	Log      *slog.Logger
+	// Progress receives one line of progress now and then; never nil.
+	Progress func(string)
+	// Warn receives operator-facing warnings (skipped files, bad page
+	// checksums) that must reach cron mail whatever the log level; never
+	// nil.
+	Warn func(string)
+	// What is set by the kind to what the summary line calls the
+	// snapshot ("full", "incr"); "" shows the kind's name.
+	What string
+	// Summary is set by the kind to the kind-specific tail of the line a
+	// backup ends with (e.g. "LSN 0/2000028..0/2000100"), or left empty.
+	Summary string
+}
+
+// Restore is one restore to perform.
+type Restore struct {
+	Asset *policy.Asset
+	Repo  *repo.Repository
+	// Repository is the name of Repo in the policy ("" for the primary);
+	// PostgreSQL's restore_command fetches WAL from the same one.
+	Repository string
+	// Snapshot is the snapshot to restore; nil for a PITR kind, which
+	// chooses by Target and SnapshotID.
+	Snapshot   *repo.Snapshot
+	SnapshotID string
+	To         string // --to, absolute when not "" and not a URL
+	Workers    int
+	UID, GID   int // -1: the recorded owners
+	Flags      FlagValues
+	Log        *slog.Logger
+	Progress   func(string)
+	// SelfCommand is how the restored asset calls this lifeboat back
+	// (PostgreSQL's restore_command).
+	SelfCommand func(args ...string) (string, error)
+}
+
+// Restored is what a restore did, for the CLI to print.
+type Restored struct {
+	Snapshot *repo.Snapshot
+	// Lines are the summary the operator reads, one sentence a line.
+	Lines []string
+}
+
+// Drill is the throwaway target a kind's drill restores into, and the
+// report it fills (implemented by internal/drill).
+type Drill interface {
+	// Asset, Repo and the rest describe what is drilled.
+	Asset() *policy.Asset
+	Repo() *repo.Repository
+	Workers() int
+	Log() *slog.Logger
+	// WorkDir is an empty private directory, removed after the drill.
+	WorkDir() string
+	// Cleanup registers a teardown step, run in order after the drill
+	// whatever happened.
+	Cleanup(func())
+	// PickSnapshot chooses the snapshot to restore as the drill's point
+	// says (named, newest, random, before a time) and records its times
+	// as the drill's target and recovered point.
+	PickSnapshot(ctx context.Context) (*repo.Snapshot, error)
+	// Phase closes the phase under way, naming it (evidence.Phase*).
+	Phase(name string)
+	// Check records one integrity check's outcome.
+	Check(c Check)
+	// Queries runs the policy's validation queries through q; database
+	// maps a check's database ("" for the default) to the one to use.
+	Queries(ctx context.Context, database func(string) string, q Querier)
+	// AddBytes counts bytes restored.
+	AddBytes(n int64)
+}
+
+// Check is one integrity check's outcome in a drill.
+type Check struct {
+	Name    string
+	Passed  bool
+	Got     string
+	Expect  string
+	Detail  string
+	Seconds float64
+}
+
+// Querier runs one validation query on a restored target and returns its
+// single value as text.
+type Querier interface {
+	QueryValue(ctx context.Context, database, sql string) (value string, null bool, err error)
+}
+
+// Flag is a restore flag a kind takes.
+type Flag struct {
+	Name  string // without the dashes
+	Usage string
+	Type  FlagType
+}
+
+// FlagType is the type of a flag's value.
+type FlagType int
+
+// Flag types.
+const (
+	FlagString FlagType = iota
+	FlagBool
+	FlagStrings // repeatable
+)
+
+// FlagValues are the kind-specific restore flags given on the command
+// line, by name; a flag absent here was not given.
+type FlagValues map[string]any
+
+// String is a string flag's value, "" when not given.
+func (v FlagValues) String(name string) string { s, _ := v[name].(string); return s }
+
+// Bool is a bool flag's value.
+func (v FlagValues) Bool(name string) bool { b, _ := v[name].(bool); return b }
+
+// Strings is a repeatable flag's values.
+func (v FlagValues) Strings(name string) []string { s, _ := v[name].([]string); return s }
+
+// Refuse is a usage error naming the first flag in v that the kind does
+// not take, or nil.
+func Refuse(k Kind, v FlagValues) error {
+	takes := k.RestoreFlags()
+	var names []string
+	for _, f := range takes {
+		names = append(names, "--"+f.Name)
+	}
+	given := make([]string, 0, len(v))
+	for name := range v {
+		given = append(given, name)
+	}
+	sort.Strings(given)
+	for _, name := range given {
+		if !slices.ContainsFunc(takes, func(f Flag) bool { return f.Name == name }) {
+			what := "no flags of their own"
+			if len(names) > 0 {
+				what = strings.Join(names, ", ")
+			}
+			return Usagef("--%s does not apply to %s assets (they take %s)", name, k.Name(), what)
+		}
+	}
+	return nil
+}
+
+// UsageError marks an error in how Lifeboat was called or configured: the
+// CLI exits 2 for it.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef makes a UsageError.
+func Usagef(format string, args ...any) error {
+	return &UsageError{fmt.Errorf(format, args...)}
+}
+
+// IsUsage reports whether err is a usage error.
+func IsUsage(err error) bool {
+	var ue *UsageError
+	return errors.As(err, &ue)
+}
+
+// ErrNotSupported is returned for an action the asset's kind does not
+// have the capability for.
+var ErrNotSupported = errors.New("not supported")
+
+// Registry maps kind names to kinds.
+type Registry struct{ kinds map[lifeboat.AssetKind]Kind }
+
+// NewRegistry makes a registry of the given kinds.
+func NewRegistry(kinds ...Kind) *Registry {
+	r := &Registry{kinds: map[lifeboat.AssetKind]Kind{}}
+	for _, k := range kinds {
+		if _, dup := r.kinds[k.Name()]; dup {
+			panic("asset: kind " + string(k.Name()) + " registered twice")
+		}
+		r.kinds[k.Name()] = k
+	}
+	return r
+}
+
+// Kind finds a kind by name.
+func (r *Registry) Kind(name lifeboat.AssetKind) (Kind, error) {
+	k, ok := r.kinds[name]
+	if !ok {
+		return nil, Usagef("kind %q is not known (known: %s)", name, strings.Join(r.Names(), ", "))
+	}
+	return k, nil
+}
+
+// Names are the registered kinds' names, sorted.
+func (r *Registry) Names() []string {
+	var out []string
+	for n := range r.kinds {
+		out = append(out, string(n))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Kinds are the registered kinds, sorted by name.
+func (r *Registry) Kinds() []Kind {
+	var out []Kind
+	for _, n := range r.Names() {
+		out = append(out, r.kinds[lifeboat.AssetKind(n)])
+	}
+	return out
+}
+
+// Decoders are the policy decoders of the kinds that read their own keys,
+// for policy.LoadKinds.
+func (r *Registry) Decoders() policy.Kinds {
+	out := policy.Kinds{}
+	for name, k := range r.kinds {
+		if c, ok := k.(Configurer); ok {
+			out[name] = c
+		}
+	}
+	return out
+}
+
+// RestoreFlags are every kind's restore flags, each name once, sorted:
+// the CLI declares them all and lets Refuse turn away the wrong ones.
+func (r *Registry) RestoreFlags() []Flag {
+	seen := map[string]bool{}
+	var out []Flag
+	for _, k := range r.Kinds() {
+		for _, f := range k.RestoreFlags() {
+			if !seen[f.Name] {
+				seen[f.Name] = true
+				out = append(out, f)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// HumanBytes writes a size the way every summary line does: "1.5 GiB".
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// Plural writes a count with its noun: "1 ref", "3 refs".
+func Plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -1,0 +1,109 @@
+package pgdump
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// NewKind is the pg_dump kind: logical dumps of databases, restored
+// through pg_restore (see docs/pgdump.md).
+func NewKind() asset.Kind { return kind{} }
+
+type kind struct{}
+
+var _ asset.Exporter = kind{}
+
+func (kind) Name() lifeboat.AssetKind { return lifeboat.KindPGDump }
+
+func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
+	a := b.Asset
+	return Backup(ctx, b.Repo, BackupOptions{
+		Asset: a.Name, DSN: a.DSN, Databases: a.Databases, Schemas: a.Schemas, ExcludeSchemas: a.ExcludeSchemas,
+		ExcludeTableData: a.ExcludeTableData, Globals: a.Globals, Location: dumpLocation(a), LockWait: b.LockWait,
+		Record: checkquery.RecordedChecks(a), Log: b.Log,
+		Progress: func(db string, n int64) {
+			b.Progress(fmt.Sprintf("dump %s: database %s, %s read", a.Name, db, asset.HumanBytes(n)))
+		},
+	})
+}
+
+// dumpLocation is the time zone a dump's name takes its date from: the
+// retention's (whose days expire counts), else the schedule's, else UTC.
+// Both were validated with the policy.
+func dumpLocation(a *policy.Asset) *time.Location {
+	name := a.Retention.TimeZone
+	if name == "" {
+		s := strings.TrimSpace(a.Schedule)
+		for _, prefix := range []string{"CRON_TZ=", "TZ="} {
+			if rest, ok := strings.CutPrefix(s, prefix); ok {
+				name, _, _ = strings.Cut(rest, " ")
+			}
+		}
+	}
+	if loc, err := time.LoadLocation(name); err == nil && name != "" {
+		return loc
+	}
+	return time.UTC
+}
+
+func (kind) RestoreFlags() []asset.Flag {
+	return []asset.Flag{
+		{Name: "to-dsn", Usage: "pg_dump assets: restore into this database (libpq connection string) with pg_restore"},
+		{Name: "database", Usage: "pg_dump assets: the dumped database to restore, when the snapshot holds several"},
+		{Name: "globals", Type: asset.FlagBool, Usage: "pg_dump assets: restore roles and tablespaces (pg_dumpall --globals-only) first"},
+		{Name: "no-owner", Type: asset.FlagBool, Usage: "pg_dump assets: leave objects owned by the restoring role (pg_restore --no-owner)"},
+	}
+}
+
+// Restore runs pg_restore into the database --to-dsn names.
+func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, error) {
+	a, f := r.Asset, r.Flags
+	if f.String("to-dsn") == "" {
+		return nil, asset.Usagef("asset %s is a logical dump: restore it into a database with --to-dsn \"host=... dbname=...\"", a.Name)
+	}
+	if r.To != "" {
+		return nil, asset.Usagef("asset %s is a logical dump: --to does not apply, give --to-dsn", a.Name)
+	}
+	s := r.Snapshot
+	start := time.Now()
+	res, err := Restore(ctx, r.Repo, s, RestoreOptions{DSN: f.String("to-dsn"), Database: f.String("database"), Workers: r.Workers,
+		Globals: f.Bool("globals"), NoOwner: f.Bool("no-owner"), Log: r.Log})
+	if err != nil {
+		return nil, err
+	}
+	globals := ""
+	if res.Globals {
+		globals = " with globals"
+	}
+	how := fmt.Sprintf("pg_restore -j %d", res.Jobs)
+	if res.Streamed {
+		how = fmt.Sprintf("data streamed into pg_restore, indexes and constraints with -j %d", res.Jobs)
+	}
+	return &asset.Restored{Snapshot: s, Lines: []string{fmt.Sprintf("restored dump %s (snapshot %s) of database %s%s into %s: %s archive, %s, %s",
+		DumpName(s), s.ID.Short(), res.Database, globals, res.Target, asset.HumanBytes(res.Bytes), how,
+		time.Since(start).Round(time.Millisecond))}}, nil
+}
+
+// Export writes the plain pg_dump archive (or the globals as SQL).
+func (kind) Export(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o asset.ExportOptions) (string, error) {
+	res, err := Export(ctx, r, s, ExportOptions{Out: o.Out, Database: o.Database, Globals: o.Globals})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("exported %s of dump %s (snapshot %s) to %s: %s", res.What, DumpName(s),
+		s.ID.Short(), res.File, asset.HumanBytes(res.Bytes)), nil
+}
+
+// Drill is run by internal/drill itself until the throwaway server code
+// moves to internal/pgbin.
+func (kind) Drill(ctx context.Context, d asset.Drill) error {
+	return fmt.Errorf("drill of a pg_dump asset: %w", asset.ErrNotSupported)
+}

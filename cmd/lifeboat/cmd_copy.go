@@ -40,7 +40,7 @@ func runCopy(ctx context.Context, g *globalOptions, asset string, queued bool) e
 	if err != nil {
 		return err
 	}
-	assets, err := selectAssets(p, asset)
+	assets, err := app.SelectAssets(p, asset)
 	if err != nil {
 		return err
 	}

@@ -139,7 +139,7 @@ func (g *globalOptions) storedDrills(ctx context.Context, p *policy.Policy, name
 	}
 	var out []*evidence.DrillReport
 	for _, a := range p.Assets {
-		if !usesRepository(a.Repositories, name) {
+		if !a.UsesRepository(name) {
 			continue
 		}
 		ds, err := drill.Stored(ctx, r, a.Name)

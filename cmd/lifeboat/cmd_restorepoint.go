@@ -5,9 +5,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
-	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 )
 
 func newRestorePointCommand(g *globalOptions) *cobra.Command {
@@ -24,22 +21,15 @@ precedes it.`,
 	}
 }
 
-func runRestorePoint(ctx context.Context, g *globalOptions, asset, name string) error {
-	p, a, err := g.asset(asset)
+func runRestorePoint(ctx context.Context, g *globalOptions, assetName, name string) error {
+	svc, err := g.service()
 	if err != nil {
 		return err
 	}
-	if a.Kind != lifeboat.KindPostgres {
-		return usagef("asset %s: restore points exist for postgres assets only", a.Name)
-	}
-	r, err := g.primaryRepository(ctx, p, a)
+	rp, err := svc.RestorePoint(ctx, assetName, name)
 	if err != nil {
 		return err
 	}
-	rp, err := postgres.RecordRestorePoint(ctx, r, a.Name, a.DSN, name)
-	if err != nil {
-		return fmt.Errorf("restore point %s: %w", name, err)
-	}
-	fmt.Fprintf(g.stdout, "restore point %q of %s at LSN %s (%s)\n", rp.Name, a.Name, rp.LSN, rp.Time.Format("2006-01-02 15:04:05 MST"))
+	fmt.Fprintf(g.stdout, "restore point %q of %s at LSN %s (%s)\n", rp.Name, assetName, rp.LSN, rp.Time.Format("2006-01-02 15:04:05 MST"))
 	return nil
 }

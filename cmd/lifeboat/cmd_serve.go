@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/copyqueue"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -386,7 +387,7 @@ func (d *daemon) startDrain() {
 		if primaryOf(p, rp) == nil {
 			continue
 		}
-		if queued, err := queueHasEntries(queueDir(p, rp)); err != nil {
+		if queued, err := queueHasEntries(app.QueueDir(p, rp)); err != nil {
 			d.log.Warn("read copy queue", "repository", rp.Name, "error", oneLine(err))
 		} else if queued {
 			copies = append(copies, rp)

@@ -11,9 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
-	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
@@ -115,10 +113,7 @@ func rowFor(repoName string, s *repo.Snapshot) snapshotRow {
 	if s.Parent != nil {
 		row.Parent = s.Parent.String()
 	}
-	row.Name = pgdump.DumpName(s)
-	if info, err := postgres.Info(s); err == nil {
-		row.StartLSN, row.StopLSN, row.Timeline = info.StartLSN.String(), info.StopLSN.String(), info.Timeline
-		row.StopTime = info.StopTime
-	}
+	d := app.Kinds().Describe(s)
+	row.Name, row.StartLSN, row.StopLSN, row.Timeline, row.StopTime = d.Name, d.StartLSN, d.StopLSN, d.Timeline, d.StopTime
 	return row
 }

@@ -18,11 +18,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
-// queueDir is where the copy queue of the copy repository rp lives.
-func queueDir(p *policy.Policy, rp *policy.Repository) string {
-	return filepath.Join(p.StateDir, "copy-queue", rp.Name)
-}
-
 // openCopyQueues opens (creating) the queues of an asset's copies; none
 // when the asset has no copies.
 func openCopyQueues(p *policy.Policy, a *policy.Asset) ([]*copyqueue.Queue, error) {
@@ -32,7 +27,7 @@ func openCopyQueues(p *policy.Policy, a *policy.Asset) ([]*copyqueue.Queue, erro
 	}
 	var qs []*copyqueue.Queue
 	for _, cp := range rps[1:] {
-		q, err := copyqueue.Open(queueDir(p, cp))
+		q, err := copyqueue.Open(app.QueueDir(p, cp))
 		if err != nil {
 			return nil, fmt.Errorf("copy %s (state_dir %s): %w", cp.Name, p.StateDir, err)
 		}
@@ -83,7 +78,7 @@ func (g *globalOptions) drainQueues(ctx context.Context, p *policy.Policy, copie
 	var wg sync.WaitGroup
 	errs := make([]error, len(copies))
 	for i, cp := range copies {
-		dir := queueDir(p, cp)
+		dir := app.QueueDir(p, cp)
 		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
 			continue // nothing was ever queued for it on this host
 		}

@@ -159,16 +159,21 @@ func (g *globalOptions) service() (*app.Service, error) {
 	if g.svc != nil {
 		return g.svc, nil
 	}
-	o := app.Options{Log: g.log}
-	if off := g.clockOffset; off != 0 {
-		o.RepoClock = func() time.Time { return time.Now().Add(off) }
-	}
-	svc, err := app.Load(g.configPath, o)
+	svc, err := app.Load(g.configPath, app.Options{Log: g.log, RepoClock: g.repoClock()})
 	if err != nil {
 		return nil, err
 	}
 	g.svc = svc
 	return svc, nil
+}
+
+// repoClock is the clock repositories judge locks and grace periods by:
+// nil (the real one) unless --clock-offset shifts it.
+func (g *globalOptions) repoClock() func() time.Time {
+	if off := g.clockOffset; off != 0 {
+		return func() time.Time { return time.Now().Add(off) }
+	}
+	return nil
 }
 
 // asset loads the policy and finds an asset in it.
@@ -186,11 +191,7 @@ func (g *globalOptions) asset(name string) (*policy.Policy, *policy.Asset, error
 
 // openRepository opens one repository of the policy.
 func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
-	var clock func() time.Time
-	if off := g.clockOffset; off != 0 {
-		clock = func() time.Time { return time.Now().Add(off) }
-	}
-	return app.OpenRepository(ctx, rp, g.log, clock)
+	return app.OpenRepository(ctx, rp, g.log, g.repoClock())
 }
 
 // primaryRepository opens the first repository of an asset.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/alert"
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/health"
@@ -50,7 +51,7 @@ type watcher struct {
 
 func newWatcher(ctx context.Context, d *daemon, p *policy.Policy) (*watcher, error) {
 	w := &watcher{d: d, ctx: ctx, interval: time.Duration(p.Check.Interval), metrics: metrics.New(), assets: map[string]bool{},
-		repos: repoCache{}}
+		repos: app.NewPool()}
 	if w.interval <= 0 {
 		w.interval = policy.DefaultCheckInterval
 	}
@@ -199,7 +200,7 @@ func (w *watcher) reload(p *policy.Policy) error {
 	}
 	w.mu.Lock()
 	w.notifier = n
-	w.repos = repoCache{} // a check under way keeps the map it took
+	w.repos = app.NewPool() // a check under way keeps the pool it took
 	w.mu.Unlock()
 	keep := map[string]bool{}
 	for _, a := range p.Assets {

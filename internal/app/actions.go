@@ -34,7 +34,7 @@ type BackupResult struct {
 	// What the summary line calls the snapshot, and the kind's tail of
 	// that line ("" for none).
 	What, Summary string
-	Start   time.Time
+	Start         time.Time
 }
 
 // Backup stores one snapshot of an asset in its primary repository.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +37,40 @@ type Service struct {
 	// grace periods by (tests play a host whose clock runs ahead).
 	RepoClock func() time.Time
 
+	pool    *Pool
+	ownPool bool // the service made its pool, and closes it
+}
+
+// Pool keeps repositories open by what opens them (name, URL and
+// credentials). Opening one unlocks its key (Argon2id for a passphrase:
+// a tenth of a second of CPU), which a check of fifty assets every minute
+// must not repeat for each; a daemon keeps one pool across policy
+// reloads, and a changed repository is simply opened anew.
+type Pool struct {
 	mu    sync.Mutex
-	repos map[string]*repo.Repository // open repositories by policy name
+	repos map[string]*repo.Repository
+}
+
+// NewPool makes an empty pool.
+func NewPool() *Pool { return &Pool{repos: map[string]*repo.Repository{}} }
+
+// Close closes every repository of the pool.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for key, r := range p.repos {
+		c, ok := any(r).(interface{ Close() error })
+		if !ok {
+			continue
+		}
+		if err := c.Close(); err != nil {
+			name, _, _ := strings.Cut(key, "\x00")
+			errs = append(errs, fmt.Errorf("close repository %s: %w", name, err))
+		}
+	}
+	p.repos = map[string]*repo.Repository{}
+	return errors.Join(errs...)
 }
 
 // Options shape a Service.
@@ -46,6 +79,9 @@ type Options struct {
 	Log       *slog.Logger
 	Now       func() time.Time
 	RepoClock func() time.Time
+	// Pool is shared with other services (a daemon's, across policy
+	// reloads); nil: the service has its own, closed by Close.
+	Pool *Pool
 }
 
 // Load reads the policy file at path with every registered kind and
@@ -82,25 +118,20 @@ func New(p *policy.Policy, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Service{Policy: p, Kinds: o.Kinds, Log: o.Log, Now: o.Now, RepoClock: o.RepoClock, repos: map[string]*repo.Repository{}}
+	s := &Service{Policy: p, Kinds: o.Kinds, Log: o.Log, Now: o.Now, RepoClock: o.RepoClock, pool: o.Pool}
+	if s.pool == nil {
+		s.pool, s.ownPool = NewPool(), true
+	}
+	return s
 }
 
-// Close closes every repository the service opened.
+// Close closes the repositories the service opened, unless its pool is
+// shared.
 func (s *Service) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var errs []error
-	for name, r := range s.repos {
-		c, ok := any(r).(interface{ Close() error })
-		if !ok {
-			continue
-		}
-		if err := c.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close repository %s: %w", name, err))
-		}
+	if !s.ownPool {
+		return nil
 	}
-	s.repos = map[string]*repo.Repository{}
-	return errors.Join(errs...)
+	return s.pool.Close()
 }
 
 // Asset finds an asset of the policy and its kind.
@@ -119,16 +150,18 @@ func (s *Service) Asset(name string) (*policy.Asset, asset.Kind, error) {
 // Repository opens a repository of the policy, or returns the one
 // already open.
 func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.repos[rp.Name]; ok {
+	p := s.pool
+	key := strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r, ok := p.repos[key]; ok {
 		return r, nil
 	}
 	r, err := OpenRepository(ctx, rp, s.Log, s.RepoClock)
 	if err != nil {
 		return nil, err
 	}
-	s.repos[rp.Name] = r
+	p.repos[key] = r
 	return r, nil
 }
 

@@ -46,13 +46,61 @@ type Kind interface {
 
 // Optional capabilities, found by type assertion (as storage.Retainer is).
 
-// PITR is a kind with point-in-time recovery through a WAL archive: WAL
-// push and fetch, restore points, and WAL expiry and verification.
+// PITR is a kind with point-in-time recovery through a WAL archive. Its
+// Restore gets no Snapshot: it chooses the one consistent before the
+// target itself.
 type PITR interface {
 	Kind
-	// PicksOwnSnapshot is implied: Restore gets a nil Snapshot and
-	// chooses the one consistent before the target.
+	// NewestWAL is the newest archived WAL file of the asset in r and
+	// when it was archived; "" when there is none.
 	NewestWAL(ctx context.Context, r *repo.Repository, asset string) (name string, at time.Time, err error)
+	// WALPrefix is where the asset's archived WAL lives in a repository,
+	// for measuring how far a copy lags.
+	WALPrefix(asset string) string
+	// Archiving asks the source how far archiving lags, given the newest
+	// WAL the repository holds.
+	Archiving(ctx context.Context, a *policy.Asset, newestWAL string, newestAt, now time.Time) *Archiving
+	// VerifyArchive checks the asset's archive in r (no gaps, every
+	// snapshot's WAL present; with readData every file read): how many
+	// files it holds and what is wrong.
+	VerifyArchive(ctx context.Context, r *repo.Repository, asset string, readData bool) (files int, problems []string, err error)
+	// RestorePoint records a named point a restore can target.
+	RestorePoint(ctx context.Context, r *repo.Repository, a *policy.Asset, name string) (*RestorePoint, error)
+}
+
+// RestorePoint is a named point of an asset's history.
+type RestorePoint struct {
+	Name string
+	LSN  string
+	Time time.Time
+}
+
+// Archiving is the state of an asset's WAL archiving.
+type Archiving struct {
+	// LagSeconds is the age of the oldest WAL not yet archived (0 when
+	// every complete segment is).
+	LagSeconds float64
+	// Detail says how the lag was found.
+	Detail string
+	// Failing is the archiver's last failure, when newer than its last
+	// success.
+	Failing string
+}
+
+// Describer adds what only the kind can read from a snapshot's details
+// to a snapshot listing.
+type Describer interface {
+	Kind
+	Describe(s *repo.Snapshot) Description
+}
+
+// Description is what a Describer reads from a snapshot.
+type Description struct {
+	Name              string // a name operators use (a dump's <asset>_<date>)
+	StartLSN, StopLSN string // PostgreSQL: the WAL range
+	Timeline          uint32
+	// StopTime is when the snapshot is consistent; zero: its end time.
+	StopTime time.Time
 }
 
 // Differ compares two snapshots of an asset.
@@ -320,6 +368,19 @@ func (r *Registry) Decoders() policy.Kinds {
 		}
 	}
 	return out
+}
+
+// Describe is what the snapshot's kind reads from its details; only the
+// stop time (the end time) for a kind that says nothing more.
+func (r *Registry) Describe(snap *repo.Snapshot) Description {
+	d := Description{}
+	if dk, ok := r.kinds[lifeboat.AssetKind(snap.Kind)].(Describer); ok {
+		d = dk.Describe(snap)
+	}
+	if d.StopTime.IsZero() {
+		d.StopTime = snap.EndTime
+	}
+	return d
 }
 
 // RestoreFlags are every kind's restore flags, each name once, sorted:

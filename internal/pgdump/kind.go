@@ -107,3 +107,5 @@ func (kind) Export(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o 
 func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	return fmt.Errorf("drill of a pg_dump asset: %w", asset.ErrNotSupported)
 }
+
+func (kind) Describe(s *repo.Snapshot) asset.Description { return asset.Description{Name: DumpName(s)} }

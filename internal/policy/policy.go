@@ -511,3 +511,7 @@ func knownList(names []string) string {
 	}
 	return strings.Join(uniq, ", ")
 }
+
+// UsesRepository reports whether the asset is backed up to the
+// repository called name (as its primary or a copy).
+func (a *Asset) UsesRepository(name string) bool { return slices.Contains(a.Repositories, name) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
@@ -114,6 +115,57 @@ func (kind) NewestWAL(ctx context.Context, r *repo.Repository, assetName string)
 	return NewestWAL(ctx, r, assetName)
 }
 
+func (kind) WALPrefix(assetName string) string { return WALPrefix(assetName) }
+
+// Archiving measures how far archiving lags. From the server: every
+// complete segment before the one being written must be in the
+// repository, and the archiver must not be failing. When the server
+// cannot be reached, the age of the newest archived WAL is all there is.
+func (kind) Archiving(ctx context.Context, a *policy.Asset, newestWAL string, newestAt, now time.Time) *asset.Archiving {
+	age := 0.0
+	if !newestAt.IsZero() {
+		age = max(0, now.Sub(newestAt).Seconds())
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := archiverState(cctx, a.DSN)
+	switch {
+	case err != nil && st == nil:
+		return &asset.Archiving{LagSeconds: age, Detail: "server unreachable, age of the newest archived WAL: " + oneLine(err)}
+	case err != nil:
+		return &asset.Archiving{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLine(err)}
+	case st.inRecovery:
+		return &asset.Archiving{LagSeconds: age, Detail: "the server is a standby; age of the newest archived WAL"}
+	}
+	w := &asset.Archiving{}
+	if st.lastFailed != nil && (st.lastArchived == nil || st.lastFailed.After(*st.lastArchived)) {
+		name := ""
+		if st.failedWAL != nil {
+			name = *st.failedWAL + " "
+		}
+		w.Failing = fmt.Sprintf("the last attempt, %sat %s, failed (see the server log)", name, st.lastFailed.UTC().Format(time.RFC3339))
+	}
+	cur, err1 := ParseWALFileName(st.current, uint64(st.segSize))
+	newest, err2 := ParseWALFileName(newestWAL, uint64(st.segSize))
+	switch {
+	case err1 != nil:
+		w.LagSeconds, w.Detail = age, "age of the newest archived WAL"
+	case newestWAL == "" || err2 != nil:
+		w.Detail = "nothing archived; the server writes " + st.current
+		if w.Failing == "" {
+			w.Failing = "no WAL of this asset is archived: is archive_command set to lifeboat wal-push?"
+		}
+	case cur.TLI == newest.TLI && cur.SegNo <= newest.SegNo+1:
+		w.Detail = "every complete segment is archived; the server writes " + st.current
+	default:
+		w.LagSeconds = age
+		w.Detail = fmt.Sprintf("the server writes %s, the newest archived is %s", st.current, newestWAL)
+	}
+	return w
+}
+
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
 // ParseTarget turns the target flags into a recovery target; at most one
 // may be given. A time needs a zone.
 func ParseTarget(tm, lsn, xid, name string) (Target, error) {
@@ -174,4 +226,29 @@ func ParseTime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, asset.Usagef("--time %q: want a time with a zone, like 2026-11-23 03:00:00+08 or 2026-11-22T19:00:00Z", s)
+}
+
+func (kind) Describe(s *repo.Snapshot) asset.Description {
+	info, err := Info(s)
+	if err != nil {
+		return asset.Description{}
+	}
+	return asset.Description{StartLSN: info.StartLSN.String(), StopLSN: info.StopLSN.String(), Timeline: info.Timeline,
+		StopTime: info.StopTime}
+}
+
+func (kind) VerifyArchive(ctx context.Context, r *repo.Repository, assetName string, readData bool) (int, []string, error) {
+	rep, err := VerifyWAL(ctx, r, assetName, readData)
+	if err != nil {
+		return 0, nil, err
+	}
+	return rep.Files, rep.Problems, nil
+}
+
+func (kind) RestorePoint(ctx context.Context, r *repo.Repository, a *policy.Asset, name string) (*asset.RestorePoint, error) {
+	rp, err := RecordRestorePoint(ctx, r, a.Name, a.DSN, name)
+	if err != nil {
+		return nil, err
+	}
+	return &asset.RestorePoint{Name: rp.Name, LSN: rp.LSN.String(), Time: rp.Time}, nil
 }

@@ -28,7 +28,10 @@ const (
 	sqlCurrentWALLSN    = `select pg_current_wal_lsn()::text`
 	sqlNextXID          = `select txid_snapshot_xmax(txid_current_snapshot())`
 	sqlRestorePoint     = `select pg_create_restore_point($1)::text`
-	sqlNow              = `select now()`
+	sqlArchiver         = `select pg_walfile_name(pg_current_wal_lsn()),
+		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
+		last_archived_time, last_failed_time, last_failed_wal from pg_stat_archiver`
+	sqlNow = `select now()`
 )
 
 // MinServerVersionNum is the oldest server supported: the backup functions
@@ -317,4 +320,34 @@ func ServerNow(ctx context.Context, conn *pgx.Conn) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("query server time: %w", err)
 	}
 	return t, nil
+}
+
+// archiver is what the server says of its WAL archiving.
+type archiver struct {
+	inRecovery               bool
+	current                  string // the segment being written
+	segSize                  int64
+	lastArchived, lastFailed *time.Time
+	failedWAL                *string
+}
+
+// archiverState asks the server at dsn how its archiver fares. A nil
+// state means the server could not be reached; a state with an error,
+// that it could not tell.
+func archiverState(ctx context.Context, dsn string) (*archiver, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	st := &archiver{}
+	if err := conn.QueryRow(ctx, sqlInRecovery).Scan(&st.inRecovery); err != nil {
+		return st, err
+	}
+	if st.inRecovery {
+		return st, nil
+	}
+	err = conn.QueryRow(ctx, sqlArchiver).Scan(&st.current, &st.segSize,
+		&st.lastArchived, &st.lastFailed, &st.failedWAL)
+	return st, err
 }

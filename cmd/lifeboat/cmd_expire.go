@@ -15,7 +15,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/retention"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
@@ -94,37 +93,13 @@ func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 }
 
 func expireRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository, o expireOptions) (*expire.Report, error) {
-	opts := expire.Options{Grace: o.grace, DryRun: o.dryRun, LockWait: o.lockWait, Log: g.log}
+	opts := app.ExpireOptions{Grace: o.grace, DryRun: o.dryRun, LockWait: o.lockWait, Log: g.log}
 	if o.maxUnused < 100 {
 		opts.RepackUnused = max(float64(o.maxUnused)/100, 0.01)
 	}
-	for _, a := range p.Assets {
-		uses := false
-		for _, n := range a.Repositories {
-			uses = uses || n == rp.Name
-		}
-		if !uses {
-			continue
-		}
-		rules := retention.Rules{
-			PITRWindow: a.Retention.PITRWindow.Std(), KeepWithin: a.Retention.KeepWithin.Std(),
-			Floor: rp.MinRetention.Std(), Daily: a.Retention.Daily, Weekly: a.Retention.Weekly,
-			Monthly: a.Retention.Monthly, Yearly: a.Retention.Yearly, Location: time.UTC,
-		}
-		if a.Retention.TimeZone != "" {
-			loc, err := time.LoadLocation(a.Retention.TimeZone)
-			if err != nil {
-				return nil, usagef("asset %s: time zone %q: %v", a.Name, a.Retention.TimeZone, err)
-			}
-			rules.Location = loc
-		}
-		opts.Assets = append(opts.Assets, expire.Asset{Name: a.Name, Kind: a.Kind, Rules: rules})
-	}
-	r, err := g.openRepository(ctx, rp)
-	if err != nil {
-		return nil, err
-	}
-	return expire.Run(ctx, r, opts)
+	svc := app.New(p, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	defer svc.Close()
+	return svc.Expire(ctx, rp, opts)
 }
 
 func printExpire(g *globalOptions, name string, rep *expire.Report) {

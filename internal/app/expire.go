@@ -1,0 +1,59 @@
+package app
+
+import (
+	"context"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/expire"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/retention"
+)
+
+// ExpireOptions shape one expire run of a repository; Assets are filled
+// in from the policy.
+type ExpireOptions = expire.Options
+
+// Expire applies the retention of every asset that uses the repository
+// rp: snapshots no rule keeps are deleted, then the WAL they alone
+// needed, then the data nothing references (after the grace period).
+func (s *Service) Expire(ctx context.Context, rp *policy.Repository, o ExpireOptions) (*expire.Report, error) {
+	o.Assets = nil
+	if o.Log == nil {
+		o.Log = s.Log
+	}
+	for i := range s.Policy.Assets {
+		a := &s.Policy.Assets[i]
+		if !a.UsesRepository(rp.Name) {
+			continue
+		}
+		rules, err := Rules(a, rp)
+		if err != nil {
+			return nil, err
+		}
+		o.Assets = append(o.Assets, expire.Asset{Name: a.Name, Kind: a.Kind, Rules: rules})
+	}
+	r, err := s.Repository(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	return expire.Run(ctx, r, o)
+}
+
+// Rules are the retention rules of an asset in the repository rp (whose
+// floor holds for every asset in it).
+func Rules(a *policy.Asset, rp *policy.Repository) (retention.Rules, error) {
+	rules := retention.Rules{
+		PITRWindow: a.Retention.PITRWindow.Std(), KeepWithin: a.Retention.KeepWithin.Std(),
+		Floor: rp.MinRetention.Std(), Daily: a.Retention.Daily, Weekly: a.Retention.Weekly,
+		Monthly: a.Retention.Monthly, Yearly: a.Retention.Yearly, Location: time.UTC,
+	}
+	if a.Retention.TimeZone != "" {
+		loc, err := time.LoadLocation(a.Retention.TimeZone)
+		if err != nil {
+			return rules, asset.Usagef("asset %s: time zone %q: %v", a.Name, a.Retention.TimeZone, err)
+		}
+		rules.Location = loc
+	}
+	return rules, nil
+}

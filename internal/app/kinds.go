@@ -2,6 +2,7 @@ package app
 
 import (
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/bucket"
 	"github.com/lifeboat-dr/lifeboat/internal/files"
 	"github.com/lifeboat-dr/lifeboat/internal/gitrepo"
 	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
@@ -18,5 +19,6 @@ func Kinds() *asset.Registry {
 		sqlite.NewKind(),
 		files.NewKind(),
 		gitrepo.NewKind(),
+		bucket.NewKind(),
 	)
 }

@@ -383,21 +383,30 @@ func (r *Registry) Describe(snap *repo.Snapshot) Description {
 	return d
 }
 
-// RestoreFlags are every kind's restore flags, each name once, sorted:
-// the CLI declares them all and lets Refuse turn away the wrong ones.
+// RestoreFlags are every kind's restore flags, each name once, sorted,
+// the usage saying which kinds take it: the CLI declares them all and
+// lets Refuse turn away the wrong ones.
 func (r *Registry) RestoreFlags() []Flag {
-	seen := map[string]bool{}
-	var out []Flag
+	byName := map[string]*Flag{}
+	var out []*Flag
 	for _, k := range r.Kinds() {
 		for _, f := range k.RestoreFlags() {
-			if !seen[f.Name] {
-				seen[f.Name] = true
-				out = append(out, f)
+			usage := string(k.Name()) + ": " + f.Usage
+			if have, ok := byName[f.Name]; ok {
+				have.Usage += "; " + usage
+				continue
 			}
+			f.Usage = usage
+			byName[f.Name] = &f
+			out = append(out, &f)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	flags := make([]Flag, len(out))
+	for i, f := range out {
+		flags[i] = *f
+	}
+	return flags
 }
 
 // HumanBytes writes a size the way every summary line does: "1.5 GiB".

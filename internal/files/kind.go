@@ -57,7 +57,7 @@ func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error)
 
 func (kind) RestoreFlags() []asset.Flag {
 	return []asset.Flag{
-		{Name: "path", Usage: "files assets: restore only this file or directory (a path as backed up); git assets: only NAME.git"},
+		{Name: "path", Usage: "only this file or directory (a path as backed up)"},
 		{Name: "delta", Type: asset.FlagBool, Usage: "restore into an existing directory, rewriting only what differs"},
 	}
 }

@@ -52,7 +52,7 @@ func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error)
 }
 
 func (kind) RestoreFlags() []asset.Flag {
-	return []asset.Flag{{Name: "path", Usage: "files assets: restore only this file or directory (a path as backed up); git assets: only NAME.git"}}
+	return []asset.Flag{{Name: "path", Usage: "only the repository NAME.git"}}
 }
 
 // Restore writes each repository of the snapshot as a bare repository

@@ -56,10 +56,10 @@ func dumpLocation(a *policy.Asset) *time.Location {
 
 func (kind) RestoreFlags() []asset.Flag {
 	return []asset.Flag{
-		{Name: "to-dsn", Usage: "pg_dump assets: restore into this database (libpq connection string) with pg_restore"},
-		{Name: "database", Usage: "pg_dump assets: the dumped database to restore, when the snapshot holds several"},
-		{Name: "globals", Type: asset.FlagBool, Usage: "pg_dump assets: restore roles and tablespaces (pg_dumpall --globals-only) first"},
-		{Name: "no-owner", Type: asset.FlagBool, Usage: "pg_dump assets: leave objects owned by the restoring role (pg_restore --no-owner)"},
+		{Name: "to-dsn", Usage: "restore into this database (libpq connection string) with pg_restore"},
+		{Name: "database", Usage: "the dumped database to restore, when the snapshot holds several"},
+		{Name: "globals", Type: asset.FlagBool, Usage: "restore roles and tablespaces (pg_dumpall --globals-only) first"},
+		{Name: "no-owner", Type: asset.FlagBool, Usage: "leave objects owned by the restoring role (pg_restore --no-owner)"},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -102,19 +103,15 @@ func quoteShort(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// queryValue runs sql on the throwaway server in a read-only transaction,
-// through the simple protocol so every value comes back as PostgreSQL's
-// own text.
-func (s *server) queryValue(ctx context.Context, db, sql string) (string, bool, error) {
-	conn, err := s.connect(ctx, db)
-	if err != nil {
-		return "", false, fmt.Errorf("connect to database %s: %w", db, err)
-	}
-	defer conn.Close(context.Background())
-	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return "", false, err
-	}
-	defer tx.Rollback(context.Background())
-	return checkquery.Postgres(ctx, tx, sql)
+// pgQuerier runs the checks on a throwaway PostgreSQL server, each in a
+// read-only transaction, through checkquery as the backup recorded them.
+type pgQuerier struct{ srv *pgbin.Server }
+
+func (q pgQuerier) queryValue(ctx context.Context, db, sql string) (value string, null bool, err error) {
+	err = q.srv.ReadOnly(ctx, db, func(tx pgx.Tx) error {
+		var err error
+		value, null, err = checkquery.Postgres(ctx, tx, sql)
+		return err
+	})
+	return value, null, err
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -244,19 +243,6 @@ func newID(t time.Time) string {
 	var b [4]byte
 	rand.Read(b[:])
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
-}
-
-// privateDir makes a directory below the drill's work directory that the
-// run-as user owns and nobody else can enter.
-func (d *drill) privateDir(name string, as *runAs) (string, error) {
-	p := filepath.Join(d.work, name)
-	if err := os.Mkdir(p, 0o700); err != nil {
-		return "", err
-	}
-	if err := as.chown(d.work, p); err != nil {
-		return "", fmt.Errorf("give %s to %s: %w", p, as.name, err)
-	}
-	return p, nil
 }
 
 func round3(f float64) float64 { return math.Round(f*1000) / 1000 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
@@ -19,6 +18,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/files"
 	"github.com/lifeboat-dr/lifeboat/internal/gitrepo"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/pgdump"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -139,11 +139,11 @@ func (d *drill) pgDump(ctx context.Context) error {
 	if len(info.Databases) == 0 {
 		return fmt.Errorf("snapshot %s holds no database dump", s.ID.Short())
 	}
-	as, err := resolveRunAs(o.RunAs, "")
+	as, err := runAs(o.RunAs, "")
 	if err != nil {
 		return err
 	}
-	bin, err := binDir(ctx, info.ServerVersionNum/10000)
+	bin, err := pgbin.Find(ctx, info.ServerVersionNum/10000)
 	if err != nil {
 		return err
 	}
@@ -155,11 +155,10 @@ func (d *drill) pgDump(ctx context.Context) error {
 	}
 	d.end(evidence.PhaseStart)
 	for _, db := range info.Databases {
-		if err := srv.createDatabase(ctx, db.Name); err != nil {
-			return err
+		if err := srv.CreateDatabase(ctx, db.Name); err != nil {
+			return fmt.Errorf("the drill's server: %w", err)
 		}
-		dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", srv.sockDir, srv.port, srv.user, quoteDSN(db.Name))
-		res, err := pgdump.Restore(ctx, o.Repo, s, pgdump.RestoreOptions{DSN: dsn, Database: db.Name, Workers: o.Workers,
+		res, err := pgdump.Restore(ctx, o.Repo, s, pgdump.RestoreOptions{DSN: srv.DSN(db.Name), Database: db.Name, Workers: o.Workers,
 			Globals: info.Globals != "" && db.Name == info.Databases[0].Name, TempDir: d.work, Log: o.Log})
 		if err != nil {
 			return fmt.Errorf("load the dump of %s: %w", db.Name, err)
@@ -173,67 +172,26 @@ func (d *drill) pgDump(ctx context.Context) error {
 			return db
 		}
 		return info.Databases[0].Name
-	}, srv)
+	}, pgQuerier{srv})
 	d.end(evidence.PhaseChecks)
 	return nil
 }
 
 // freshCluster initialises and starts an empty cluster in the work
 // directory.
-func (d *drill) freshCluster(ctx context.Context, bin string, as *runAs) (*server, error) {
-	dataDir, err := d.privateDir("data", as)
+func (d *drill) freshCluster(ctx context.Context, bin pgbin.Bin, as *pgbin.User) (*pgbin.Server, error) {
+	srv, err := d.newServer(as)
 	if err != nil {
 		return nil, err
 	}
-	sockDir, err := d.privateDir("sock", as)
-	if err != nil {
-		return nil, err
+	srv.Bin = bin
+	if err := srv.Init(ctx, pgbin.InitOptions{}); err != nil {
+		return nil, fmt.Errorf("the drill's cluster: %w", err)
 	}
-	logDir, err := d.privateDir("log", as)
-	if err != nil {
-		return nil, err
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	user := "postgres"
-	srv := &server{bin: bin, dataDir: dataDir, sockDir: sockDir, logFile: filepath.Join(logDir, "postgresql.log"),
-		port: port, user: user, as: as}
-	out, err := as.command(ctx, filepath.Join(bin, "initdb"), "-D", dataDir, "-U", user, "--auth=trust", "--no-sync",
-		"-E", "UTF8", "--locale=C").CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("initdb of the drill cluster: %v: %s", err, firstLines(string(out), 3))
-	}
-	d.cleanup = append(d.cleanup, srv.stop)
-	if err := srv.start(ctx); err != nil {
-		return nil, err
-	}
-	if err := srv.wait(ctx); err != nil {
+	if err := d.startServer(ctx, srv); err != nil {
 		return nil, err
 	}
 	return srv, nil
-}
-
-func (s *server) createDatabase(ctx context.Context, name string) error {
-	if name == "postgres" || name == "template1" {
-		return nil
-	}
-	conn, err := s.connect(ctx, "postgres")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+quoteIdent(name)+" TEMPLATE template0"); err != nil {
-		return fmt.Errorf("create database %s in the drill cluster: %w", name, err)
-	}
-	return nil
-}
-
-func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
-
-func quoteDSN(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
 
 // files drills a files snapshot: restore the whole tree into a temporary

@@ -19,6 +19,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -35,7 +36,7 @@ func (d *drill) postgres(ctx context.Context) error {
 	if len(snaps) == 0 {
 		return fmt.Errorf("asset %s has no snapshot in %s", o.Asset.Name, o.Repo.Location())
 	}
-	as, err := resolveRunAs(o.RunAs, o.Asset.PGData)
+	as, err := runAs(o.RunAs, o.Asset.PGData)
 	if err != nil {
 		return err
 	}
@@ -86,22 +87,14 @@ func (d *drill) postgres(ctx context.Context) error {
 		return fmt.Errorf("unknown drill point %q", r.Point)
 	}
 
-	dataDir, err := d.privateDir("data", as)
+	srv, err := d.newServer(as)
 	if err != nil {
 		return err
 	}
-	sockDir, err := d.privateDir("sock", as)
-	if err != nil {
-		return err
-	}
-	logDir, err := d.privateDir("log", as)
-	if err != nil {
-		return err
-	}
-	uid, gid := as.ids()
+	uid, gid := as.IDs()
 	var chosen *repo.Snapshot
 	res, err := postgres.Restore(ctx, o.Repo, postgres.RestoreOptions{
-		Asset: o.Asset.Name, Dir: dataDir, Target: target, Snapshot: o.Snapshot, Workers: o.Workers,
+		Asset: o.Asset.Name, Dir: srv.DataDir, Target: target, Snapshot: o.Snapshot, Workers: o.Workers,
 		RestoreCommand: fetch, ArchiveOff: true, UID: uid, GID: gid, Log: o.Log,
 		Writing: func(s *repo.Snapshot) {
 			chosen = s
@@ -124,40 +117,29 @@ func (d *drill) postgres(ctx context.Context) error {
 		return err
 	}
 
-	bin, err := binDir(ctx, info.PGVersion/10000)
-	if err != nil {
+	if srv.Bin, err = pgbin.Find(ctx, info.PGVersion/10000); err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
+	srv.User = cfg.User
+	if srv.User == "" && as != nil {
+		srv.User = as.Name
+	}
+	if err := srv.EnsureConf(); err != nil {
 		return err
 	}
-	user := cfg.User
-	if user == "" && as != nil {
-		user = as.name
-	}
-	srv := &server{bin: bin, dataDir: dataDir, sockDir: sockDir, logFile: filepath.Join(logDir, "postgresql.log"),
-		port: port, user: user, as: as}
-	if err := srv.ensureConf(); err != nil {
+	if err := srv.TrustLocal(); err != nil {
 		return err
 	}
-	if err := srv.trustLocal(); err != nil {
-		return err
-	}
-	d.cleanup = append(d.cleanup, srv.stop)
 
 	// Without hot standby the server takes connections only once recovery
 	// is over and it is promoted: the first connection marks the end.
 	startAt := o.Now()
-	if err := srv.start(ctx); err != nil {
-		return err
-	}
-	if err := srv.wait(ctx); err != nil {
+	if err := d.startServer(ctx, srv); err != nil {
 		return err
 	}
 	ready := o.Now()
 	replay := ready.Sub(startAt)
-	if done, ok := srv.logTime("redo done at"); ok {
+	if done, ok := pgbin.LogTime(srv.LogFile, "redo done at"); ok {
 		// The log's clock and ours are the same host's; clamp anyway.
 		replay = min(max(done.Sub(startAt), 0), ready.Sub(startAt))
 	}
@@ -166,9 +148,9 @@ func (d *drill) postgres(ctx context.Context) error {
 		evidence.Phase{Name: evidence.PhaseStart, Seconds: round3((ready.Sub(startAt) - replay).Seconds())})
 	d.mark = ready
 
-	conn, err := srv.connect(ctx, "postgres")
+	conn, err := srv.Connect(ctx, "postgres")
 	if err != nil {
-		return fmt.Errorf("connect to the restored server: %w", err)
+		return fmt.Errorf("the restored server: %w", err)
 	}
 	var last *time.Time
 	var replayed *string
@@ -199,19 +181,19 @@ func (d *drill) postgres(ctx context.Context) error {
 			return cfg.Database
 		}
 		return "postgres"
-	}, srv)
+	}, pgQuerier{srv})
 	d.end(evidence.PhaseChecks)
 	return nil
 }
 
 // integrity runs pg_amcheck on the target and records the outcome.
-func (d *drill) integrity(ctx context.Context, srv *server) {
+func (d *drill) integrity(ctx context.Context, srv *pgbin.Server) {
 	start := time.Now()
 	jobs := d.o.Workers
 	if jobs <= 0 {
 		jobs = runtime.NumCPU()
 	}
-	out, err := srv.amcheck(ctx, jobs)
+	out, err := amcheck(ctx, srv, jobs)
 	c := evidence.Check{Name: "pg_amcheck (heap and B-tree indexes, all databases)", Type: evidence.CheckIntegrity,
 		Passed: err == nil, Seconds: round3(time.Since(start).Seconds())}
 	if err != nil {
@@ -244,7 +226,7 @@ func (d *drill) randomPoint(ctx context.Context, snaps []*repo.Snapshot) (time.T
 	if newest == nil {
 		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill", d.o.Asset.Name)
 	}
-	bin, err := binDir(ctx, newest.PGVersion/10000)
+	bin, err := pgbin.Find(ctx, newest.PGVersion/10000)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -265,7 +247,7 @@ var commitPattern = regexp.MustCompile(`desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:
 // lastCommit returns the time of the newest commit in the archived WAL
 // after the newest snapshot, reading the newest segments with pg_waldump
 // until one holds a commit; the snapshot's own moment when none does.
-func (d *drill) lastCommit(ctx context.Context, bin string, info *postgres.SnapshotInfo) (time.Time, error) {
+func (d *drill) lastCommit(ctx context.Context, bin pgbin.Bin, info *postgres.SnapshotInfo) (time.Time, error) {
 	asset := d.o.Asset.Name
 	var segs []string
 	if err := d.o.Repo.ListNamed(ctx, "wal", asset, "", func(rel string, _ int64) error {
@@ -290,7 +272,7 @@ func (d *drill) lastCommit(ctx context.Context, bin string, info *postgres.Snaps
 		if err := postgres.FetchWAL(ctx, d.o.Repo, asset, name, dest); err != nil {
 			return time.Time{}, err
 		}
-		cmd := (*runAs)(nil).command(ctx, filepath.Join(bin, "pg_waldump"), "--rmgr=Transaction", dest)
+		cmd := (*pgbin.User)(nil).Command(ctx, bin.Path("pg_waldump"), "--rmgr=Transaction", dest)
 		cmd.Env = append(cmd.Env, "TZ=UTC")
 		// pg_waldump exits non-zero at the end of what it can read (the next
 		// segment is not there); the records it printed are still good.

@@ -1,57 +1,45 @@
 // Package pgtest holds test helpers only: it starts throwaway PostgreSQL clusters from the real
-// server binaries and runs test binaries as an unprivileged user when the tests are run as root.
-// Nothing outside _test.go files may import it.
+// server binaries (through internal/pgbin, as drills do) and runs test binaries as an unprivileged
+// user when the tests are run as root. Nothing outside _test.go files may import it.
 package pgtest
 
 import (
-	"bytes"
+	"context"
+	"errors"
 	"fmt"
-	"net"
+	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 const (
-	envPGBin         = "LIFEBOAT_PG_BIN"
-	debianPGBin      = "/usr/lib/postgresql/15/bin"
-	superuser        = "postgres"
-	startTimeoutSecs = "300"
-	logTailLines     = 60
+	superuser    = pgbin.DefaultUser
+	startTimeout = 300 * time.Second
+	logTailLines = 60
 )
 
-// PGBin returns the PostgreSQL server bin directory: $LIFEBOAT_PG_BIN, else /usr/lib/postgresql/15/bin
-// when it has initdb, else `pg_config --bindir`. Without a server the test is skipped, unless CI is
+// PGBin returns the PostgreSQL server bin directory, found by pgbin.Find's rule for any major
+// version: $LIFEBOAT_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else the directory of
+// postgres on PATH, else `pg_config --bindir`. Without a server the test is skipped, unless CI is
 // set or LIFEBOAT_TEST_DISALLOW_SKIP=1: there a skip would hide untested code, so the test fails.
 func PGBin(t testing.TB) string {
 	t.Helper()
-	if dir := os.Getenv(envPGBin); dir != "" {
-		if !hasInitdb(dir) {
-			t.Fatalf("pgtest: %s=%s has no executable initdb", envPGBin, dir)
-		}
-		return dir
+	bin, err := pgbin.Find(context.Background(), 0)
+	if errors.Is(err, pgbin.ErrNotFound) {
+		testenv.SkipOrFail(t, "pgtest", err.Error()+" (or run scripts/install-test-deps.sh)")
+		return ""
 	}
-	if hasInitdb(debianPGBin) {
-		return debianPGBin
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		if dir := strings.TrimSpace(string(out)); hasInitdb(dir) {
-			return dir
-		}
-	}
-	reason := fmt.Sprintf("PostgreSQL server binaries not found (set %s, install postgresql-15, or run scripts/install-test-deps.sh)", envPGBin)
-	testenv.SkipOrFail(t, "pgtest", reason)
-	return ""
+	return bin.Dir
 }
-
-func hasInitdb(dir string) bool { return testenv.IsExecutable(filepath.Join(dir, "initdb")) }
 
 // Options configures Start.
 type Options struct {
@@ -65,7 +53,8 @@ type Options struct {
 	NoStart bool
 }
 
-// Cluster is a PostgreSQL cluster owned by one test. It listens on a Unix socket only.
+// Cluster is a PostgreSQL cluster owned by one test. It listens on a Unix socket only. Its fields
+// describe it and are not to be changed.
 type Cluster struct {
 	DataDir   string
 	SocketDir string
@@ -74,8 +63,23 @@ type Cluster struct {
 	// LogFile receives the server's stderr; its tail is logged when the test fails.
 	LogFile string
 
-	serverArgs []string // postgres command-line options, which override every configuration file
-	pidFile    string   // entry in the parent's PID directory while the server runs
+	srv     *pgbin.Server
+	pidFile string // entry in the parent's PID directory while the server runs
+}
+
+// newCluster describes a cluster in dataDir, logging to logFile, on a new socket directory and
+// port, with settings given on the server's command line.
+func newCluster(t testing.TB, dataDir, logFile string, settings map[string]string) *Cluster {
+	t.Helper()
+	requireNotRoot(t)
+	port, err := pgbin.FreePort()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	srv := &pgbin.Server{Bin: pgbin.Bin{Dir: PGBin(t)}, DataDir: dataDir, SocketDir: socketDir(t), Port: port,
+		LogFile: logFile, User: superuser, Settings: settings}
+	return &Cluster{DataDir: srv.DataDir, SocketDir: srv.SocketDir, Port: srv.Port, BinDir: srv.Bin.Dir,
+		LogFile: srv.LogFile, srv: srv}
 }
 
 // Start creates a cluster with initdb (UTF8, trust authentication, superuser "postgres") in a test
@@ -83,51 +87,22 @@ type Cluster struct {
 // server is stopped (immediate mode) when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	requireNotRoot(t)
-	bin := PGBin(t)
 	base := t.TempDir()
-	c := &Cluster{
-		DataDir: filepath.Join(base, "data"),
-		BinDir:  bin,
-		LogFile: filepath.Join(base, "server.log"),
-	}
-	c.SocketDir = socketDir(t)
-	c.Port = freePort(t)
-
-	args := []string{"-D", c.DataDir, "-U", superuser, "--auth=trust", "-E", "UTF8", "--locale=C",
-		// initdb's fsync only protects against an OS crash while the test runs; the server keeps fsync on.
-		"--no-sync"}
-	if opts.Checksums {
-		args = append(args, "--data-checksums")
-	}
-	if out, err := c.command("initdb", args...).CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb %s: %v\n%s", c.DataDir, err, out)
-	}
-
+	c := newCluster(t, filepath.Join(base, "data"), filepath.Join(base, "server.log"), nil)
 	conf := map[string]string{
-		"listen_addresses":        "",
-		"port":                    strconv.Itoa(c.Port),
-		"unix_socket_directories": c.SocketDir,
-		"shared_buffers":          "32MB",
-		"logging_collector":       "off",
-		"log_line_prefix":         "%m [%p] ",
+		"shared_buffers":    "32MB",
+		"logging_collector": "off",
+		"log_line_prefix":   "%m [%p] ",
 	}
-	var extra strings.Builder
-	extra.WriteString("\n# added by pgtest\n")
-	writeConf(t, &extra, conf)
-	writeConf(t, &extra, opts.Conf) // after the defaults, so the test's values win
-	f, err := os.OpenFile(filepath.Join(c.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatalf("pgtest: open postgresql.conf: %v", err)
+	for k, v := range opts.Conf { // the test's values win over the defaults
+		conf[k] = rawConfValue(v)
 	}
-	if _, err := f.WriteString(extra.String()); err != nil {
-		f.Close()
-		t.Fatalf("pgtest: write postgresql.conf: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	// initdb's fsync only protects against an OS crash while the test runs; the server keeps fsync on.
+	if err := c.srv.Init(ctx, pgbin.InitOptions{Superuser: superuser, Checksums: opts.Checksums, Conf: conf}); err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
-	if err := f.Close(); err != nil {
-		t.Fatalf("pgtest: close postgresql.conf: %v", err)
-	}
-
 	c.registerCleanup(t)
 	if !opts.NoStart {
 		c.Start(t)
@@ -141,20 +116,11 @@ func Start(t testing.TB, opts Options) *Cluster {
 // conf values are raw, as in Options.Conf. The server is stopped when the test ends.
 func Open(t testing.TB, dataDir string, conf map[string]string) *Cluster {
 	t.Helper()
-	requireNotRoot(t)
-	c := &Cluster{
-		DataDir: dataDir,
-		BinDir:  PGBin(t),
-		LogFile: filepath.Join(t.TempDir(), "server.log"),
+	settings := maps.Clone(conf)
+	for k, v := range settings {
+		settings[k] = rawConfValue(v)
 	}
-	c.SocketDir = socketDir(t)
-	c.Port = freePort(t)
-	c.serverArgs = []string{"-p", strconv.Itoa(c.Port), "-k", c.SocketDir, "-c", "listen_addresses="}
-	keys := sortedKeys(conf)
-	for _, k := range keys {
-		checkConfName(t, k)
-		c.serverArgs = append(c.serverArgs, "-c", k+"="+rawConfValue(conf[k]))
-	}
+	c := newCluster(t, dataDir, filepath.Join(t.TempDir(), "server.log"), settings)
 	c.registerCleanup(t)
 	c.Start(t)
 	return c
@@ -164,18 +130,10 @@ func Open(t testing.TB, dataDir string, conf map[string]string) *Cluster {
 // until it accepts connections (after crash recovery, or when a standby is consistent).
 func (c *Cluster) Start(t testing.TB) {
 	t.Helper()
-	args := []string{"-D", c.DataDir, "-l", c.LogFile, "-w", "-t", startTimeoutSecs}
-	if len(c.serverArgs) > 0 {
-		// pg_ctl hands -o to /bin/sh, so every argument is shell-quoted.
-		quoted := make([]string, len(c.serverArgs))
-		for i, a := range c.serverArgs {
-			quoted[i] = shellQuote(a)
-		}
-		args = append(args, "-o", strings.Join(quoted, " "))
-	}
-	args = append(args, "start")
-	if out, err := c.command("pg_ctl", args...).CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: pg_ctl start %s: %v\n%s\n%s", c.DataDir, err, out, c.logTail())
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := c.srv.Start(ctx); err != nil {
+		t.Fatalf("pgtest: %v\n%s", err, c.logTail())
 	}
 	c.track()
 }
@@ -183,14 +141,24 @@ func (c *Cluster) Start(t testing.TB) {
 // Stop shuts the server down in fast mode (a clean shutdown with a checkpoint).
 func (c *Cluster) Stop(t testing.TB) {
 	t.Helper()
-	c.stop(t, "fast")
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := c.srv.Stop(ctx); err != nil {
+		t.Fatalf("pgtest: %v\n%s", err, c.logTail())
+	}
+	c.untrack()
 }
 
 // StopImmediate shuts the server down without a checkpoint, like a crash: the next start runs
 // crash recovery.
 func (c *Cluster) StopImmediate(t testing.TB) {
 	t.Helper()
-	c.stop(t, "immediate")
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := c.srv.StopImmediate(ctx); err != nil {
+		t.Fatalf("pgtest: %v\n%s", err, c.logTail())
+	}
+	c.untrack()
 }
 
 // Restart stops the server in fast mode and starts it again with the same settings.
@@ -200,30 +168,18 @@ func (c *Cluster) Restart(t testing.TB) {
 	c.Start(t)
 }
 
-func (c *Cluster) stop(t testing.TB, mode string) {
-	t.Helper()
-	out, err := c.command("pg_ctl", "-D", c.DataDir, "-m", mode, "-w", "-t", startTimeoutSecs, "stop").CombinedOutput()
-	if err != nil {
-		t.Fatalf("pgtest: pg_ctl stop -m %s %s: %v\n%s\n%s", mode, c.DataDir, err, out, c.logTail())
-	}
-	c.untrack()
-}
-
-// running asks pg_ctl, not our own bookkeeping, because the code under test may stop or start
-// the server itself.
-func (c *Cluster) running() bool {
-	return c.command("pg_ctl", "-D", c.DataDir, "status").Run() == nil
-}
+// running reads the postmaster's PID file, not our own bookkeeping, because the code under test
+// may stop or start the server itself.
+func (c *Cluster) running() bool { return c.srv.Running() }
 
 // registerCleanup stops the server when the test ends and, when the test failed, logs the tail of
 // the server log, which usually says why.
 func (c *Cluster) registerCleanup(t testing.TB) {
 	t.Cleanup(func() {
-		if c.running() {
-			out, err := c.command("pg_ctl", "-D", c.DataDir, "-m", "immediate", "-w", "-t", startTimeoutSecs, "stop").CombinedOutput()
-			if err != nil {
-				t.Errorf("pgtest: stop server in %s at cleanup: %v\n%s", c.DataDir, err, out)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+		defer cancel()
+		if err := c.srv.StopImmediate(ctx); err != nil {
+			t.Errorf("pgtest: stop server at cleanup: %v", err)
 		}
 		c.untrack()
 		if t.Failed() {
@@ -233,9 +189,7 @@ func (c *Cluster) registerCleanup(t testing.TB) {
 }
 
 // DSN returns a libpq key/value connection string for database db.
-func (c *Cluster) DSN(db string) string {
-	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", c.SocketDir, c.Port, superuser, db)
-}
+func (c *Cluster) DSN(db string) string { return c.srv.DSN(db) }
 
 // Psql runs sql (one or more statements) with psql in database db, stopping at the first error,
 // and returns the unaligned, tuples-only output with surrounding space trimmed.
@@ -249,10 +203,10 @@ func (c *Cluster) Psql(t testing.TB, db, sql string) string {
 }
 
 func (c *Cluster) psql(db, sql string) (string, error) {
-	cmd := c.command("psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-		"-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", superuser, "-d", db)
+	args := append([]string{"-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"}, c.srv.ClientArgs()...)
+	cmd := c.srv.Command(context.Background(), "psql", append(args, "-d", db)...)
 	cmd.Stdin = strings.NewReader(sql)
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("%w\nstderr: %s\nstdout: %s", err, strings.TrimSpace(stderr.String()), strings.TrimSpace(stdout.String()))
@@ -287,8 +241,8 @@ func (c *Cluster) WaitRecoveryDone(t testing.TB, timeout time.Duration) {
 // returns its combined output. The database name, if any, goes last in args.
 func (c *Cluster) PGBench(t testing.TB, args ...string) string {
 	t.Helper()
-	full := append([]string{"-h", c.SocketDir, "-p", strconv.Itoa(c.Port), "-U", superuser}, args...)
-	out, err := c.command("pgbench", full...).CombinedOutput()
+	full := append(c.srv.ClientArgs(), args...)
+	out, err := c.srv.Command(context.Background(), "pgbench", full...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgtest: pgbench %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -332,34 +286,19 @@ order by 1`)
 	return sums
 }
 
-// command runs a PostgreSQL binary from BinDir with PG* variables removed from the environment, so
-// a developer's PGHOST or PGDATA cannot redirect the helpers to another server.
-func (c *Cluster) command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(c.BinDir, name), args...)
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = env
-	return cmd
-}
-
 // track records the postmaster PID for the root parent of RunMain (see reapServers).
 func (c *Cluster) track() {
 	dir := os.Getenv(envPIDDir)
 	if dir == "" {
 		return
 	}
-	b, err := os.ReadFile(filepath.Join(c.DataDir, "postmaster.pid"))
-	if err != nil {
+	pid, ok := c.srv.PID()
+	if !ok {
 		return
 	}
-	pid := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
 	c.untrack()
-	c.pidFile = filepath.Join(dir, pid+".pid")
-	_ = os.WriteFile(c.pidFile, []byte(pid+"\n"+c.DataDir+"\n"), 0o600)
+	c.pidFile = filepath.Join(dir, fmt.Sprintf("%d.pid", pid))
+	_ = os.WriteFile(c.pidFile, []byte(fmt.Sprintf("%d\n%s\n", pid, c.DataDir)), 0o600)
 }
 
 func (c *Cluster) untrack() {
@@ -371,15 +310,7 @@ func (c *Cluster) untrack() {
 
 // logTail returns the last lines of the server log.
 func (c *Cluster) logTail() string {
-	b, err := os.ReadFile(c.LogFile)
-	if err != nil {
-		return fmt.Sprintf("(server log %s: %v)", c.LogFile, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > logTailLines {
-		lines = lines[len(lines)-logTailLines:]
-	}
-	return "--- server log tail ---\n" + strings.Join(lines, "\n")
+	return "--- server log tail ---\n" + c.srv.LogTail(logTailLines)
 }
 
 func requireNotRoot(t testing.TB) {
@@ -405,43 +336,6 @@ func socketDir(t testing.TB) string {
 	return dir
 }
 
-// freePort picks an unused TCP port. The server listens on a Unix socket only, but the port still
-// names the socket file and would collide if a test enables TCP.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pgtest: find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func checkConfName(t testing.TB, name string) {
-	t.Helper()
-	valid := name != "" && !(name[0] >= '0' && name[0] <= '9')
-	for _, r := range name {
-		if !(r == '_' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			valid = false
-		}
-	}
-	if !valid {
-		t.Fatalf("pgtest: invalid configuration parameter name %q", name)
-	}
-}
-
-func writeConf(t testing.TB, b *strings.Builder, conf map[string]string) {
-	t.Helper()
-	for _, k := range sortedKeys(conf) {
-		checkConfName(t, k)
-		v := rawConfValue(conf[k])
-		if strings.ContainsAny(v, "\r\n") {
-			t.Fatalf("pgtest: configuration value of %s contains a line break: %q", k, v)
-		}
-		fmt.Fprintf(b, "%s = %s\n", k, quoteConf(v))
-	}
-}
-
 // rawConfValue undoes configuration-file quoting when the caller already quoted the value.
 func rawConfValue(v string) string {
 	if len(v) < 2 || v[0] != '\'' || v[len(v)-1] != '\'' {
@@ -461,26 +355,7 @@ func rawConfValue(v string) string {
 	return b.String()
 }
 
-// quoteConf quotes s for postgresql.conf, where a backslash starts an escape sequence.
-func quoteConf(s string) string {
-	s = strings.ReplaceAll(s, "\\", "\\\\")
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings is on).
 func quoteLiteral(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
-}
-
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +12,11 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
 // Environment variables shared between RunMain, the re-executed test process and the helpers.
@@ -97,10 +98,11 @@ func runHere(m *testing.M, opts MainOptions) int {
 
 // runAsTestUser prepares the shared directory and runs the test binary as TestUser.
 func runAsTestUser(opts MainOptions, args []string) (int, error) {
-	uid, gid, err := ensureUser(TestUser)
+	u, err := pgbin.EnsureUser(context.Background(), TestUser, "/nonexistent", "lifeboat tests (PostgreSQL refuses root)")
 	if err != nil {
 		return 0, err
 	}
+	uid, gid := u.UID, u.GID
 	cwd, err := os.Getwd()
 	if err != nil {
 		return 0, fmt.Errorf("working directory: %w", err)
@@ -167,7 +169,7 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 		env = setEnv(env, k, v)
 	}
 
-	code, runErr := runChild(testBin, childArgs, childDir, env, uid, gid)
+	code, runErr := runChild(testBin, childArgs, childDir, env, u)
 	reapServers(pidDir, uid)
 	var copyErrs []error
 	for _, r := range redirects {
@@ -184,10 +186,10 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 	return code, nil
 }
 
-// runChild starts the copied test binary as uid/gid and waits for it, forwarding signals so that
+// runChild starts the copied test binary as u and waits for it, forwarding signals so that
 // Ctrl-C and the SIGQUIT cmd/go sends on timeout reach the process that runs the tests.
-func runChild(bin string, args []string, dir string, env []string, uid, gid int) (int, error) {
-	attr, err := childSysProcAttr(uid, gid)
+func runChild(bin string, args []string, dir string, env []string, u *pgbin.User) (int, error) {
+	attr, err := childSysProcAttr(u)
 	if err != nil {
 		return 0, err
 	}
@@ -398,52 +400,6 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-// ensureUser returns the ids of the named system user, creating it when missing. Test binaries of
-// several packages run concurrently, so a failed useradd is retried: another process may hold the
-// passwd lock or have just created the user.
-func ensureUser(name string) (uid, gid int, err error) {
-	useradd, lookErr := exec.LookPath("useradd")
-	if lookErr != nil {
-		useradd = "/usr/sbin/useradd"
-	}
-	var lastOut []byte
-	var lastErr error
-	for attempt := 0; attempt < 40; attempt++ {
-		if uid, gid, ok := lookupUser(name); ok {
-			return uid, gid, nil
-		}
-		cmd := exec.Command(useradd, "--system", "--user-group", "--no-create-home",
-			"--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
-			"--comment", "lifeboat tests (PostgreSQL refuses root)", name)
-		if lastOut, lastErr = cmd.CombinedOutput(); lastErr != nil {
-			time.Sleep(250 * time.Millisecond)
-		}
-	}
-	return 0, 0, fmt.Errorf("create user %s with useradd: %v\n%s", name, lastErr, lastOut)
-}
-
-// lookupUser reads /etc/passwd directly: os/user may cache or go through NSS modules that do not
-// see a user added a moment ago by another process.
-func lookupUser(name string) (uid, gid int, ok bool) {
-	b, err := os.ReadFile("/etc/passwd")
-	if err != nil {
-		return 0, 0, false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) < 4 || f[0] != name {
-			continue
-		}
-		u, err1 := strconv.Atoi(f[2])
-		g, err2 := strconv.Atoi(f[3])
-		if err1 != nil || err2 != nil {
-			return 0, 0, false
-		}
-		return u, g, true
-	}
-	return 0, 0, false
 }
 
 func mkdirOwned(p string, uid, gid int) error {

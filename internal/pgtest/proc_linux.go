@@ -8,12 +8,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
-func childSysProcAttr(uid, gid int) (*syscall.SysProcAttr, error) {
+func childSysProcAttr(u *pgbin.User) (*syscall.SysProcAttr, error) {
 	return &syscall.SysProcAttr{
-		// An empty Groups drops root's supplementary groups.
-		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}},
+		Credential: u.Credential(),
 		// If cmd/go kills the parent (timeout), the tests must not live on unobserved.
 		Pdeathsig: syscall.SIGKILL,
 	}, nil

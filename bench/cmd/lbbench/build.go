@@ -9,23 +9,20 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
-// clusterSettings are appended to postgresql.conf by the build. The archiver
-// starts with a command that discards segments; each tool's phase switches it.
-func clusterSettings(port int, sockDir string) string {
-	return fmt.Sprintf(`
-# lbbench reference cluster
-port = %d
-listen_addresses = ''
-unix_socket_directories = %s
-wal_level = replica
-archive_mode = on
-archive_command = %s
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-shared_buffers = 1GB
-`, port, sqlQuote(sockDir), sqlQuote(discardArchiveCommand))
+// clusterConf is appended to postgresql.conf by the build, after the port
+// and socket directory. The archiver starts with a command that discards
+// segments; each tool's phase switches it.
+var clusterConf = map[string]string{
+	"wal_level":          "replica",
+	"archive_mode":       "on",
+	"archive_command":    discardArchiveCommand,
+	"max_wal_size":       "4GB",
+	"checkpoint_timeout": "15min",
+	"shared_buffers":     "1GB",
 }
 
 // discardArchiveCommand lets the archiver drop segments between phases, so no
@@ -47,7 +44,7 @@ func (h *harness) ensureCluster(ctx context.Context) (clusterInfo, error) {
 		if _, err := os.Stat(filepath.Join(info.DataDir, "PG_VERSION")); err != nil {
 			return clusterInfo{}, fmt.Errorf("cluster marker present but data directory is not: %w (pass -rebuild)", err)
 		}
-		h.cl.port = info.Port
+		h.cl.Port = info.Port
 		h.logf("reusing the reference cluster in %s (built %s in %.0f s)", info.DataDir, info.BuiltAt.Format(time.RFC3339), info.BuildSeconds)
 		if err := h.cl.start(ctx); err != nil {
 			return clusterInfo{}, err
@@ -60,7 +57,7 @@ func (h *harness) ensureCluster(ctx context.Context) (clusterInfo, error) {
 
 func (h *harness) buildCluster(ctx context.Context) (clusterInfo, error) {
 	c := h.cl
-	info := clusterInfo{Scale: h.cfg.scale, TxRows: h.cfg.txRows, DataDir: c.dataDir, SocketDir: c.sockDir}
+	info := clusterInfo{Scale: h.cfg.scale, TxRows: h.cfg.txRows, DataDir: c.DataDir, SocketDir: c.SocketDir}
 	begin := time.Now()
 	step := func(name string, f func() error) error {
 		h.logf("build: %s", name)
@@ -76,38 +73,30 @@ func (h *harness) buildCluster(ctx context.Context) (clusterInfo, error) {
 	if err := os.Remove(filepath.Join(h.cfg.root, markerName)); err != nil && !os.IsNotExist(err) {
 		return info, fmt.Errorf("remove old marker: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); err == nil && c.running(ctx) {
+	if _, err := os.Stat(filepath.Join(c.DataDir, "PG_VERSION")); err == nil {
 		if err := c.stop(ctx); err != nil {
 			return info, err
 		}
 	}
-	if err := os.RemoveAll(c.dataDir); err != nil {
+	if err := os.RemoveAll(c.DataDir); err != nil {
 		return info, fmt.Errorf("remove old data directory: %w", err)
 	}
-	if err := h.mkdirOwned(c.sockDir, 0o755); err != nil {
+	if err := h.mkdirOwned(c.SocketDir, 0o755); err != nil {
 		return info, err
 	}
-	port, err := freePort()
+	port, err := pgbin.FreePort()
 	if err != nil {
 		return info, err
 	}
-	c.port, info.Port = port, port
+	c.Port, info.Port = port, port
 
 	err = step("initdb", func() error {
-		_, err := h.r.run(ctx, cmdSpec{label: "build-initdb", path: c.tool("initdb"),
-			args: []string{"-D", c.dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8"}, timeout: 10 * time.Minute})
-		if err != nil {
-			return err
-		}
-		f, err := os.OpenFile(filepath.Join(c.dataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-		if err != nil {
-			return fmt.Errorf("open postgresql.conf: %w", err)
-		}
-		_, werr := f.WriteString(clusterSettings(port, c.sockDir))
-		if cerr := f.Close(); werr == nil {
-			werr = cerr
-		}
-		return werr
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		defer cancel()
+		// The locale is the one the harness's environment gave initdb
+		// before the build went through pgbin; the cluster outlives runs,
+		// so initdb syncs.
+		return c.Init(ictx, pgbin.InitOptions{Locale: "C.UTF-8", Sync: true, Conf: clusterConf})
 	})
 	if err != nil {
 		return info, err
@@ -116,8 +105,8 @@ func (h *harness) buildCluster(ctx context.Context) (clusterInfo, error) {
 		return info, err
 	}
 	err = step(fmt.Sprintf("pgbench -i -s %d", h.cfg.scale), func() error {
-		_, err := h.r.run(ctx, cmdSpec{label: "build-pgbench-init", path: c.tool("pgbench"),
-			args:    []string{"-i", "-s", strconv.Itoa(h.cfg.scale), "-h", c.sockDir, "-p", strconv.Itoa(c.port), "-U", "postgres", "postgres"},
+		_, err := h.r.run(ctx, cmdSpec{label: "build-pgbench-init", path: c.Bin.Path("pgbench"),
+			args:    append(append([]string{"-i", "-s", strconv.Itoa(h.cfg.scale)}, c.ClientArgs()...), "postgres"),
 			timeout: 6 * time.Hour})
 		return err
 	})
@@ -184,7 +173,7 @@ func (h *harness) describeCluster(ctx context.Context, info *clusterInfo) error 
 	if info.DatabaseBytes, err = c.queryInt(ctx, "SELECT pg_database_size('postgres')"); err != nil {
 		return err
 	}
-	if info.DataDirBytes, err = dirBytes(c.dataDir); err != nil {
+	if info.DataDirBytes, err = dirBytes(c.DataDir); err != nil {
 		return err
 	}
 	if info.PGVersion, err = c.query(ctx, "SHOW server_version"); err != nil {

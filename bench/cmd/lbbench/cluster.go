@@ -6,22 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
-// cluster is the reference PostgreSQL cluster both tools back up.
+// cluster is the reference PostgreSQL cluster both tools back up, or a
+// restored copy of it: a pgbin server, started and stopped as drills and
+// tests start theirs, whose queries run through the harness's runner.
 type cluster struct {
-	r       *runner
-	bin     string // PostgreSQL bin directory
-	dataDir string
-	sockDir string
-	port    int
-	logFile string
+	*pgbin.Server
+	r *runner
 }
 
 // clusterInfo is written as the completion marker once a build succeeds, and
@@ -63,17 +63,15 @@ type settingInfo struct {
 // complete; it is written last, atomically.
 const markerName = "cluster.json"
 
-func (c *cluster) tool(name string) string { return filepath.Join(c.bin, name) }
-
 // psql runs each statement as its own -c, so statements that refuse a
 // transaction block (ALTER SYSTEM, VACUUM) can follow one another.
 func (c *cluster) psql(ctx context.Context, label string, stmts ...string) (string, error) {
-	args := []string{"-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-		"-h", c.sockDir, "-p", strconv.Itoa(c.port), "-U", "postgres", "-d", "postgres"}
+	args := append([]string{"-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"}, c.ClientArgs()...)
+	args = append(args, "-d", "postgres")
 	for _, s := range stmts {
 		args = append(args, "-c", s)
 	}
-	res, err := c.r.run(ctx, cmdSpec{label: label, path: c.tool("psql"), args: args, timeout: 6 * time.Hour})
+	res, err := c.r.run(ctx, cmdSpec{label: label, path: c.Bin.Path("psql"), args: args, timeout: 6 * time.Hour})
 	if err != nil {
 		return "", fmt.Errorf("psql %s: %w", label, err)
 	}
@@ -97,31 +95,41 @@ func (c *cluster) queryInt(ctx context.Context, sql string) (int64, error) {
 	return v, nil
 }
 
-func (c *cluster) running(ctx context.Context) bool {
-	_, err := c.r.run(ctx, cmdSpec{path: c.tool("pg_ctl"), args: []string{"-D", c.dataDir, "status"}, timeout: time.Minute})
-	return err == nil
+// restored describes a restored copy of the cluster in dataDir, on a port of
+// its own, logging to logFile, started with settings and with env (a tool's:
+// its restore_command reads it) added to the harness's environment.
+func (c *cluster) restored(dataDir, logFile string, settings map[string]string, env []string) *cluster {
+	return &cluster{r: c.r, Server: &pgbin.Server{Bin: c.Bin, DataDir: dataDir, SocketDir: c.SocketDir, LogFile: logFile,
+		OS: c.OS, Env: append(slices.Clone(c.Env), env...), Settings: settings}}
 }
 
+// stopNow stops a restored copy without a checkpoint: it is thrown away.
+func (c *cluster) stopNow(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	defer cancel()
+	_ = c.StopImmediate(ctx)
+}
+
+// start starts the cluster unless it runs, giving crash recovery ten
+// minutes.
 func (c *cluster) start(ctx context.Context) error {
-	if c.running(ctx) {
+	if c.Running() {
 		return nil
 	}
-	_, err := c.r.run(ctx, cmdSpec{label: "pg_ctl", path: c.tool("pg_ctl"),
-		args: []string{"-D", c.dataDir, "-l", c.logFile, "-w", "-t", "600", "start"}, timeout: 11 * time.Minute})
-	if err != nil {
-		return fmt.Errorf("start cluster %s (see %s): %w", c.dataDir, c.logFile, err)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		return fmt.Errorf("start cluster (see %s): %w", c.LogFile, err)
 	}
 	return nil
 }
 
+// stop shuts the cluster down cleanly, giving the checkpoint ten minutes.
 func (c *cluster) stop(ctx context.Context) error {
-	if !c.running(ctx) {
-		return nil
-	}
-	_, err := c.r.run(ctx, cmdSpec{label: "pg_ctl", path: c.tool("pg_ctl"),
-		args: []string{"-D", c.dataDir, "-m", "fast", "-w", "-t", "600", "stop"}, timeout: 11 * time.Minute})
-	if err != nil {
-		return fmt.Errorf("stop cluster %s: %w", c.dataDir, err)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if err := c.Stop(ctx); err != nil {
+		return fmt.Errorf("stop cluster: %w", err)
 	}
 	return nil
 }
@@ -152,7 +160,7 @@ func (c *cluster) setArchiveCommand(ctx context.Context, cmd string) error {
 // readyCount is the number of completed WAL segments (and history/backup
 // files) the archiver has not yet archived.
 func (c *cluster) readyCount() int {
-	entries, err := os.ReadDir(filepath.Join(c.dataDir, "pg_wal", "archive_status"))
+	entries, err := os.ReadDir(filepath.Join(c.DataDir, "pg_wal", "archive_status"))
 	if err != nil {
 		return -1
 	}
@@ -235,18 +243,6 @@ func walSegNo(name string, segSize int64) (uint64, bool) {
 		return 0, false
 	}
 	return logID*perLog + seg, true
-}
-
-// freePort asks the kernel for an unused TCP port. The cluster listens only
-// on its Unix socket, but a port nobody else uses keeps the socket name and
-// any later TCP use unambiguous.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // loadMarker reads the completion marker; a missing marker is (nil, nil).

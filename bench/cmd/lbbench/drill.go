@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
 // The -drill mode measures the targets of issue 5 on the reference cluster:
@@ -338,7 +339,7 @@ func (h *harness) lifeboatDrill(ctx context.Context, label string, t toolSpec, d
 	d.Started = time.Now()
 	// LIFEBOAT_PG_BIN makes the drill use the cluster's PostgreSQL.
 	out, err := r.run(ctx, cmdSpec{label: label, path: t.bin, args: args,
-		env: append([]string{"LIFEBOAT_PG_BIN=" + h.cfg.pgBin}, t.env...), timeout: h.cfg.stepTimeout})
+		env: append([]string{pgbin.EnvBin + "=" + h.cfg.pgBin}, t.env...), timeout: h.cfg.stepTimeout})
 	d.WallSeconds, d.ExitCode = out.Wall.Seconds(), out.ExitCode
 	rep, perr := evidence.Unmarshal([]byte(out.Stdout))
 	if perr == nil {
@@ -426,11 +427,6 @@ func (h *harness) bareRecovery(ctx context.Context, run int, t toolSpec, target 
 			h.logf("warning: remove %s: %v", dir, err)
 		}
 	}()
-	port, err := freePort()
-	if err != nil {
-		b.Error = err.Error()
-		return b
-	}
 	label := fmt.Sprintf("drill-rto%d-bare", run)
 	logFile := h.logPath(label + "-server")
 	_ = os.Remove(logFile)
@@ -442,30 +438,24 @@ func (h *harness) bareRecovery(ctx context.Context, run int, t toolSpec, target 
 	b.CachesDropped = h.dropCaches()
 	h.logf("%s: lifeboat restore --time %s, then pg_ctl start", label, target.UTC().Format(time.RFC3339Nano))
 	start := time.Now()
-	_, err = h.r.run(ctx, cmdSpec{label: label, path: t.bin, args: args, env: t.env, timeout: h.cfg.stepTimeout})
+	_, err := h.r.run(ctx, cmdSpec{label: label, path: t.bin, args: args, env: t.env, timeout: h.cfg.stepTimeout})
 	b.RestoreSeconds = time.Since(start).Seconds()
 	if err != nil {
 		b.Error = "restore: " + err.Error()
 		return b
 	}
 	// hot_standby=off as in the drill: the server takes connections only
-	// once recovery is over and it is promoted. pg_ctl -w returns as soon
-	// as recovery starts when hot standby is off, so the harness then polls
-	// for a connection every 100 ms, as the drill does. The log's clock is
-	// UTC so "redo done" can be read.
-	vc := &cluster{r: h.r, bin: h.cl.bin, dataDir: dir, sockDir: h.cl.sockDir, port: port, logFile: logFile}
+	// once recovery is over and it is promoted, and pgbin starts it as it
+	// starts the drill's, polling for a connection every 100 ms.
+	vc := h.cl.restored(dir, logFile, map[string]string{"hot_standby": "off"}, t.env)
 	recStart := time.Now()
-	_, err = h.r.run(ctx, cmdSpec{label: label, path: vc.tool("pg_ctl"), env: t.env,
-		args: []string{"-D", dir, "-l", logFile, "-w", "-t", "7200",
-			"-o", fmt.Sprintf("-c port=%d -c hot_standby=off -c log_timezone=UTC", port), "start"},
-		timeout: h.cfg.stepTimeout})
-	defer func() {
-		_, _ = h.r.run(context.WithoutCancel(ctx), cmdSpec{label: label, path: vc.tool("pg_ctl"),
-			args: []string{"-D", dir, "-m", "immediate", "-w", "stop"}, timeout: 5 * time.Minute})
-	}()
+	sctx, cancel := context.WithTimeout(ctx, h.cfg.stepTimeout)
+	err = vc.Start(sctx)
+	cancel()
+	defer vc.stopNow(ctx)
 	var out string
 	if err == nil {
-		out, err = h.waitPromoted(ctx, vc)
+		out, err = vc.query(ctx, promotedSQL)
 	}
 	end := time.Now()
 	b.RecoverySeconds, b.TotalSeconds = end.Sub(recStart).Seconds(), end.Sub(start).Seconds()
@@ -473,7 +463,7 @@ func (h *harness) bareRecovery(ctx context.Context, run int, t toolSpec, target 
 		b.Error = fmt.Sprintf("recover the restored cluster (log %s): %v", logFile, err)
 		return b
 	}
-	if done, ok := logLineTime(logFile, "redo done at"); ok {
+	if done, ok := pgbin.LogTime(logFile, "redo done at"); ok {
 		b.ReplaySeconds = min(max(done.Sub(recStart), 0), end.Sub(recStart)).Seconds()
 	}
 	inRecovery, epoch, _ := strings.Cut(out, "|")
@@ -496,26 +486,6 @@ func (h *harness) bareRecovery(ctx context.Context, run int, t toolSpec, target 
 // still in recovery, and the time of the last commit it replayed.
 const promotedSQL = "SELECT pg_is_in_recovery()::text || '|' || coalesce(extract(epoch FROM pg_last_xact_replay_timestamp())::text, '')"
 
-// waitPromoted polls vc every 100 ms until it takes a connection and
-// returns promotedSQL's answer; it fails when the server stops first.
-func (h *harness) waitPromoted(ctx context.Context, vc *cluster) (string, error) {
-	for i := 0; ; i++ {
-		out, err := vc.query(ctx, promotedSQL)
-		if err == nil {
-			return out, nil
-		}
-		// pg_ctl status costs a process start: once a second is enough.
-		if i%10 == 9 && !vc.running(ctx) {
-			return "", fmt.Errorf("the restored server stopped before taking connections: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // parseEpoch reads extract(epoch ...) output ("1763915460.123456") without
 // the rounding of a float.
 func parseEpoch(s string) (time.Time, error) {
@@ -532,25 +502,6 @@ func parseEpoch(s string) (time.Time, error) {
 		}
 	}
 	return time.Unix(n, ns).UTC(), nil
-}
-
-// logLineTime finds the time of the first line of a PostgreSQL log that
-// contains marker; the server logs with the default prefix "%m [%p] " and
-// log_timezone=UTC.
-func logLineTime(path, marker string) (time.Time, bool) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return time.Time{}, false
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if !strings.Contains(l, marker) || len(l) < 27 {
-			continue
-		}
-		if t, err := time.Parse("2006-01-02 15:04:05.000 MST", l[:27]); err == nil {
-			return t, true
-		}
-	}
-	return time.Time{}, false
 }
 
 // setArchiveTimeout sets archive_timeout through ALTER SYSTEM (0 resets it)
@@ -605,14 +556,14 @@ func (h *harness) rpoPart(ctx context.Context, t toolSpec) *rpoResult {
 	if dc.rpoRate > 0 {
 		args = append(args, "-R", strconv.Itoa(dc.rpoRate))
 	}
-	args = append(args, "-h", h.cl.sockDir, "-p", strconv.Itoa(h.cl.port), "-U", "postgres", "postgres")
+	args = append(append(args, h.cl.ClientArgs()...), "postgres")
 	h.logf("rpo: pgbench %s in the background, archive_timeout %s", strings.Join(args[:len(args)-7], " "), dc.archiveTimeout)
 	pgCtx, stopPgbench := context.WithCancel(ctx)
 	defer stopPgbench()
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		_, err := h.r.run(pgCtx, cmdSpec{label: "drill-rpo-pgbench", path: h.cl.tool("pgbench"), args: args})
+		_, err := h.r.run(pgCtx, cmdSpec{label: "drill-rpo-pgbench", path: h.cl.Bin.Path("pgbench"), args: args})
 		done <- err
 	}()
 	ended := false
@@ -727,10 +678,10 @@ func (h *harness) lastCommitIn(ctx context.Context, seg string) (time.Time, erro
 	if !isSegmentName(seg) {
 		return time.Time{}, fmt.Errorf("no WAL segment archived yet (last archived %q)", seg)
 	}
-	path := filepath.Join(h.cl.dataDir, "pg_wal", seg)
+	path := filepath.Join(h.cl.DataDir, "pg_wal", seg)
 	// STARTSEG and ENDSEG both: pg_waldump must not read on into the next,
 	// unarchived segment.
-	out, err := h.r.run(ctx, cmdSpec{path: h.cl.tool("pg_waldump"), args: []string{"--rmgr=Transaction", path, path},
+	out, err := h.r.run(ctx, cmdSpec{path: h.cl.Bin.Path("pg_waldump"), args: []string{"--rmgr=Transaction", path, path},
 		timeout: 2 * time.Minute})
 	if last := lastCommitTime(out.Stdout); !last.IsZero() {
 		// pg_waldump exits non-zero when the segment's last record goes on

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -135,11 +136,11 @@ func TestLogLineTime(t *testing.T) {
 	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, ok := logLineTime(path, "redo done at")
+	got, ok := pgbin.LogTime(path, "redo done at")
 	if want := time.Date(2026, 11, 23, 16, 31, 4, 250_000_000, time.UTC); !ok || !got.Equal(want) {
-		t.Errorf("logLineTime = %v, %v; want %v", got, ok, want)
+		t.Errorf("pgbin.LogTime = %v, %v; want %v", got, ok, want)
 	}
-	if _, ok := logLineTime(path, "database system is ready"); ok {
+	if _, ok := pgbin.LogTime(path, "database system is ready"); ok {
 		t.Error("found a marker that is not there")
 	}
 }

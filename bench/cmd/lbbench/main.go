@@ -25,6 +25,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 )
 
 func main() {
@@ -83,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.runs, "runs", 1, "number of runs; ratios use the median over runs")
 	fs.StringVar(&cfg.lifeboat, "lifeboat", "lifeboat", "lifeboat binary (copied into the bench root)")
 	fs.StringVar(&cfg.pgbackrest, "pgbackrest", "pgbackrest", "pgbackrest binary")
-	fs.StringVar(&cfg.pgBin, "pg-bin", "", "PostgreSQL bin directory (default: /usr/lib/postgresql/15/bin or pg_config --bindir)")
+	fs.StringVar(&cfg.pgBin, "pg-bin", "", "PostgreSQL bin directory (default: as drills find it: $LIFEBOAT_PG_BIN, the newest /usr/lib/postgresql/*/bin, PATH, pg_config --bindir)")
 	fs.BoolVar(&cfg.dropCaches, "drop-caches", root, "drop the page cache before each measured step (needs root)")
 	fs.IntVar(&cfg.pgbenchSeconds, "pgbench-seconds", 30, "length of the pgbench -N window between full and incremental")
 	fs.IntVar(&cfg.pgbenchClients, "pgbench-clients", 4, "pgbench -c")
@@ -347,14 +349,15 @@ func errString(err error) string {
 // setup picks the OS user, creates the bench root and finds the binaries.
 func (h *harness) setup(ctx context.Context) error {
 	cfg := &h.cfg
+	var osUser *pgbin.User // the current user
 	if os.Geteuid() == 0 {
-		u, err := ensureUser(ctx, cfg.user, filepath.Join(cfg.root, "home"))
+		u, err := pgbin.EnsureUser(ctx, cfg.user, filepath.Join(cfg.root, "home"), "lifeboat benchmark")
 		if err != nil {
 			return err
 		}
-		h.uid, _ = strconv.Atoi(u.Uid)
-		h.gid, _ = strconv.Atoi(u.Gid)
-		h.cred = &syscall.Credential{Uid: uint32(h.uid), Gid: uint32(h.gid), Groups: []uint32{}}
+		osUser = u
+		h.uid, h.gid = u.UID, u.GID
+		h.cred = u.Credential()
 	} else {
 		cfg.user = currentUserName()
 		h.uid, h.gid = os.Getuid(), os.Getgid()
@@ -366,7 +369,11 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 	}
 	if cfg.pgBin == "" {
-		cfg.pgBin = findPGBin()
+		bin, err := pgbin.Find(ctx, 0)
+		if err != nil {
+			return fmt.Errorf("%w (or set -pg-bin)", err)
+		}
+		cfg.pgBin = bin.Dir
 	}
 	for _, name := range []string{"initdb", "pg_ctl", "postgres", "psql", "pgbench"} {
 		if _, err := os.Stat(filepath.Join(cfg.pgBin, name)); err != nil {
@@ -400,27 +407,10 @@ func (h *harness) setup(ctx context.Context) error {
 		"HOME=" + home, "USER=" + cfg.user, "LOGNAME=" + cfg.user,
 		"LANG=C.UTF-8", "LC_ALL=C.UTF-8", "TZ=UTC", "TMPDIR=" + filepath.Join(cfg.root, "tmp"),
 	}}
-	h.cl = &cluster{r: h.r, bin: cfg.pgBin, dataDir: filepath.Join(cfg.root, "data"),
-		sockDir: filepath.Join(cfg.root, "sock"), logFile: filepath.Join(cfg.root, "logs", "postgresql.log")}
+	h.cl = &cluster{r: h.r, Server: &pgbin.Server{Bin: pgbin.Bin{Dir: cfg.pgBin}, DataDir: filepath.Join(cfg.root, "data"),
+		SocketDir: filepath.Join(cfg.root, "sock"), LogFile: filepath.Join(cfg.root, "logs", "postgresql.log"),
+		OS: osUser, Env: h.r.env}}
 	return nil
-}
-
-// ensureUser returns the bench user, creating a system user without a login
-// shell if it does not exist yet.
-func ensureUser(ctx context.Context, name, home string) (*user.User, error) {
-	if u, err := user.Lookup(name); err == nil {
-		return u, nil
-	}
-	out, err := exec.CommandContext(ctx, "useradd", "--system", "--user-group", "--no-create-home",
-		"--home-dir", home, "--shell", "/usr/sbin/nologin", name).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("create user %s: %w: %s", name, err, strings.TrimSpace(string(out)))
-	}
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("look up new user %s: %w", name, err)
-	}
-	return u, nil
 }
 
 func currentUserName() string {
@@ -428,16 +418,6 @@ func currentUserName() string {
 		return u.Username
 	}
 	return strconv.Itoa(os.Getuid())
-}
-
-func findPGBin() string {
-	if _, err := os.Stat("/usr/lib/postgresql/15/bin/initdb"); err == nil {
-		return "/usr/lib/postgresql/15/bin"
-	}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		return strings.TrimSpace(string(out))
-	}
-	return "/usr/lib/postgresql/15/bin"
 }
 
 func copyFile(src, dst string, perm os.FileMode) error {

@@ -295,8 +295,8 @@ func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchRes
 	if h.cfg.pgbenchRate > 0 {
 		args = append(args, "-R", strconv.Itoa(h.cfg.pgbenchRate))
 	}
-	r, err := h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "pgbench"), path: h.cl.tool("pgbench"),
-		args:    append(args, "-h", h.cl.sockDir, "-p", strconv.Itoa(h.cl.port), "-U", "postgres", "postgres"),
+	r, err := h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "pgbench"), path: h.cl.Bin.Path("pgbench"),
+		args:    append(append(args, h.cl.ClientArgs()...), "postgres"),
 		timeout: time.Duration(pr.Seconds)*time.Second + 10*time.Minute})
 	stopSampling()
 	wg.Wait()
@@ -337,27 +337,18 @@ func (h *harness) workload(ctx context.Context, run int, t toolSpec) (pgbenchRes
 // it cannot write into the repository, and compares its data to the source.
 func (h *harness) verify(ctx context.Context, run int, t toolSpec, want string) verifyResult {
 	v := verifyResult{Ran: true, Want: want}
-	port, err := freePort()
-	if err != nil {
-		v.Error = err.Error()
-		return v
-	}
-	vc := &cluster{r: h.r, bin: h.cl.bin, dataDir: t.restoreTo, sockDir: h.cl.sockDir, port: port,
-		logFile: h.logPath(stepLabel(run, t.name, "verify-server"))}
+	// t.env reaches the tool's restore_command through the server's environment.
+	vc := h.cl.restored(t.restoreTo, h.logPath(stepLabel(run, t.name, "verify-server")),
+		map[string]string{"archive_mode": "off", "shared_buffers": "256MB"}, t.env)
 	h.logf("run %d: %s verify restored cluster", run, t.name)
 	start := time.Now()
-	// t.env reaches the tool's restore_command through the server's environment.
-	_, err = h.r.run(ctx, cmdSpec{label: stepLabel(run, t.name, "verify"), path: vc.tool("pg_ctl"), env: t.env,
-		args: []string{"-D", vc.dataDir, "-l", vc.logFile, "-w", "-t", "900",
-			"-o", fmt.Sprintf("-c port=%d -c archive_mode=off -c shared_buffers=256MB", port), "start"},
-		timeout: 16 * time.Minute})
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	err := vc.Start(sctx)
+	cancel()
 	v.StartSeconds = time.Since(start).Seconds()
-	defer func() {
-		_, _ = h.r.run(context.WithoutCancel(ctx), cmdSpec{label: stepLabel(run, t.name, "verify"), path: vc.tool("pg_ctl"),
-			args: []string{"-D", vc.dataDir, "-m", "immediate", "-w", "stop"}, timeout: 5 * time.Minute})
-	}()
+	defer vc.stopNow(ctx)
 	if err != nil {
-		v.Error = fmt.Sprintf("start restored cluster (log %s): %v", vc.logFile, err)
+		v.Error = fmt.Sprintf("start restored cluster (log %s): %v", vc.LogFile, err)
 		return v
 	}
 	got, err := vc.query(ctx, checksumSQL)

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/tlscert"
 )
 
@@ -123,11 +124,11 @@ func (h *harness) startMinIO(ctx context.Context) (*minioServer, error) {
 		m.Version += " (" + real + ")"
 	}
 
-	port, err := freePort()
+	port, err := pgbin.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	consolePort, err := freePort()
+	consolePort, err := pgbin.FreePort()
 	if err != nil {
 		return nil, err
 	}

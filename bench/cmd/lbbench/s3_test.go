@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	s3store "github.com/lifeboat-dr/lifeboat/internal/storage/s3"
 )
@@ -16,7 +17,7 @@ import (
 func s3Harness(root string) *harness {
 	return &harness{
 		cfg:   config{root: root, processMax: 2, storage: storageS3, tools: []string{toolPgBackRest, toolLifeboat}},
-		cl:    &cluster{dataDir: filepath.Join(root, "data"), sockDir: filepath.Join(root, "sock"), port: 5499},
+		cl:    &cluster{Server: &pgbin.Server{DataDir: filepath.Join(root, "data"), SocketDir: filepath.Join(root, "sock"), Port: 5499}},
 		minio: &minioServer{Endpoint: "https://127.0.0.1:9123", Port: 9123, AccessKey: "lbbench-abc", SecretKey: "SECRETVALUE", CAFile: filepath.Join(root, "minio", "ca.pem")},
 	}
 }

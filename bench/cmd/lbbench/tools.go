@@ -119,7 +119,7 @@ pg1-port=%d
 pg1-user=postgres
 `, repo, h.cfg.processMax,
 		filepath.Join(root, "pgbr-log"), filepath.Join(root, "pgbr-lock"), filepath.Join(root, "pgbr-spool"),
-		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port)
+		stanza, h.cl.DataDir, h.cl.SocketDir, h.cl.Port)
 }
 
 func (h *harness) lifeboatSpec() toolSpec {
@@ -241,7 +241,7 @@ func (h *harness) lifeboatPolicy() string {
     dsn: "host=%s port=%d user=postgres dbname=postgres"
     repositories: %s
 %s`, head, location("lb-repo", bucketFor(toolLifeboat)), filepath.Join(root, "lb.key"), copyRepo,
-		stanza, h.cl.dataDir, h.cl.sockDir, h.cl.port, repos, assetTail)
+		stanza, h.cl.DataDir, h.cl.SocketDir, h.cl.Port, repos, assetTail)
 }
 
 // walPushWrapper renders the archive_command script that times each push.

@@ -79,7 +79,7 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err erro
 	// Printed before the copies: a run whose copy fails still names the
 	// snapshot the primary holds.
 	if o.json {
-		if err := g.printSnapshotJSON(res.Repository.Name, snap); err != nil {
+		if err := g.printSnapshotJSON(svc, res.Repository.Name, snap); err != nil {
 			return err
 		}
 	} else {
@@ -88,13 +88,15 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err erro
 	if o.noCopy || len(res.Copies) == 0 {
 		return nil
 	}
-	if err := g.drainQueues(ctx, svc.Policy, res.Copies, true); err != nil {
+	if err := svc.DrainQueues(ctx, res.Copies, true); err != nil {
 		return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 	}
 	for _, cp := range res.Copies {
-		if err := g.syncCopy(ctx, res.Repo, res.Repository, cp); err != nil {
+		c, err := svc.SyncCopy(ctx, res.Repo, res.Repository, cp)
+		if err != nil {
 			return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 		}
+		g.printCopied(c)
 	}
 	return nil
 }
@@ -114,8 +116,8 @@ func (g *globalOptions) printSnapshot(res *app.BackupResult) {
 
 // printSnapshotJSON is what backup --json prints instead: the snapshot as
 // snapshots --json lists it, on one line, for the daemon and scripts.
-func (g *globalOptions) printSnapshotJSON(repository string, snap *repo.Snapshot) error {
-	return json.NewEncoder(g.stdout).Encode(rowFor(repository, snap))
+func (g *globalOptions) printSnapshotJSON(svc *app.Service, repository string, snap *repo.Snapshot) error {
+	return json.NewEncoder(g.stdout).Encode(svc.Row(repository, snap))
 }
 
 // progressLine redraws one status line on a terminal and prints nothing
@@ -169,6 +171,9 @@ const envServeRun = "LIFEBOAT_SERVE_RUN"
 // every backup. The record is a journal: failing to write it is reported
 // and does not change the backup's outcome.
 func (g *globalOptions) recordManualRun(ctx context.Context, p *policy.Policy, a *policy.Asset, start time.Time, snap *repo.Snapshot, err error) {
+	if snap != nil { // for lifeboat serve, when it runs this backup
+		g.report.Snapshot(snap.ID.String(), snap.Stats.BytesTotal, snap.Stats.BytesStored)
+	}
 	if os.Getenv(envServeRun) != "" {
 		return
 	}

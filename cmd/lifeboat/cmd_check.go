@@ -13,6 +13,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/alert"
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/daemon"
 	"github.com/lifeboat-dr/lifeboat/internal/health"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
@@ -128,17 +129,6 @@ func (g *globalOptions) evaluateHealth(ctx context.Context, p *policy.Policy, no
 // alertStateFile is where the alert state lives in the state directory.
 const alertStateFile = "alerts.json"
 
-// problems turns the failing results into alert problems.
-func problems(rs []health.Result) []alert.Problem {
-	var out []alert.Problem
-	for _, r := range rs {
-		if !r.OK {
-			out = append(out, alert.Problem{Asset: r.Asset, Check: r.Check, Subject: r.Subject, Summary: r.Message})
-		}
-	}
-	return out
-}
-
 // sendAlerts hands the check's problems to the policy's alerts, which
 // fire, repeat and resolve them against the state kept in state_dir.
 func sendAlerts(ctx context.Context, g *globalOptions, p *policy.Policy, rs []health.Result) error {
@@ -147,7 +137,7 @@ func sendAlerts(ctx context.Context, g *globalOptions, p *policy.Policy, rs []he
 	}
 	// One sender of alerts per state directory: the alert state is not
 	// shared, and lifeboat serve, when it runs, sends them itself.
-	unlock, err := lockStateDir(p.StateDir)
+	unlock, err := daemon.LockStateDir(p.StateDir)
 	if err != nil {
 		return fmt.Errorf("--alert: %w (lifeboat serve sends the alerts while it runs)", err)
 	}
@@ -156,5 +146,5 @@ func sendAlerts(ctx context.Context, g *globalOptions, p *policy.Policy, rs []he
 	if err != nil {
 		return err
 	}
-	return n.Update(ctx, problems(rs))
+	return n.Update(ctx, alert.Problems(rs))
 }

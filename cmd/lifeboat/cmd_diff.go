@@ -8,6 +8,7 @@ import (
 )
 
 type diffOptions struct {
+	asset      string
 	from, to   string
 	json       bool
 	repository string
@@ -16,20 +17,33 @@ type diffOptions struct {
 func newDiffCommand(g *globalOptions) *cobra.Command {
 	var o diffOptions
 	cmd := &cobra.Command{
-		Use:   "diff SNAPSHOT_A SNAPSHOT_B",
-		Short: "Show what changed between two snapshots of a files asset",
-		Long: `List the files added, removed and changed from SNAPSHOT_A to SNAPSHOT_B (ids
-or unique prefixes of two snapshots of one files asset): content, mode, owner,
-symlink target or type. For text files up to 256 KiB (UTF-8, no NUL byte) the
-change is shown as a unified line diff. A new modification time alone is not
-a change.
+		Use:   "diff [ASSET] SNAPSHOT_A SNAPSHOT_B",
+		Short: "Show what changed between two snapshots of a files or bucket asset",
+		Long: `List what was added, removed and changed from SNAPSHOT_A to SNAPSHOT_B (ids
+or unique prefixes of two snapshots of one asset; with ASSET, both must be
+its snapshots).
+
+For a files asset: content, mode, owner, symlink target or type; for text
+files up to 256 KiB (UTF-8, no NUL byte) the change is shown as a unified
+line diff. A new modification time alone is not a change.
 
     + /etc/drop/conf.d/new.conf
     - /etc/drop/old.conf
     M /etc/drop/app.conf (content)
-    M /etc/drop/run.sh (mode 0644 -> 0755)`,
-		Args: exactArgs(2, "SNAPSHOT_A SNAPSHOT_B"),
+    M /etc/drop/run.sh (mode 0644 -> 0755)
+
+For a bucket asset: the keys added, removed and changed (content, metadata
+or tags).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 && len(args) != 3 {
+				return usagef("diff takes [ASSET] SNAPSHOT_A SNAPSHOT_B (got %d arguments)", len(args))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 3 {
+				o.asset, args = args[0], args[1:]
+			}
 			o.from, o.to = args[0], args[1]
 			return runDiff(cmd.Context(), g, o)
 		},
@@ -44,7 +58,7 @@ func runDiff(ctx context.Context, g *globalOptions, o diffOptions) error {
 	if err != nil {
 		return err
 	}
-	res, from, to, err := svc.Diff(ctx, o.repository, o.from, o.to)
+	res, from, to, err := svc.Diff(ctx, o.asset, o.repository, o.from, o.to)
 	if err != nil {
 		return err
 	}

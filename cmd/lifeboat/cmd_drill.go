@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -10,11 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lifeboat-dr/lifeboat/internal/catalog"
-	"github.com/lifeboat-dr/lifeboat/internal/drill"
+	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 )
 
 type drillOptions struct {
@@ -72,10 +70,6 @@ transaction that came back.`,
 }
 
 func runDrillCommand(ctx context.Context, g *globalOptions, o drillOptions) error {
-	p, a, err := g.asset(o.asset)
-	if err != nil {
-		return err
-	}
 	n := 0
 	for _, set := range []bool{o.time != "", o.random, o.latest, o.snapshot != ""} {
 		if set {
@@ -85,7 +79,28 @@ func runDrillCommand(ctx context.Context, g *globalOptions, o drillOptions) erro
 	if n > 1 {
 		return usagef("give at most one of --time, --random-point, --latest and --snapshot")
 	}
-	rep, err := runDrill(ctx, g, p, a, o)
+	svc, err := g.service()
+	if err != nil {
+		return err
+	}
+	req := app.DrillRequest{Asset: o.asset, Snapshot: o.snapshot, Repository: o.repository, Trigger: o.trigger,
+		RunAs: o.runAs, WorkDir: o.workDir, Workers: o.workers, SelfCommand: g.selfCommand}
+	switch {
+	case o.time != "":
+		t, err := asset.ParseTime(o.time)
+		if err != nil {
+			return err
+		}
+		req.Point, req.Time = asset.PointTime, t
+	case o.random:
+		req.Point = policy.DrillRandom
+	case o.latest:
+		req.Point = policy.DrillLatest
+	case o.snapshot != "":
+		req.Point = asset.PointSnapshot
+	}
+	rep, err := svc.Drill(ctx, req)
+	g.report.Drill(rep) // for lifeboat serve, when it runs this drill
 	if rep == nil {
 		return err
 	}
@@ -99,91 +114,6 @@ func runDrillCommand(ctx context.Context, g *globalOptions, o drillOptions) erro
 		printDrill(g, rep)
 	}
 	return err
-}
-
-// runDrill carries out one drill of a and records its report in the
-// repository it restored from and in the catalog. The report is returned
-// whenever the drill ran, passed or not; the error says why it failed or
-// could not be recorded.
-func runDrill(ctx context.Context, g *globalOptions, p *policy.Policy, a *policy.Asset, o drillOptions) (*evidence.DrillReport, error) {
-	point, when := "", time.Time{}
-	switch {
-	case o.time != "":
-		t, err := postgres.ParseTime(o.time)
-		if err != nil {
-			return nil, err
-		}
-		point, when = drill.PointTime, t
-	case o.random:
-		point = policy.DrillRandom
-	case o.latest:
-		point = policy.DrillLatest
-	case o.snapshot != "":
-		point = drill.PointSnapshot
-	case a.Drill != nil:
-		point = a.Drill.Point
-	default:
-		point = policy.DrillLatest
-	}
-	repoName := o.repository
-	var checks []policy.DrillCheck
-	if a.Drill != nil {
-		checks = a.Drill.Checks
-		if repoName == "" {
-			repoName = a.Drill.Repository
-		}
-	}
-	if repoName == "" {
-		repoName = a.Repositories[0]
-	}
-	r, err := g.assetRepository(ctx, p, a, repoName)
-	if err != nil {
-		return nil, err
-	}
-	fetch := func(until string) (string, error) {
-		args := []string{"wal-fetch", "--repository", repoName}
-		if until != "" {
-			args = append(args, "--until", until)
-		}
-		return g.selfCommand(append(args, a.Name, "%f", "%p")...)
-	}
-	var tier *policy.Tier
-	if t, ok := p.Tiers[a.Tier]; ok {
-		tier = &t
-	}
-	rep, err := drill.Run(ctx, drill.Options{
-		Asset: a, Tier: tier, Repo: r, Repository: repoName, Point: point, Time: when, Snapshot: o.snapshot,
-		Checks: checks, Trigger: o.trigger, RestoreCommand: fetch, RunAs: o.runAs, WorkDir: o.workDir,
-		Workers: o.workers, Log: g.log,
-	})
-	if rep == nil {
-		return nil, err
-	}
-	// The evidence is kept even when the drill failed: a failed drill is
-	// exactly what an auditor must see. Recording it uses a context of its
-	// own, so a drill stopped by a signal still leaves its report.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-	defer cancel()
-	var errs []error
-	if serr := drill.Store(rctx, r, rep); serr != nil {
-		errs = append(errs, serr)
-	}
-	if cerr := recordDrillInCatalog(rctx, p, rep); cerr != nil {
-		errs = append(errs, cerr)
-	}
-	if err != nil {
-		errs = append([]error{err}, errs...)
-	}
-	return rep, errors.Join(errs...)
-}
-
-func recordDrillInCatalog(ctx context.Context, p *policy.Policy, rep *evidence.DrillReport) error {
-	c, err := catalog.Open(ctx, catalog.Path(p.StateDir))
-	if err != nil {
-		return fmt.Errorf("record drill %s: %w", rep.ID, err)
-	}
-	defer c.Close()
-	return c.RecordDrill(ctx, rep)
 }
 
 // printDrill writes a drill report for a person: the verdict first, then

@@ -65,7 +65,7 @@ func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error
 	}
 	// Copies take their primary's key, so primaries come first.
 	sort.SliceStable(targets, func(i, j int) bool {
-		return primaryOf(p, targets[i]) == nil && primaryOf(p, targets[j]) != nil
+		return p.PrimaryOf(targets[i].Name) == nil && p.PrimaryOf(targets[j].Name) != nil
 	})
 	for _, rp := range targets {
 		if err := initRepository(ctx, g, p, rp); err != nil {
@@ -102,7 +102,7 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 	if err != nil {
 		return err
 	}
-	if primary := primaryOf(p, rp); primary != nil {
+	if primary := p.PrimaryOf(rp.Name); primary != nil {
 		src, err := g.openRepository(ctx, primary)
 		if err != nil {
 			return fmt.Errorf("repository %s copies %s, which must be initialized first: %w", rp.Name, primary.Name, err)

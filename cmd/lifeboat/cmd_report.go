@@ -3,20 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
-	"github.com/lifeboat-dr/lifeboat/internal/catalog"
-	"github.com/lifeboat-dr/lifeboat/internal/drill"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
-	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/report"
 )
@@ -71,49 +64,11 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 	if err != nil {
 		return err
 	}
-	in := report.Input{Policy: p, Since: since, Generated: now, Sizes: map[string]int64{}}
-	in.Host, _ = os.Hostname()
-	var runs []catalog.Run
-	var drills []*evidence.DrillReport
-	path := catalog.Path(p.StateDir)
-	if _, err := os.Stat(path); err == nil {
-		c, err := catalog.Open(ctx, path)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if runs, err = c.Runs(ctx, catalog.Filter{}); err != nil {
-			return err
-		}
-		if o.repository == "" {
-			if drills, err = c.Drills(ctx, catalog.DrillFilter{Since: since}); err != nil {
-				return err
-			}
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("catalog: %w", err)
-	}
-	for _, r := range runs {
-		if r.Kind != "drill" {
-			in.Runs = append(in.Runs, r)
-		}
-	}
-	if o.repository != "" {
-		if drills, err = g.storedDrills(ctx, p, o.repository, since); err != nil {
-			return err
-		}
-	}
-	in.Drills = drills
-	for i := range p.Assets {
-		a := &p.Assets[i]
-		r, err := g.primaryRepository(ctx, p, a)
-		if err != nil {
-			return err
-		}
-		s, err := app.PickSnapshot(ctx, r, a.Name, "")
-		if err == nil {
-			in.Sizes[a.Name] = s.Stats.BytesTotal
-		}
+	svc := app.New(p, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	defer svc.Close()
+	in, err := svc.ReportInput(ctx, since, now, o.repository)
+	if err != nil {
+		return err
 	}
 	var buf bytes.Buffer
 	if err := report.Render(&buf, o.format, in); err != nil {
@@ -124,36 +79,6 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 		return err
 	}
 	return replaceFile(o.out, buf.Bytes())
-}
-
-// storedDrills reads the drill reports a repository holds for every asset
-// of the policy that uses it, newest first.
-func (g *globalOptions) storedDrills(ctx context.Context, p *policy.Policy, name string, since time.Time) ([]*evidence.DrillReport, error) {
-	rp, err := p.Repository(name)
-	if err != nil {
-		return nil, &usageError{Err: err}
-	}
-	r, err := g.openRepository(ctx, rp)
-	if err != nil {
-		return nil, err
-	}
-	var out []*evidence.DrillReport
-	for _, a := range p.Assets {
-		if !a.UsesRepository(name) {
-			continue
-		}
-		ds, err := drill.Stored(ctx, r, a.Name)
-		if err != nil {
-			return nil, err
-		}
-		for _, d := range ds {
-			if since.IsZero() || !d.Started.Before(since) {
-				out = append(out, d)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Started.After(out[j].Started) })
-	return out, nil
 }
 
 // parseSince reads --since: a policy duration back from now, a date (from

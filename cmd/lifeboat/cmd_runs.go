@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/daemon"
 )
 
 type runsOptions struct {
@@ -81,7 +82,7 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 		defer c.Close()
 		f := catalog.Filter{Limit: o.limit}
 		if o.asset != "" {
-			f.Assets = []string{o.asset, drillKey(o.asset)}
+			f.Assets = []string{o.asset, daemon.DrillKey(o.asset)}
 		}
 		if runs, err = c.Runs(ctx, f); err != nil {
 			return err

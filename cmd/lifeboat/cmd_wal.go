@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 )
 
@@ -41,7 +42,7 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 	if err != nil {
 		return err
 	}
-	queues, err := openCopyQueues(p, a)
+	queues, err := app.OpenCopyQueues(p, a)
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}

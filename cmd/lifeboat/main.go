@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/daemon"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -56,10 +57,14 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) int {
-	g := &globalOptions{stdout: os.Stdout, stderr: os.Stderr}
+	// A child of lifeboat serve reports how it ended (internal/daemon).
+	g := &globalOptions{stdout: os.Stdout, stderr: os.Stderr, report: daemon.OpenReporter()}
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	if rerr := g.report.Finish(ctx, err, oneLine); rerr != nil {
+		fmt.Fprintln(os.Stderr, "warning: "+oneLine(rerr))
+	}
 	if err == nil {
 		return exitOK
 	}

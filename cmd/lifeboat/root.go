@@ -16,6 +16,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/daemon"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -36,6 +37,9 @@ type globalOptions struct {
 	stderr      io.Writer
 	log         *slog.Logger
 	svc         *app.Service
+	// report is the result channel of a child of lifeboat serve; nil
+	// (doing nothing) otherwise.
+	report *daemon.Reporter
 }
 
 func newRootCommand(g *globalOptions) *cobra.Command {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,7 +17,6 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
-	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
 
@@ -102,7 +103,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool,
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s\n%s", timeout, what, explain())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -135,7 +136,9 @@ func (e *env) setAsset(extra string) {
 	e.writePolicy(filepath.Join(e.dir, "repo.key"))
 }
 
-const everyTwoSeconds = "    schedule: \"@every 2s\"\n"
+// everySecond is the fastest schedule there is: the tests wait for what
+// it makes happen, never for a time.
+const everySecond = "    schedule: \"@every 1s\"\n"
 
 // TestServe runs the daemon on a real cluster: scheduled runs recorded with
 // their snapshot and hooks, reloads, one daemon per state directory, and a
@@ -144,7 +147,7 @@ func TestServe(t *testing.T) {
 	e := newEnv(t, false)
 	e.sql("create table ledger as select g from generate_series(1, 1000) g")
 	envFile := filepath.Join(e.dir, "post-hook.env")
-	e.setAsset(everyTwoSeconds + fmt.Sprintf("    hooks:\n      pre: \"echo getting ready\"\n      post: \"env | grep ^LIFEBOAT_ | sort > %s\"\n", envFile))
+	e.setAsset(everySecond + fmt.Sprintf("    hooks:\n      pre: \"echo getting ready\"\n      post: \"env | grep ^LIFEBOAT_ | sort > %s\"\n", envFile))
 	if out := e.mustRun("runs"); !strings.Contains(out, "no runs recorded") {
 		t.Fatalf("runs before any daemon: %s", out)
 	}
@@ -208,13 +211,16 @@ func TestServe(t *testing.T) {
 	before := countRuns(e.runs(), "ok")
 	waitFor(t, 60*time.Second, "another ok run after a refused reload", func() bool { return countRuns(e.runs(), "ok") > before }, d.stderr.String)
 
-	// A valid policy without the schedule replaces it: no more runs.
+	// A valid policy without the schedule replaces it: no more runs (the
+	// daemon's tests prove it on a fake clock; here two more periods of
+	// the old schedule pass without a run).
 	e.setAsset("")
 	d.signal(syscall.SIGHUP)
-	d.waitLog("policy reloaded", 10*time.Second)
+	d.waitLog(`msg="policy reloaded" assets=1 scheduled=0`, 10*time.Second)
+	reloaded := time.Now()
 	waitFor(t, 60*time.Second, "the last run to end", func() bool { return countRuns(e.runs(), "running") == 0 }, d.stderr.String)
 	n := len(e.runs())
-	time.Sleep(4 * time.Second)
+	time.Sleep(time.Until(reloaded.Add(2 * time.Second)))
 	if rows := e.runs(); len(rows) != n {
 		t.Fatalf("runs went on after the schedule was removed: %d, then %d", n, len(rows))
 	}
@@ -242,10 +248,11 @@ func TestServeStopDuringBackup(t *testing.T) {
 	e.sql("alter system set archive_command = ''")
 	e.sql("select pg_reload_conf()")
 	time.Sleep(500 * time.Millisecond)
-	e.setAsset(everyTwoSeconds)
+	e.setAsset(everySecond)
 	d := e.serve("--stop-timeout", "30s")
-	d.waitLog(`msg="run started"`, 30*time.Second)
-	time.Sleep(3 * time.Second) // into pg_backup_stop
+	waitFor(t, 30*time.Second, "the backup to wait in pg_backup_stop", func() bool {
+		return e.sql("select count(*) from pg_stat_activity where wait_event = 'BackupWaitWalArchive'") == "1"
+	}, d.stderr.String)
 	if code := d.stop(40 * time.Second); code != 0 {
 		t.Fatalf("serve exited %d after SIGTERM:\n%s", code, d.stderr)
 	}
@@ -292,7 +299,7 @@ func TestServeStopDuringBackup(t *testing.T) {
 func TestServeFailingPreHook(t *testing.T) {
 	e := newEnv(t, false)
 	envFile := filepath.Join(e.dir, "post-hook.env")
-	e.setAsset(everyTwoSeconds + fmt.Sprintf("    hooks:\n      pre: \"echo checking space; echo disk full >&2; exit 3\"\n"+
+	e.setAsset(everySecond + fmt.Sprintf("    hooks:\n      pre: \"echo checking space; echo disk full >&2; exit 3\"\n"+
 		"      post: \"env | grep ^LIFEBOAT_ > %s\"\n      timeout: 10s\n", envFile))
 	d := e.serve()
 	waitFor(t, 30*time.Second, "a failed run", func() bool { return countRuns(e.runs(), "failed") >= 1 }, d.stderr.String)
@@ -310,92 +317,6 @@ func TestServeFailingPreHook(t *testing.T) {
 	env, _ := os.ReadFile(envFile)
 	if !strings.Contains(string(env), "LIFEBOAT_RESULT=failed") || !strings.Contains(string(env), "LIFEBOAT_ERROR=pre hook exited with status 3") {
 		t.Fatalf("post hook environment:\n%s", env)
-	}
-}
-
-// TestSupervise covers the process handling the daemon relies on, without
-// a daemon: hook timeouts kill what the shell started, a stop reaches the
-// whole group, output stays bounded.
-func TestSupervise(t *testing.T) {
-	t.Run("timeout kills the group", func(t *testing.T) {
-		out := newOutputBuffer(1024)
-		cmd := exec.Command("/bin/sh", "-c", "sleep 30 & echo started; wait")
-		cmd.Stdout = out
-		start := time.Now()
-		st := supervise(cmd, nil, nil, 500*time.Millisecond, true)
-		if !st.timedOut || st.err == nil || time.Since(start) > 10*time.Second {
-			t.Fatalf("status %+v after %s", st, time.Since(start))
-		}
-		if st.describe(500*time.Millisecond) != "timed out after 500ms" || !strings.Contains(out.String(), "started") {
-			t.Fatalf("%q, output %q", st.describe(500*time.Millisecond), out.String())
-		}
-	})
-	t.Run("stop reaches the group", func(t *testing.T) {
-		stop := make(chan struct{})
-		cmd := exec.Command("/bin/sh", "-c", "sleep 30; echo not reached")
-		time.AfterFunc(200*time.Millisecond, func() { close(stop) })
-		st := supervise(cmd, stop, nil, 0, true)
-		if !st.stopped || st.err == nil {
-			t.Fatalf("status %+v", st)
-		}
-	})
-	t.Run("kill after an ignored stop", func(t *testing.T) {
-		stop, kill := make(chan struct{}), make(chan struct{})
-		cmd := exec.Command("/bin/sh", "-c", "trap '' TERM; sleep 30")
-		time.AfterFunc(200*time.Millisecond, func() { close(stop) })
-		time.AfterFunc(700*time.Millisecond, func() { close(kill) })
-		st := supervise(cmd, stop, kill, 0, true)
-		if !st.killed || st.describe(0) != "killed at the stop bound" {
-			t.Fatalf("status %+v", st)
-		}
-	})
-	t.Run("exit status", func(t *testing.T) {
-		st := supervise(exec.Command("/bin/sh", "-c", "exit 7"), nil, nil, 0, true)
-		if st.describe(0) != "exited with status 7" {
-			t.Fatalf("%q", st.describe(0))
-		}
-	})
-}
-
-func TestOutputBuffer(t *testing.T) {
-	b := newOutputBuffer(100)
-	fmt.Fprint(b, "small\n")
-	if b.String() != "small\n" {
-		t.Fatalf("%q", b.String())
-	}
-	for i := range 1000 {
-		fmt.Fprintf(b, "line %d\n", i)
-	}
-	s := b.String()
-	if !strings.HasPrefix(s, "small\nline 0\n") || !strings.HasSuffix(s, "line 999\n") || !strings.Contains(s, "bytes left out") || len(s) > 150 {
-		t.Fatalf("kept %d bytes: %q", len(s), s)
-	}
-	if lastLine(b.tailString()) != "line 999" {
-		t.Fatalf("last line %q", lastLine(b.tailString()))
-	}
-}
-
-// TestSeedPlatformPolicy: the sample policy in docs parses, and every
-// asset in it is scheduled.
-func TestSeedPlatformPolicy(t *testing.T) {
-	p, err := policy.Load("../../docs/examples/seed-platform.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := scheduler.New()
-	now := time.Date(2024, 3, 30, 12, 0, 0, 0, time.UTC)
-	var jobs []scheduler.Job
-	for _, a := range p.Assets {
-		sched, err := policy.ParseSchedule(a.Schedule)
-		if a.Schedule == "" || err != nil {
-			t.Fatalf("asset %s: schedule %q: %v", a.Name, a.Schedule, err)
-		}
-		jobs = append(jobs, scheduler.Job{Asset: a.Name, Spec: a.Schedule, Schedule: sched})
-	}
-	s.Load(jobs, now, nil)
-	// The ledger's 02:00 Oslo backup on the night clocks spring forward.
-	if got := s.NextFor("ledger"); !got.Equal(time.Date(2024, 3, 31, 1, 0, 0, 0, time.UTC)) {
-		t.Fatalf("ledger's next run %v", got)
 	}
 }
 
@@ -423,7 +344,7 @@ func bareAsset(name, extra string) string {
 // daemon says it had to kill.
 func TestServeKillsAtStopBound(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "hook-running")
-	e := newBareEnv(t, bareAsset("db", everyTwoSeconds+fmt.Sprintf("    hooks:\n      pre: \"trap '' TERM; touch %s; sleep 60\"\n", marker)))
+	e := newBareEnv(t, bareAsset("db", everySecond+fmt.Sprintf("    hooks:\n      pre: \"trap '' TERM; touch %s; sleep 60\"\n", marker)))
 	d := e.serve("--stop-timeout", "1s")
 	waitFor(t, 20*time.Second, "the pre hook", func() bool { _, err := os.Stat(marker); return err == nil }, d.stderr.String)
 	start := time.Now()
@@ -452,7 +373,7 @@ func TestServeKillsAtStopBound(t *testing.T) {
 // skipped.
 func TestServeBoundsWorkers(t *testing.T) {
 	hook := "    hooks:\n      pre: \"sleep 1\"\n"
-	e := newBareEnv(t, bareAsset("a", everyTwoSeconds+hook)+bareAsset("b", everyTwoSeconds+hook)+bareAsset("c", everyTwoSeconds+hook))
+	e := newBareEnv(t, bareAsset("a", everySecond+hook)+bareAsset("b", everySecond+hook)+bareAsset("c", everySecond+hook))
 	d := e.serve("--jobs", "1")
 	waitFor(t, 30*time.Second, "runs of every asset", func() bool {
 		seen := map[string]bool{}
@@ -499,7 +420,7 @@ func TestServeBoundsWorkers(t *testing.T) {
 // another session holds: no snapshot of the broken dump, the repository
 // verifies, and the daemon's next start makes the run up.
 func TestServeStopDuringDump(t *testing.T) {
-	e := newDumpEnv(t, nil, everyTwoSeconds)
+	e := newDumpEnv(t, nil, everySecond)
 	e.pg.Psql(t, "app", "create table ledger as select g from generate_series(1, 1000) g")
 	lock := exec.Command(filepath.Join(pgtest.PGBin(t), "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", e.pg.DSN("app"))
 	stdin, err := lock.StdinPipe()
@@ -517,8 +438,9 @@ func TestServeStopDuringDump(t *testing.T) {
 	waitFor(t, 10*time.Second, "the table lock", func() bool { return strings.Contains(locked.String(), "locked") }, locked.String)
 
 	d := e.serve("--stop-timeout", "30s")
-	d.waitLog(`msg="run started"`, 30*time.Second)
-	time.Sleep(2 * time.Second) // pg_dump is waiting for the lock
+	waitFor(t, 30*time.Second, "pg_dump to wait for the lock", func() bool {
+		return e.sql("select count(*) from pg_stat_activity where application_name = 'pg_dump' and wait_event_type = 'Lock'") == "1"
+	}, d.stderr.String)
 	if code := d.stop(40 * time.Second); code != 0 {
 		t.Fatalf("serve exited %d after SIGTERM:\n%s", code, d.stderr)
 	}
@@ -541,7 +463,7 @@ func TestServeStopDuringDump(t *testing.T) {
 
 	release()
 	text, _ := os.ReadFile(e.policy)
-	os.WriteFile(e.policy, bytes.Replace(text, []byte("@every 2s"), []byte("@every 1h"), 1), 0o600)
+	os.WriteFile(e.policy, bytes.Replace(text, []byte("@every 1s"), []byte("@every 1h"), 1), 0o600)
 	d = e.serve()
 	waitFor(t, 60*time.Second, "the catch-up run", func() bool { return countRuns(e.runs(), "ok") == 1 }, d.stderr.String)
 	if r := e.runs("--limit", "1")[0]; r.Trigger != "catch-up" || r.Snapshot == "" {
@@ -552,5 +474,54 @@ func TestServeStopDuringDump(t *testing.T) {
 	}
 	if code := d.stop(30 * time.Second); code != 0 {
 		t.Fatalf("serve exited %d:\n%s", code, d.stderr)
+	}
+}
+
+// TestServeChildKilled: a backup child that dies without reporting its
+// result (here SIGKILL, while it waits for a server that never answers) is
+// recorded failed with how it ended; the daemon reads no output for it.
+func TestServeChildKilled(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // accepts, never answers
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	e := newBareEnv(t, fmt.Sprintf("  - name: db\n    kind: postgres\n    pgdata: /nonexistent/db\n"+
+		"    dsn: \"host=127.0.0.1 port=%d connect_timeout=60 sslmode=disable\"\n    repositories: [primary]\n%s", port, everySecond))
+	e.mustRun("repo", "init")
+	d := e.serve()
+	var pid int
+	waitFor(t, 30*time.Second, "the backup child", func() bool {
+		out, _ := exec.Command("pgrep", "-f", "--", "-c "+e.policy+" backup db$").Output()
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+		return pid > 0
+	}, d.stderr.String)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var r runRow
+	waitFor(t, 30*time.Second, "the run to end", func() bool {
+		for _, row := range e.runs() {
+			if row.Result != "skipped" && row.Result != "running" {
+				r = row
+			}
+		}
+		return r.Result != ""
+	}, d.stderr.String)
+	if code := d.stop(30 * time.Second); code != 0 {
+		t.Fatalf("serve exited %d:\n%s", code, d.stderr)
+	}
+	if r.Result != "failed" || r.Error != "backup killed by signal killed" || r.Snapshot != "" {
+		t.Fatalf("killed child recorded as %+v\n%s", r, d.stderr)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/health"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -468,4 +469,15 @@ func scrub(s string, secrets []string) string {
 		}
 	}
 	return s
+}
+
+// Problems are the failing results of a health check, as alerts.
+func Problems(rs []health.Result) []Problem {
+	var out []Problem
+	for _, r := range rs {
+		if !r.OK {
+			out = append(out, Problem{Asset: r.Asset, Check: r.Check, Subject: r.Subject, Summary: r.Message})
+		}
+	}
+	return out
 }

@@ -191,8 +191,13 @@ func NamedOrAllRepositories(p *policy.Policy, name string) ([]*policy.Repository
 
 // Diff compares two snapshots of one asset (a from and a to, IDs or
 // prefixes), found in the repository called name or the first that holds
-// from.
-func (s *Service) Diff(ctx context.Context, repository, fromID, toID string) (res asset.DiffResult, from, to *repo.Snapshot, err error) {
+// from; with assetName, both must be that asset's.
+func (s *Service) Diff(ctx context.Context, assetName, repository, fromID, toID string) (res asset.DiffResult, from, to *repo.Snapshot, err error) {
+	if assetName != "" {
+		if _, _, err := s.Asset(assetName); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	r, from, err := s.FindSnapshot(ctx, repository, fromID)
 	if err != nil {
 		return nil, nil, nil, err
@@ -202,6 +207,9 @@ func (s *Service) Diff(ctx context.Context, repository, fromID, toID string) (re
 	}
 	if to, err = r.FindSnapshot(ctx, toID); err != nil {
 		return nil, nil, nil, err
+	}
+	if assetName != "" && from.Asset != assetName {
+		return nil, nil, nil, asset.Usagef("snapshot %s is of asset %s, not %s", from.ID.Short(), from.Asset, assetName)
 	}
 	if from.Asset != to.Asset {
 		return nil, nil, nil, asset.Usagef("snapshot %s is of asset %s and %s of asset %s: diff compares two snapshots of one asset",

@@ -60,11 +60,7 @@ func (p *Pool) Close() error {
 	defer p.mu.Unlock()
 	var errs []error
 	for key, r := range p.repos {
-		c, ok := any(r).(interface{ Close() error })
-		if !ok {
-			continue
-		}
-		if err := c.Close(); err != nil {
+		if err := r.Close(); err != nil {
 			name, _, _ := strings.Cut(key, "\x00")
 			errs = append(errs, fmt.Errorf("close repository %s: %w", name, err))
 		}

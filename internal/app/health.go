@@ -42,7 +42,9 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 			af.PrimaryRead = readable
 			af.NewestBackup = row.LastSnapshotStart
 			a, _ := p.Asset(row.Asset)
-			if pitr, ok := s.pitr(a); ok && readable {
+			pitr, ok := s.pitr(a)
+			af.PITR = ok
+			if ok && readable {
 				st := pitr.Archiving(ctx, a, row.NewestWAL, row.NewestWALTime, now)
 				af.WAL = &health.WALFacts{LagSeconds: st.LagSeconds, Detail: st.Detail, Failing: st.Failing}
 			}

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -194,36 +195,58 @@ type Restored struct {
 	Lines []string
 }
 
-// Drill is the throwaway target a kind's drill restores into, and the
-// report it fills (implemented by internal/drill).
+// Drill is one drill under way (implemented by internal/drill): what is
+// drilled, the throwaway work directory, the clock, and the report the
+// kind fills as it restores and checks.
 type Drill interface {
-	// Asset, Repo and the rest describe what is drilled.
 	Asset() *policy.Asset
 	Repo() *repo.Repository
+	// Report is the report under way: the kind sets what only it can
+	// measure (target, recovered point, snapshot, bytes, WAL files).
+	Report() *evidence.DrillReport
+	// Point is where the drill restores to: policy.DrillLatest,
+	// policy.DrillRandom, PointTime (at) or PointSnapshot (snapshot).
+	Point() (point string, at time.Time, snapshot string)
+	Now() time.Time
 	Workers() int
 	Log() *slog.Logger
 	// WorkDir is an empty private directory, removed after the drill.
 	WorkDir() string
+	// RunAs is the OS user throwaway servers run as when the drill runs
+	// as root ("": the data directory's owner, else postgres).
+	RunAs() string
+	// RestoreCommand is how a restored PostgreSQL fetches WAL from the
+	// drill's repository, treating segments after until as not archived.
+	RestoreCommand(until string) (string, error)
 	// Cleanup registers a teardown step, run in order after the drill
 	// whatever happened.
 	Cleanup(func())
-	// PickSnapshot chooses the snapshot to restore as the drill's point
-	// says (named, newest, random, before a time) and records its times
-	// as the drill's target and recovered point.
+	// PickSnapshot chooses the snapshot to restore as Point says (named,
+	// newest, random, before a time) and records its times as the
+	// drill's target and recovered point.
 	PickSnapshot(ctx context.Context) (*repo.Snapshot, error)
-	// Phase closes the phase under way, naming it (evidence.Phase*).
+	// Phase closes the phase under way now, naming it (evidence.Phase*);
+	// PhaseEnded closes it at a moment the kind measured.
 	Phase(name string)
-	// Check records one integrity check's outcome.
-	Check(c Check)
+	PhaseEnded(name string, at time.Time)
+	// Integrity records one integrity check's outcome (pg_amcheck,
+	// PRAGMA integrity_check, git fsck, checksums read back).
+	Integrity(c IntegrityCheck)
 	// Queries runs the policy's validation queries through q; database
 	// maps a check's database ("" for the default) to the one to use.
 	Queries(ctx context.Context, database func(string) string, q Querier)
-	// AddBytes counts bytes restored.
-	AddBytes(n int64)
 }
 
-// Check is one integrity check's outcome in a drill.
-type Check struct {
+// Drill points beside policy.DrillLatest and policy.DrillRandom.
+const (
+	PointTime     = "time"     // a moment given on the command line
+	PointSnapshot = "snapshot" // a snapshot given on the command line
+)
+
+// IntegrityCheck is one integrity check's outcome in a drill. (The
+// policy's validation queries are the other kind of drill check; health
+// checks are another thing again: internal/health.)
+type IntegrityCheck struct {
 	Name    string
 	Passed  bool
 	Got     string
@@ -358,11 +381,13 @@ func (r *Registry) Kinds() []Kind {
 	return out
 }
 
-// Decoders are the policy decoders of the kinds that read their own keys,
-// for policy.LoadKinds.
+// Decoders are every kind the policy may name, with the decoder of those
+// that read their own keys (nil for a kind that takes none), for
+// policy.LoadKinds.
 func (r *Registry) Decoders() policy.Kinds {
 	out := policy.Kinds{}
 	for name, k := range r.kinds {
+		out[name] = nil
 		if c, ok := k.(Configurer); ok {
 			out[name] = c
 		}
@@ -429,4 +454,28 @@ func Plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+var timeLayouts = []string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.999999999Z07:00",
+	"2006-01-02 15:04:05.999999999Z07",
+	"2006-01-02 15:04:05.999999999 Z07:00",
+	"2006-01-02 15:04:05.999999999 MST",
+}
+
+// ParseTime reads a point in time given on the command line (a recovery
+// or drill target), which must carry a zone.
+func ParseTime(s string) (time.Time, error) {
+	for _, l := range timeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			if strings.HasSuffix(l, "MST") && t.Location() != time.UTC && t.Location().String() != "UTC" {
+				// Go accepts unknown zone abbreviations with offset zero;
+				// only UTC is unambiguous.
+				continue
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, Usagef("--time %q: want a time with a zone, like 2026-11-23 03:00:00+08 or 2026-11-22T19:00:00Z", s)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
@@ -565,8 +566,8 @@ type fakeDrill struct {
 	work    string
 	cleanup []func()
 	phases  []string
-	checks  []asset.Check
-	bytes   int64
+	checks  []asset.IntegrityCheck
+	rep     evidence.DrillReport
 }
 
 func (d *fakeDrill) Asset() *policy.Asset   { return d.a }
@@ -583,8 +584,13 @@ func (d *fakeDrill) PickSnapshot(ctx context.Context) (*repo.Snapshot, error) {
 	return snaps[len(snaps)-1], nil
 }
 func (d *fakeDrill) Phase(name string)                                           { d.phases = append(d.phases, name) }
-func (d *fakeDrill) Check(c asset.Check)                                         { d.checks = append(d.checks, c) }
-func (d *fakeDrill) AddBytes(n int64)                                            { d.bytes += n }
+func (d *fakeDrill) Integrity(c asset.IntegrityCheck)                            { d.checks = append(d.checks, c) }
+func (d *fakeDrill) Report() *evidence.DrillReport                               { return &d.rep }
+func (d *fakeDrill) Point() (string, time.Time, string)                          { return policy.DrillLatest, time.Time{}, "" }
+func (d *fakeDrill) Now() time.Time                                              { return time.Now() }
+func (d *fakeDrill) RunAs() string                                               { return "" }
+func (d *fakeDrill) RestoreCommand(string) (string, error)                       { return "", errors.New("no WAL") }
+func (d *fakeDrill) PhaseEnded(name string, _ time.Time)                         { d.Phase(name) }
 func (d *fakeDrill) Queries(context.Context, func(string) string, asset.Querier) {}
 
 // tlog writes a log to the test's.
@@ -620,8 +626,8 @@ func (e *env) testDrillCatchesDamage(t *testing.T) {
 	if len(d.checks) != 2 || !d.checks[0].Passed || !d.checks[1].Passed {
 		t.Fatalf("checks %+v", d.checks)
 	}
-	if d.bytes == 0 || !slices.Equal(d.phases, []string{"fetch", "write", "checks"}) {
-		t.Errorf("bytes %d, phases %q", d.bytes, d.phases)
+	if d.rep.Bytes == 0 || !slices.Equal(d.phases, []string{"fetch", "write", "checks"}) {
+		t.Errorf("bytes %d, phases %q", d.rep.Bytes, d.phases)
 	}
 	t.Logf("checks: %+v", d.checks)
 	// The temporary prefix is gone, and the source untouched.

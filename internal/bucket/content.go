@@ -47,7 +47,7 @@ const readAheadBytes = 4 << 20
 
 func newContentSource(ctx context.Context, r *repo.Repository, idx *repo.Index, workers int) *contentSource {
 	workers = max(workers, 1)
-	return &contentSource{ctx: ctx, r: r, idx: idx, hasher: r.NewWriter(nil), sem: make(chan struct{}, 2*workers),
+	return &contentSource{ctx: ctx, r: r, idx: idx, hasher: r.NewWriterContext(ctx, nil), sem: make(chan struct{}, 2*workers),
 		max: 8*workers + 16, cache: map[frameKey]*frameFetch{}}
 }
 

@@ -54,24 +54,24 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	start := time.Now()
 	st, err := putObjects(ctx, d.Repo(), s, cl, restoreOptions{workers: d.Workers()})
 	d.Phase(evidence.PhaseWrite)
-	c := asset.Check{Name: "every object restored from the repository with the SHA-256 recorded at backup",
+	c := asset.IntegrityCheck{Name: "every object restored from the repository with the SHA-256 recorded at backup",
 		Seconds: time.Since(start).Seconds(), Passed: err == nil}
 	if err != nil {
 		c.Detail = oneLine(err.Error())
-		d.Check(c)
+		d.Integrity(c)
 		return err
 	}
 	c.Got = fmt.Sprintf("%d objects, %d bytes", st.objects, st.bytes)
-	d.Check(c)
-	d.AddBytes(st.bytes)
+	d.Integrity(c)
+	d.Report().Bytes += st.bytes
 	start = time.Now()
 	rb, err := readBack(ctx, d.Repo(), s, cl, d.Workers())
 	if err != nil {
-		d.Check(asset.Check{Name: "every object read back from " + loc.Where() + " as recorded", Detail: oneLine(err.Error()),
+		d.Integrity(asset.IntegrityCheck{Name: "every object read back from " + loc.Where() + " as recorded", Detail: oneLine(err.Error()),
 			Seconds: time.Since(start).Seconds()})
 		return err
 	}
-	c = asset.Check{Name: "every object read back from " + loc.Where() + " as recorded (SHA-256, headers, user metadata, tags)",
+	c = asset.IntegrityCheck{Name: "every object read back from " + loc.Where() + " as recorded (SHA-256, headers, user metadata, tags)",
 		Expect: fmt.Sprintf("%d objects as recorded", rb.want), Seconds: time.Since(start).Seconds(), Passed: len(rb.problems) == 0}
 	if c.Passed {
 		c.Got = fmt.Sprintf("%d objects as recorded, %d bytes", rb.ok, rb.bytes)
@@ -79,7 +79,7 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		c.Got = fmt.Sprintf("%d objects as recorded, %d differ", rb.ok, rb.bad)
 		c.Detail = strings.Join(rb.problems, "; ")
 	}
-	d.Check(c)
+	d.Integrity(c)
 	d.Phase(evidence.PhaseChecks)
 	return nil
 }

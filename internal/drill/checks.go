@@ -7,32 +7,23 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
-	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
 // checkTimeout bounds one validation query.
 const checkTimeout = 10 * time.Minute
 
-// querier runs a query that must return one row of one column and returns
-// that value as text ("t"/"f" for booleans, as PostgreSQL writes them).
-type querier interface {
-	queryValue(ctx context.Context, db, sql string) (value string, null bool, err error)
-}
-
 // queries runs the policy's validation queries against the target.
 // database maps a check's database ("" for the default) to the one to use.
-func (d *drill) queries(ctx context.Context, database func(string) string, q querier) {
+func (d *drill) Queries(ctx context.Context, database func(string) string, q asset.Querier) {
 	for _, ck := range d.o.Checks {
 		start := time.Now()
 		db := database(ck.Database)
 		c := evidence.Check{Name: ck.Name, Type: evidence.CheckQuery, Expect: ck.Expect.String(), Database: db}
 		qctx, cancel := context.WithTimeout(ctx, checkTimeout)
-		v, null, err := q.queryValue(qctx, db, ck.SQL)
+		v, null, err := q.QueryValue(qctx, db, ck.SQL)
 		cancel()
 		c.Seconds = round3(time.Since(start).Seconds())
 		switch {
@@ -50,7 +41,7 @@ func (d *drill) queries(ctx context.Context, database func(string) string, q que
 }
 
 // expect judges a value against a check's expectation.
-func (d *drill) expect(ck policy.DrillCheck, v string) (bool, string) {
+func (d *drill) expect(ck policy.ValidationQuery, v string) (bool, string) {
 	e := ck.Expect
 	switch e.Kind {
 	case policy.ExpectTrue:
@@ -101,17 +92,4 @@ func quoteShort(s string) string {
 		s = s[:80] + "..."
 	}
 	return fmt.Sprintf("%q", s)
-}
-
-// pgQuerier runs the checks on a throwaway PostgreSQL server, each in a
-// read-only transaction, through checkquery as the backup recorded them.
-type pgQuerier struct{ srv *pgbin.Server }
-
-func (q pgQuerier) queryValue(ctx context.Context, db, sql string) (value string, null bool, err error) {
-	err = q.srv.ReadOnly(ctx, db, func(tx pgx.Tx) error {
-		var err error
-		value, null, err = checkquery.Postgres(ctx, tx, sql)
-		return err
-	})
-	return value, null, err
 }

@@ -18,34 +18,29 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
-	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// Points a drill can restore to, beside policy.DrillLatest and
-// policy.DrillRandom.
-const (
-	PointTime     = "time"     // a moment given on the command line
-	PointSnapshot = "snapshot" // a snapshot given on the command line
-)
-
 // Options shape one drill.
 type Options struct {
+	// Kind drills the asset (its Drill method); Asset is of that kind.
+	Kind  asset.Kind
 	Asset *policy.Asset
 	// Tier holds the objectives the results are held to; nil when the
 	// asset has none.
 	Tier       *policy.Tier
 	Repo       *repo.Repository
 	Repository string // its name, for the report
-	// Point is policy.DrillLatest, policy.DrillRandom, PointTime (with
-	// Time) or PointSnapshot (with Snapshot).
+	// Point is policy.DrillLatest, policy.DrillRandom, asset.PointTime
+	// (with Time) or asset.PointSnapshot (with Snapshot).
 	Point    string
 	Time     time.Time
 	Snapshot string
-	Checks   []policy.DrillCheck
+	Checks   []policy.ValidationQuery
 	Trigger  string // manual or schedule
 	// RestoreCommand gives the restore_command a PostgreSQL target fetches
 	// WAL with (lifeboat wal-fetch for this asset and repository), which
@@ -106,21 +101,8 @@ func Run(ctx context.Context, o Options) (*evidence.DrillReport, error) {
 		}
 	}()
 
-	var runErr error
-	switch a.Kind {
-	case lifeboat.KindPostgres:
-		runErr = d.postgres(ctx)
-	case lifeboat.KindPGDump:
-		runErr = d.pgDump(ctx)
-	case lifeboat.KindSQLite:
-		runErr = d.sqlite(ctx)
-	case lifeboat.KindFiles:
-		runErr = d.files(ctx)
-	case lifeboat.KindGit:
-		runErr = d.git(ctx)
-	default:
-		runErr = fmt.Errorf("drills of %s assets are not supported", a.Kind)
-	}
+	d.mark = o.Now()
+	runErr := o.Kind.Drill(ctx, d)
 	d.finish(runErr)
 	if !d.rep.Passed {
 		return d.rep, fmt.Errorf("drill %s of %s failed: %s", d.rep.ID, a.Name, d.rep.Error)
@@ -139,16 +121,42 @@ type drill struct {
 	recorded checkquery.Recorded
 }
 
-// begin starts timing a phase; end closes it.
-func (d *drill) begin() { d.mark = d.o.Now() }
+// drill is what the kind drills through (asset.Drill).
+var _ asset.Drill = (*drill)(nil)
 
-func (d *drill) end(phase string) {
-	now := d.o.Now()
-	d.rep.Phases = append(d.rep.Phases, evidence.Phase{Name: phase, Seconds: round3(now.Sub(d.mark).Seconds())})
-	d.mark = now
+func (d *drill) Asset() *policy.Asset               { return d.o.Asset }
+func (d *drill) Repo() *repo.Repository             { return d.o.Repo }
+func (d *drill) Report() *evidence.DrillReport      { return d.rep }
+func (d *drill) Now() time.Time                     { return d.o.Now() }
+func (d *drill) Workers() int                       { return d.o.Workers }
+func (d *drill) Log() *slog.Logger                  { return d.o.Log }
+func (d *drill) WorkDir() string                    { return d.work }
+func (d *drill) RunAs() string                      { return d.o.RunAs }
+func (d *drill) Cleanup(f func())                   { d.cleanup = append(d.cleanup, f) }
+func (d *drill) Point() (string, time.Time, string) { return d.rep.Point, d.o.Time, d.o.Snapshot }
+
+func (d *drill) RestoreCommand(until string) (string, error) {
+	if d.o.RestoreCommand == nil {
+		return "", fmt.Errorf("drill %s: no restore_command for WAL", d.o.Asset.Name)
+	}
+	return d.o.RestoreCommand(until)
 }
 
-// addCheck records one check's outcome.
+// Phase closes the phase under way now; PhaseEnded at a moment the kind
+// measured.
+func (d *drill) Phase(name string) { d.PhaseEnded(name, d.o.Now()) }
+
+func (d *drill) PhaseEnded(name string, at time.Time) {
+	d.rep.Phases = append(d.rep.Phases, evidence.Phase{Name: name, Seconds: round3(max(0, at.Sub(d.mark).Seconds()))})
+	d.mark = at
+}
+
+// Check records an integrity check's outcome.
+func (d *drill) Integrity(c asset.IntegrityCheck) {
+	d.addCheck(evidence.Check{Name: c.Name, Type: evidence.CheckIntegrity, Passed: c.Passed, Got: c.Got, Expect: c.Expect,
+		Detail: oneLine(c.Detail), Seconds: round3(c.Seconds)})
+}
+
 func (d *drill) addCheck(c evidence.Check) { d.rep.Checks = append(d.rep.Checks, c) }
 
 // finish fills in the totals, the objectives and the verdict.
@@ -194,47 +202,6 @@ func (d *drill) finish(runErr error) {
 			r.Error += fmt.Sprintf(" (and %d more)", len(issues)-1)
 		}
 	}
-}
-
-// Area is where drill reports live in a repository: drills/<asset>/<id>.
-const Area = "drills"
-
-// Store keeps the report in the repository the drill restored from, so
-// that the repository, and every copy of it, carries its own evidence.
-func Store(ctx context.Context, r *repo.Repository, rep *evidence.DrillReport) error {
-	doc, err := rep.Marshal()
-	if err != nil {
-		return err
-	}
-	if _, err := r.PutNamed(ctx, Area, rep.Asset, rep.ID, doc, repo.CodecZstd); err != nil {
-		return fmt.Errorf("store drill report %s in %s: %w", rep.ID, r.Location(), err)
-	}
-	return nil
-}
-
-// Stored lists the drill reports a repository holds for an asset, oldest
-// first.
-func Stored(ctx context.Context, r *repo.Repository, asset string) ([]*evidence.DrillReport, error) {
-	var ids []string
-	if err := r.ListNamed(ctx, Area, asset, "", func(rel string, _ int64) error {
-		ids = append(ids, rel)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list drill reports of %s: %w", asset, err)
-	}
-	out := make([]*evidence.DrillReport, 0, len(ids))
-	for _, id := range ids {
-		data, err := r.GetNamed(ctx, Area, asset, id)
-		if err != nil {
-			return nil, fmt.Errorf("drill report %s: %w", id, err)
-		}
-		rep, err := evidence.Unmarshal(data)
-		if err != nil {
-			return nil, fmt.Errorf("drill report %s: %w", id, err)
-		}
-		out = append(out, rep)
-	}
-	return out, nil
 }
 
 // newID names a report: its start time, then random bits so that two

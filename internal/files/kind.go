@@ -104,14 +104,14 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	if err != nil {
 		return err
 	}
-	d.AddBytes(res.Stats.BytesWritten)
-	c := asset.Check{Name: "restored bytes equal the snapshot's",
+	d.Report().Bytes += res.Stats.BytesWritten
+	c := asset.IntegrityCheck{Name: "restored bytes equal the snapshot's",
 		Got: strconv.FormatInt(res.Stats.BytesWritten, 10), Expect: strconv.FormatInt(s.Stats.BytesTotal, 10)}
 	c.Passed = res.Stats.BytesWritten == s.Stats.BytesTotal
 	if !c.Passed {
 		c.Detail = fmt.Sprintf("wrote %d bytes, the snapshot holds %d", res.Stats.BytesWritten, s.Stats.BytesTotal)
 	}
-	d.Check(c)
+	d.Integrity(c)
 	d.Phase(evidence.PhaseChecks)
 	return nil
 }

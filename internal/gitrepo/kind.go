@@ -100,10 +100,10 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	restored, err := Restore(ctx, d.Repo(), s, RestoreOptions{Dir: filepath.Join(d.WorkDir(), "git"),
 		UID: os.Getuid(), GID: os.Getgid(), Workers: d.Workers(), Log: d.Log()})
 	d.Phase(evidence.PhaseWrite)
-	c := asset.Check{Name: "git fsck and every ref as recorded", Passed: err == nil, Seconds: time.Since(start).Seconds()}
+	c := asset.IntegrityCheck{Name: "git fsck and every ref as recorded", Passed: err == nil, Seconds: time.Since(start).Seconds()}
 	if err != nil {
 		c.Detail = err.Error()
-		d.Check(c)
+		d.Integrity(c)
 		return err
 	}
 	refs := 0
@@ -111,8 +111,8 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		refs += r.Refs
 	}
 	c.Got = fmt.Sprintf("%d repositories, %d refs", len(restored), refs)
-	d.Check(c)
-	d.AddBytes(s.Stats.BytesTotal)
+	d.Integrity(c)
+	d.Report().Bytes += s.Stats.BytesTotal
 	return nil
 }
 

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
-	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
@@ -56,7 +55,10 @@ type AssetFacts struct {
 	// zero when there is none (or the primary could not be read).
 	NewestBackup time.Time
 	PrimaryRead  bool
-	// WAL is the state of archiving (postgres assets); nil when unknown.
+	// PITR says the asset's kind archives WAL for point-in-time
+	// recovery, so its archiving is judged against the tier's RPO.
+	PITR bool
+	// WAL is the state of archiving (PITR assets); nil when unknown.
 	WAL *WALFacts
 	// Copies holds each copy repository's lag.
 	Copies []CopyFacts
@@ -116,7 +118,7 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		if r, ok := backup(a, af, f.Now, grace); ok {
 			out = append(out, r)
 		}
-		if a.Kind == lifeboat.KindPostgres {
+		if af.PITR {
 			out = append(out, walLag(a, af, tier))
 		}
 		out = append(out, copies(a, af, f.Now, tier, grace)...)

@@ -53,7 +53,7 @@ func TestEvaluate(t *testing.T) {
 	healthy := func() Facts {
 		return Facts{Now: now,
 			Assets: map[string]*AssetFacts{"ledger": {
-				PrimaryRead: true, NewestBackup: slot.Add(2 * time.Second),
+				PrimaryRead: true, PITR: true, NewestBackup: slot.Add(2 * time.Second),
 				WAL:    &WALFacts{LagSeconds: 30, Detail: "from the server"},
 				Copies: []CopyFacts{{Repository: "dr", Read: true}},
 				Drills: []*evidence.DrillReport{{Started: time.Date(2026, 11, 1, 4, 0, 5, 0, time.UTC), Passed: true}},

@@ -8,7 +8,10 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/checkquery"
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
+	"github.com/lifeboat-dr/lifeboat/internal/pgdrill"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -102,10 +105,56 @@ func (kind) Export(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o 
 		s.ID.Short(), res.File, asset.HumanBytes(res.Bytes)), nil
 }
 
-// Drill is run by internal/drill itself until the throwaway server code
-// moves to internal/pgbin.
+// Drill loads the dump into a fresh cluster of the dumped server's major
+// version with pg_restore, then runs pg_amcheck and the queries.
 func (kind) Drill(ctx context.Context, d asset.Drill) error {
-	return fmt.Errorf("drill of a pg_dump asset: %w", asset.ErrNotSupported)
+	s, err := d.PickSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	info, err := SnapshotInfo(s)
+	if err != nil {
+		return err
+	}
+	if len(info.Databases) == 0 {
+		return fmt.Errorf("snapshot %s holds no database dump", s.ID.Short())
+	}
+	as, err := pgdrill.RunAs(d, "")
+	if err != nil {
+		return err
+	}
+	bin, err := pgbin.Find(ctx, info.ServerVersionNum/10000)
+	if err != nil {
+		return err
+	}
+	d.Phase(evidence.PhaseFetch)
+
+	srv, err := pgdrill.FreshCluster(ctx, d, bin, as)
+	if err != nil {
+		return err
+	}
+	d.Phase(evidence.PhaseStart)
+	for _, db := range info.Databases {
+		if err := srv.CreateDatabase(ctx, db.Name); err != nil {
+			return fmt.Errorf("the drill's server: %w", err)
+		}
+		res, err := Restore(ctx, d.Repo(), s, RestoreOptions{DSN: srv.DSN(db.Name), Database: db.Name, Workers: d.Workers(),
+			Globals: info.Globals != "" && db.Name == info.Databases[0].Name, TempDir: d.WorkDir(), Log: d.Log()})
+		if err != nil {
+			return fmt.Errorf("load the dump of %s: %w", db.Name, err)
+		}
+		d.Report().Bytes += res.Bytes
+	}
+	d.Phase(evidence.PhaseWrite)
+	pgdrill.Integrity(ctx, d, srv)
+	d.Queries(ctx, func(db string) string {
+		if db != "" {
+			return db
+		}
+		return info.Databases[0].Name
+	}, pgdrill.Querier{Server: srv})
+	d.Phase(evidence.PhaseChecks)
+	return nil
 }
 
 func (kind) Describe(s *repo.Snapshot) asset.Description { return asset.Description{Name: DumpName(s)} }

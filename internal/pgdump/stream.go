@@ -54,7 +54,7 @@ type frameKey struct {
 func streamFile(ctx context.Context, r *repo.Repository, idx *repo.Index, n *repo.Node, w io.Writer, workers int) error {
 	// The repository's keyed block hash is reached through a writer; this
 	// one never stores anything.
-	hasher := r.NewWriter(nil)
+	hasher := r.NewWriterContext(ctx, nil)
 	defer hasher.Abort()
 	workers = max(workers, 1)
 	g, gctx := errgroup.WithContext(ctx)

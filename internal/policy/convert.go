@@ -126,7 +126,7 @@ func (c *converter) drill(path string, d *drillYAML) *Drill {
 	dr.Repository = c.expand(path+".repository", d.Repository)
 	for j, ck := range d.Checks {
 		cp := itemPath(path+".checks", j)
-		dc := DrillCheck{Line: c.idx.line(cp, dr.Line)}
+		dc := ValidationQuery{Line: c.idx.line(cp, dr.Line)}
 		dc.Name = c.expand(cp+".name", ck.Name)
 		dc.SQL = c.expand(cp+".sql", ck.SQL)
 		dc.Database = c.expand(cp+".database", ck.Database)

@@ -177,7 +177,7 @@ type Drill struct {
 	Schedule   string // cron, as Asset.Schedule; "" when only run by hand
 	Point      string // DrillLatest or DrillRandom
 	Repository string // "" means the asset's first repository
-	Checks     []DrillCheck
+	Checks     []ValidationQuery
 	Line       int
 }
 
@@ -187,8 +187,8 @@ const (
 	DrillRandom = "random" // a random point of the restorable range
 )
 
-// DrillCheck is one validation query of a drill.
-type DrillCheck struct {
+// ValidationQuery is one validation query of a drill.
+type ValidationQuery struct {
 	Name string
 	SQL  string
 	// Database is the database the query runs in (postgres and pg_dump
@@ -515,3 +515,19 @@ func knownList(names []string) string {
 // UsesRepository reports whether the asset is backed up to the
 // repository called name (as its primary or a copy).
 func (a *Asset) UsesRepository(name string) bool { return slices.Contains(a.Repositories, name) }
+
+// PrimaryOf is the primary repository of an asset that lists the
+// repository called name as a copy; nil when no asset does.
+func (p *Policy) PrimaryOf(name string) *Repository {
+	for i := range p.Assets {
+		a := &p.Assets[i]
+		for j, n := range a.Repositories {
+			if j > 0 && n == name {
+				if primary, err := p.Repository(a.Repositories[0]); err == nil {
+					return primary
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -24,8 +24,8 @@ type KindDecoder interface {
 	DecodeConfig(s *Section) any
 }
 
-// Kinds maps the names of kinds that decode their own section to their
-// decoders.
+// Kinds maps the names of the kinds a policy may use beside the built-in
+// ones to their decoders (nil for a kind without keys of its own).
 type Kinds map[lifeboat.AssetKind]KindDecoder
 
 // LoadKinds is Load for a policy whose assets may be of the given kinds
@@ -126,13 +126,18 @@ func (c *converter) kindSection(path string, a *assetYAML, asset *Asset) {
 	if !ok {
 		return
 	}
-	known := dec.ConfigKeys()
+	var known []string
+	if dec != nil {
+		known = dec.ConfigKeys()
+	}
 	for _, key := range sortedKeys(a.Extra) {
 		if !slices.Contains(known, key) {
 			c.fail(path+"."+key, asset.Line, c.unknownKeyMsg(path, key, append(knownKeys("policy.assetYAML"), known...)))
 		}
 	}
-	asset.Config = dec.DecodeConfig(&Section{c: c, path: path, line: asset.Line, keys: a.Extra})
+	if dec != nil {
+		asset.Config = dec.DecodeConfig(&Section{c: c, path: path, line: asset.Line, keys: a.Extra})
+	}
 }
 
 // extraKeys are the problems of keys no kind took: in an asset of a kind

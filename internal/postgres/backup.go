@@ -281,10 +281,12 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	}
 	// Unchanged stretches of the tree are stored once: the tree blobs of
 	// earlier snapshots are known.
-	b.w = r.NewWriter(idx)
+	// Uploads stop with ctx; every return before Finish aborts the writer
+	// (Abort after a successful Finish does nothing).
+	b.w = r.NewWriterContext(ctx, idx)
+	defer b.w.Abort()
 	tree, count, err := b.copyFiles(ctx, entries)
 	if err != nil {
-		b.w.Abort()
 		return nil, err
 	}
 	stopCtx, cancel := context.WithTimeout(ctx, b.opts.ArchiveTimeout)

@@ -105,12 +105,6 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 	}}, nil
 }
 
-// Drill is run by internal/drill itself until the throwaway server code
-// moves to internal/pgbin.
-func (kind) Drill(ctx context.Context, d asset.Drill) error {
-	return fmt.Errorf("drill of a postgres asset: %w", asset.ErrNotSupported)
-}
-
 func (kind) NewestWAL(ctx context.Context, r *repo.Repository, assetName string) (string, time.Time, error) {
 	return NewestWAL(ctx, r, assetName)
 }
@@ -173,7 +167,7 @@ func ParseTarget(tm, lsn, xid, name string) (Target, error) {
 	n := 0
 	if tm != "" {
 		n++
-		v, err := ParseTime(tm)
+		v, err := asset.ParseTime(tm)
 		if err != nil {
 			return t, err
 		}
@@ -203,29 +197,6 @@ func ParseTarget(tm, lsn, xid, name string) (Target, error) {
 		return t, asset.Usagef("give at most one of --time, --lsn, --xid and --name")
 	}
 	return t, nil
-}
-
-var timeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999Z07",
-	"2006-01-02 15:04:05.999999999 Z07:00",
-	"2006-01-02 15:04:05.999999999 MST",
-}
-
-// ParseTime reads a recovery target time, which must carry a zone.
-func ParseTime(s string) (time.Time, error) {
-	for _, l := range timeLayouts {
-		if t, err := time.Parse(l, s); err == nil {
-			if strings.HasSuffix(l, "MST") && t.Location() != time.UTC && t.Location().String() != "UTC" {
-				// Go accepts unknown zone abbreviations with offset zero;
-				// only UTC is unambiguous.
-				continue
-			}
-			return t, nil
-		}
-	}
-	return time.Time{}, asset.Usagef("--time %q: want a time with a zone, like 2026-11-23 03:00:00+08 or 2026-11-22T19:00:00Z", s)
 }
 
 func (kind) Describe(s *repo.Snapshot) asset.Description {

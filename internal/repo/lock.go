@@ -44,15 +44,27 @@ func (li *LockInfo) String() string {
 	return fmt.Sprintf("%s (host %s, pid %d) since %s", li.Purpose, li.Host, li.PID, li.Created.UTC().Format(time.RFC3339))
 }
 
-// Lock is a held lock; Unlock releases it.
+// Lock is a held lock; Unlock releases it. It is refreshed in the
+// background under the context it was taken with, until Unlock or the end
+// of that context.
 type Lock struct {
-	r    *Repository
-	mu   sync.Mutex
-	info LockInfo
-	stop chan struct{}
-	done chan struct{}
-	err  error
+	r     *Repository
+	ctx   context.Context // the holder's, for the refreshes and (detached) the release
+	scope string
+	mu    sync.Mutex
+	info  LockInfo
+	// strays are other objects of this lock that may exist: a refresh cut
+	// off after its Put may have stored one, a failed delete left one.
+	// The release removes them too, so that no claim outlives the lock.
+	strays []string
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	err    error
+	once   sync.Once
 }
+
+// errUnlocked ends the refresh loop of a lock released by its holder.
+var errUnlocked = errors.New("lock released")
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -67,6 +79,9 @@ func randomHex(n int) string {
 // it retries until wait has passed, then fails with ErrLocked naming the
 // holder. A lock whose holder died on this host, or that was not refreshed
 // for LockStaleAfter, is removed.
+//
+// The lock is refreshed under ctx: once ctx is done it is no longer
+// refreshed, and Err and Check report so. Unlock releases it even then.
 func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive bool, wait time.Duration) (*Lock, error) {
 	host, _ := os.Hostname()
 	now := r.Clock().UTC()
@@ -75,22 +90,30 @@ func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive 
 	deadline := time.Now().Add(wait)
 	delay := 200 * time.Millisecond
 	for {
-		name, err := r.writeLock(ctx, &info)
-		if err != nil {
+		info.name = newLockName()
+		if err := r.writeLock(ctx, &info); err != nil {
+			if mayBeStored(err) {
+				r.release(ctx, info, nil)
+			}
 			return nil, err
 		}
-		info.name = name
 		holder, err := r.conflictingLock(ctx, &info)
 		if err != nil {
-			r.releaseLock(info)
+			r.release(ctx, info, nil)
 			return nil, err
 		}
 		if holder == nil {
-			l := &Lock{r: r, info: info, stop: make(chan struct{}), done: make(chan struct{})}
-			go l.refreshLoop()
+			lctx, cancel := context.WithCancelCause(ctx)
+			l := &Lock{r: r, ctx: ctx, scope: scope, info: info, cancel: cancel, done: make(chan struct{})}
+			if err := r.addLock(l); err != nil {
+				cancel(err)
+				r.release(ctx, info, nil)
+				return nil, err
+			}
+			go l.refreshLoop(lctx)
 			return l, nil
 		}
-		r.releaseLock(info)
+		r.release(ctx, info, nil)
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%s is held by %s: %w", scope, holder, ErrLocked)
 		}
@@ -111,30 +134,51 @@ func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive 
 	}
 }
 
-func (r *Repository) writeLock(ctx context.Context, info *LockInfo) (string, error) {
+// newLockName picks the name of a new lock object.
+func newLockName() string { return "locks/" + randomHex(16) }
+
+// writeLock stores info as the lock object info.name. When it fails, the
+// object may still have been stored (see mayBeStored).
+func (r *Repository) writeLock(ctx context.Context, info *LockInfo) error {
 	payload, err := json.Marshal(info)
 	if err != nil {
-		return "", err
+		return err
 	}
-	name := "locks/" + randomHex(16)
-	if err := r.putFreshObject(ctx, name, payload); err != nil {
-		return "", fmt.Errorf("write lock: %w", err)
+	if err := r.putFreshObject(ctx, info.name, payload); err != nil {
+		return fmt.Errorf("write lock: %w", err)
 	}
-	return name, nil
+	return nil
 }
 
-func (r *Repository) deleteLock(name string) {
+func (r *Repository) deleteLock(ctx context.Context, name string) {
 	// A lock that cannot be deleted goes stale by itself; the caller's real
 	// error matters more than this one.
-	if err := r.be.Delete(context.Background(), name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := r.be.Delete(ctx, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		r.log.Warn("remove lock", "name", name, "err", err)
 	}
 }
 
+// release ends a lock whose object is info.name, with strays, on a
+// context detached from ctx: a job that was cancelled, or failed, still
+// gives its lock up rather than leave it to go stale.
+func (r *Repository) release(ctx context.Context, info LockInfo, strays []string) {
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	r.releaseLock(ctx, info, strays)
+}
+
 // releaseLock ends a lock. A credential that may not delete writes a
 // release record instead, which ends the lock for everyone who reads it.
-func (r *Repository) releaseLock(info LockInfo) {
-	err := r.be.Delete(context.Background(), info.name)
+func (r *Repository) releaseLock(ctx context.Context, info LockInfo, strays []string) {
+	for _, n := range strays {
+		// A stray that cannot be deleted carries the lock's token: the
+		// release record below ends it with the rest.
+		if err := r.be.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) &&
+			!errors.Is(err, storage.ErrPermission) && !errors.Is(err, storage.ErrRetained) {
+			r.log.Warn("remove lock object", "name", n, "err", err)
+		}
+	}
+	err := r.be.Delete(ctx, info.name)
 	if err == nil || errors.Is(err, storage.ErrNotFound) {
 		return
 	}
@@ -142,7 +186,8 @@ func (r *Repository) releaseLock(info LockInfo) {
 	// object lock, a release record ends the lock.
 	if errors.Is(err, storage.ErrPermission) || errors.Is(err, storage.ErrRetained) {
 		info.Released = true
-		if _, werr := r.writeLock(context.Background(), &info); werr == nil {
+		info.name = newLockName()
+		if werr := r.writeLock(ctx, &info); werr == nil {
 			return
 		} else {
 			err = werr
@@ -261,7 +306,7 @@ func (r *Repository) conflictingLock(ctx context.Context, ours *LockInfo) (*Lock
 		}
 		if r.stale(li) {
 			r.log.Warn("removing stale lock", "scope", li.Scope, "holder", li.String())
-			r.deleteLock(li.name)
+			r.deleteLock(ctx, li.name)
 			continue
 		}
 		if li.Created.Before(ours.Created) || (li.Created.Equal(ours.Created) && li.name < ours.name) {
@@ -271,21 +316,27 @@ func (r *Repository) conflictingLock(ctx context.Context, ours *LockInfo) (*Lock
 	return nil, nil
 }
 
-func (l *Lock) refreshLoop() {
+// refreshLoop refreshes the lock until ctx ends: at Unlock, or when the
+// holder's context does, which Err reports from then on.
+func (l *Lock) refreshLoop(ctx context.Context) {
 	defer close(l.done)
 	t := time.NewTicker(LockStaleAfter / 6)
 	defer t.Stop()
 	for {
 		select {
-		case <-l.stop:
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); !errors.Is(cause, errUnlocked) {
+				l.setErr(fmt.Errorf("lock on %s is no longer refreshed: %w", l.scope, cause))
+			}
 			return
 		case <-t.C:
-			err := l.refresh()
-			l.mu.Lock()
-			l.err = err
-			l.mu.Unlock()
+			err := l.refresh(ctx)
+			if ctx.Err() != nil {
+				continue // cut off: the case above says why
+			}
+			l.setErr(err)
 			if err != nil {
-				l.r.log.Error("refresh lock", "scope", l.info.Scope, "err", err)
+				l.r.log.Error("refresh lock", "scope", l.scope, "err", err)
 			}
 			if errors.Is(err, ErrLocked) {
 				return // lost for good
@@ -294,37 +345,60 @@ func (l *Lock) refreshLoop() {
 	}
 }
 
+func (l *Lock) setErr(err error) {
+	l.mu.Lock()
+	l.err = err
+	l.mu.Unlock()
+}
+
+// addStray notes an object of this lock that may exist besides the
+// current one, for the release to remove.
+func (l *Lock) addStray(name string) {
+	l.mu.Lock()
+	l.strays = append(l.strays, name)
+	l.mu.Unlock()
+}
+
 // refresh writes a new lock object before removing the old one, so the
-// scope is never unprotected.
-func (l *Lock) refresh() error {
+// scope is never unprotected. Cut off by ctx, it leaves no object behind
+// that the release would not find.
+func (l *Lock) refresh(ctx context.Context) error {
 	l.mu.Lock()
 	info := l.info
 	l.mu.Unlock()
 	// A lock object that vanished was taken for stale by another process
 	// (this one was paused or cut off); what it protected is no longer
 	// protected, and the holder must not commit.
-	if _, err := l.r.be.Stat(context.Background(), info.name); errors.Is(err, storage.ErrNotFound) {
+	if _, err := l.r.be.Stat(ctx, info.name); errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("lock on %s was removed by another process as stale: %w", info.Scope, ErrLocked)
 	}
+	old := info.name
 	info.Refreshed = l.r.Clock().UTC()
-	name, err := l.r.writeLock(context.Background(), &info)
-	if err != nil {
+	info.name = newLockName()
+	if err := l.r.writeLock(ctx, &info); err != nil {
+		if mayBeStored(err) {
+			l.addStray(info.name)
+		}
 		return err
 	}
-	// Without the right to delete, the old object stays beside the new
-	// one; both carry the same token, and expire removes it once stale.
-	if err := l.r.be.Delete(context.Background(), info.name); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrPermission) && !errors.Is(err, storage.ErrRetained) {
-		l.r.log.Warn("remove old lock object", "name", info.name, "err", err)
-	}
-	info.name = name
 	l.mu.Lock()
 	l.info = info
 	l.mu.Unlock()
+	// Without the right to delete, the old object stays beside the new
+	// one; both carry the same token, and expire removes it once stale
+	// (or the release record ends it).
+	if err := l.r.be.Delete(ctx, old); err != nil && !errors.Is(err, storage.ErrNotFound) && !errors.Is(err, storage.ErrPermission) && !errors.Is(err, storage.ErrRetained) {
+		l.addStray(old)
+		if ctx.Err() == nil {
+			l.r.log.Warn("remove old lock object", "name", old, "err", err)
+		}
+	}
 	return nil
 }
 
-// Err reports that the last refresh failed; a long job checks it before
-// committing its result.
+// Err reports that the last refresh failed, or that refreshing stopped
+// because the context the lock was taken with ended; a long job checks it
+// before committing its result.
 func (l *Lock) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -352,12 +426,20 @@ func (l *Lock) Check(ctx context.Context) error {
 	return nil
 }
 
-// Unlock releases the lock.
+// Unlock releases the lock. It stops the refreshes, cutting one in flight
+// short, and removes the lock's objects on a context of its own, bounded
+// but detached from the one the lock was taken with: a cancelled job must
+// not leave its lock behind for others to wait out. Unlock may be called
+// more than once, and after the repository's Close, which released the
+// lock already.
 func (l *Lock) Unlock() {
-	close(l.stop)
-	<-l.done
-	l.mu.Lock()
-	info := l.info
-	l.mu.Unlock()
-	l.r.releaseLock(info)
+	l.once.Do(func() {
+		l.cancel(errUnlocked)
+		<-l.done
+		l.mu.Lock()
+		info, strays := l.info, l.strays
+		l.mu.Unlock()
+		l.r.release(l.ctx, info, strays)
+		l.r.removeLock(l)
+	})
 }

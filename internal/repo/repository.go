@@ -44,7 +44,8 @@ type InitOptions struct {
 	BlockSize int // 0: DefaultBlockSize
 }
 
-// Repository is an open repository. It is safe for concurrent use.
+// Repository is an open repository. It is safe for concurrent use. Close
+// ends it, and closes its backend.
 type Repository struct {
 	be     storage.Backend
 	mk     *masterKey
@@ -52,7 +53,8 @@ type Repository struct {
 	cfg    Config
 	log    *slog.Logger
 	Clock  func() time.Time
-	Holder string // who takes locks ("host:pid"), for messages
+	Holder string    // who takes locks ("host:pid"), for messages
+	life   *lifetime // shared by copies of the struct
 }
 
 // Init creates a repository on be, sealed by secret s. It refuses when the
@@ -111,7 +113,8 @@ func Init(ctx context.Context, be storage.Backend, s Secret, opts InitOptions) (
 	return &cfg, nil
 }
 
-// Open opens the repository on be with secret s.
+// Open opens the repository on be with secret s. The repository owns be
+// from then on: Close closes it. When Open fails, be stays the caller's.
 func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (*Repository, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -140,7 +143,7 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if cfg.Version != formatVersion {
 		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d)", cfg.Version, formatVersion)
 	}
-	return &Repository{be: be, mk: mk, crypt: c, cfg: cfg, log: log, Clock: time.Now}, nil
+	return &Repository{be: be, mk: mk, crypt: c, cfg: cfg, log: log, Clock: time.Now, life: &lifetime{}}, nil
 }
 
 // ChunkerSeed seeds the content-defined chunker of streams stored in this
@@ -150,7 +153,8 @@ func (r *Repository) ChunkerSeed() []byte { return r.crypt.chunkerSeed() }
 // Config returns the repository configuration.
 func (r *Repository) Config() Config { return r.cfg }
 
-// Backend is the storage the repository lives on.
+// Backend is the storage the repository lives on. The repository owns it:
+// it is closed by Close, not by the caller.
 func (r *Repository) Backend() storage.Backend { return r.be }
 
 // Location names the repository for messages.

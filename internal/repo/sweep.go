@@ -261,7 +261,7 @@ func (r *Repository) repack(ctx context.Context, st *sweepState, packs []ID, rep
 			entries[p.ID] = p
 		}
 	}
-	w := r.NewWriter(nil)
+	w := r.NewWriterContext(ctx, nil)
 	sink := w.NewSink()
 	for _, id := range packs {
 		var off int64

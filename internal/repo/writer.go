@@ -25,23 +25,36 @@ type WriterStats struct {
 // blocks together), seal them, and hand them to the writer, which packs
 // frames and uploads packs. A snapshot may reference a blob only after
 // Finish returned nil: only then are its pack and index durable.
+//
+// Uploads run in the background under the writer's context: the one it
+// was started with, cancelled also by Abort, by the end of Finish's
+// context while Finish waits, and by the repository's Close. A cancelled
+// upload leaves at most packs no index names, or an index no snapshot
+// uses: garbage for expire, never a reference to data that is not stored.
 type Writer struct {
 	r        *Repository
 	known    *Index // blobs known to exist before this writer (may be nil)
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
 	mu       sync.Mutex
 	cur      *packBuf
 	pending  []packEntry // uploaded packs not yet in an index object
 	indexes  []ID
 	seen     seenSet
 	uploads  chan *packBuf
+	stopped  chan struct{} // closed by the first of Finish and Abort
 	free     chan *packBuf // recycled pack buffers
 	wg       sync.WaitGroup
 	errOnce  sync.Once
 	err      error
 	failed   chan struct{}
-	finished bool
+	finished bool // Finish or Abort began
+	done     bool // Finish returned nil
 	stats    WriterStats
 }
+
+// errAborted is the failure of a writer that Abort stopped.
+var errAborted = errors.New("writer aborted")
 
 type packBuf struct {
 	data   bytes.Buffer
@@ -57,17 +70,32 @@ const uploaders = 2
 // interrupted one.
 const indexEvery = 16
 
-// NewWriter starts a writer. known, when not nil, is consulted to skip
-// blobs the repository already holds.
-func (r *Repository) NewWriter(known *Index) *Writer {
-	w := &Writer{r: r, known: known, uploads: make(chan *packBuf), failed: make(chan struct{}),
-		free: make(chan *packBuf, uploaders+1)}
+// NewWriterContext starts a writer whose uploads run under ctx: once ctx
+// is done, uploads in flight stop, the writer fails, and Finish reports
+// it. known, when not nil, is consulted to skip blobs the repository
+// already holds. Every writer ends with Finish or Abort.
+func (r *Repository) NewWriterContext(ctx context.Context, known *Index) *Writer {
+	wctx, cancel := context.WithCancelCause(ctx)
+	w := &Writer{r: r, known: known, ctx: wctx, cancel: cancel, uploads: make(chan *packBuf),
+		stopped: make(chan struct{}), failed: make(chan struct{}), free: make(chan *packBuf, uploaders+1)}
 	w.seen.init(1 << 18)
+	if err := r.addWriter(w); err != nil {
+		w.fail(err)
+		cancel(err)
+	}
 	for i := 0; i < uploaders; i++ {
 		w.wg.Add(1)
 		go w.uploadLoop()
 	}
 	return w
+}
+
+// NewWriter is NewWriterContext for a caller without a context: its
+// uploads stop only at Abort, at the end of Finish's context, or when the
+// repository is closed. Callers that have a context pass it to
+// NewWriterContext, so that cancelling them stops the uploads too.
+func (r *Repository) NewWriter(known *Index) *Writer {
+	return r.NewWriterContext(context.Background(), known)
 }
 
 // BlobID computes the ID a blob with this content has.
@@ -129,25 +157,40 @@ func (w *Writer) addFrame(ctx context.Context, sealed []byte, fh frameHeader) er
 	return nil
 }
 
+// send hands a full pack to an uploader. It gives up when the writer
+// failed, stopped or its context ended, or when the caller's ctx did.
 func (w *Writer) send(ctx context.Context, p *packBuf) error {
 	select {
 	case w.uploads <- p:
 		return nil
 	case <-w.failed:
 		return w.err
+	case <-w.stopped:
+		return errors.New("writer already finished")
+	case <-w.ctx.Done():
+		return context.Cause(w.ctx)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
+// uploadLoop uploads the packs handed over until the writer stops. The
+// channel is not buffered, so a pack is either uploaded (or dropped, once
+// the writer failed) or still the sender's, never left in between.
 func (w *Writer) uploadLoop() {
 	defer w.wg.Done()
-	for p := range w.uploads {
-		if w.Err() != nil {
-			continue // drain: the writer failed, nothing more is stored
+	for {
+		var p *packBuf
+		select {
+		case p = <-w.uploads:
+		case <-w.stopped:
+			return
 		}
-		if err := w.uploadPack(context.Background(), p); err != nil {
-			w.fail(err)
+		// Once the writer failed nothing more is stored.
+		if w.Err() == nil {
+			if err := w.uploadPack(w.ctx, p); err != nil {
+				w.fail(err)
+			}
 		}
 		p.data.Reset()
 		p.frames = nil
@@ -219,22 +262,36 @@ func (w *Writer) writeIndex(ctx context.Context, packs []packEntry) error {
 
 // Finish uploads what remains and writes the last index object. After it
 // returns nil every blob saved through the writer's sinks (flushed before)
-// is durable and indexed.
+// is durable and indexed. When ctx ends first, the uploads in flight are
+// cancelled and Finish returns the cancellation.
 func (w *Writer) Finish(ctx context.Context) error {
 	w.mu.Lock()
 	if w.finished {
 		w.mu.Unlock()
+		if err := w.Err(); err != nil {
+			return err
+		}
 		return errors.New("writer already finished")
 	}
 	w.finished = true
 	last := w.cur
 	w.cur = nil
 	w.mu.Unlock()
+	// The uploads Finish waits for end with its context as well.
+	stop := context.AfterFunc(ctx, func() { w.cancel(context.Cause(ctx)) })
+	if ctx.Err() != nil {
+		w.cancel(context.Cause(ctx)) // now, not in AfterFunc's goroutine
+	}
+	defer func() {
+		stop()
+		w.cancel(errors.New("writer finished"))
+		w.r.removeWriter(w)
+	}()
 	var err error
 	if last != nil && len(last.frames) > 0 {
 		err = w.send(ctx, last)
 	}
-	close(w.uploads)
+	close(w.stopped)
 	w.wg.Wait()
 	if err != nil {
 		return err
@@ -243,26 +300,43 @@ func (w *Writer) Finish(ctx context.Context) error {
 		return err
 	}
 	if len(w.pending) > 0 {
-		if err := w.writeIndex(ctx, w.pending); err != nil {
+		if err := w.writeIndex(w.ctx, w.pending); err != nil {
 			return err
 		}
 		w.pending = nil
 	}
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
 	return nil
 }
 
-// Abort stops the writer after a failure; uploaded packs stay as garbage
-// that no snapshot references, for prune to remove.
+// Abort stops the writer after a failure or a cancellation: it cancels
+// the uploads in flight and returns once the uploaders stopped, so that
+// nothing is stored after it. Uploaded packs stay as garbage that no
+// snapshot references, for expire to remove. Abort after a Finish that
+// succeeded does nothing, so it can be deferred; it may be called more
+// than once.
 func (w *Writer) Abort() {
-	w.fail(errors.New("writer aborted"))
 	w.mu.Lock()
-	done := w.finished
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.fail(errAborted)
+	w.cancel(errAborted)
+	w.mu.Lock()
+	first := !w.finished
 	w.finished = true
 	w.mu.Unlock()
-	if !done {
-		close(w.uploads)
-		w.wg.Wait()
+	if first {
+		close(w.stopped)
 	}
+	// A Finish running meanwhile closes stopped itself, and its uploads
+	// end with the context cancelled above.
+	w.wg.Wait()
+	w.r.removeWriter(w)
 }
 
 // Sink gathers blobs of one goroutine into frames. It is not safe for

@@ -75,12 +75,12 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	if err != nil {
 		return err
 	}
-	d.AddBytes(res.Bytes)
-	c := asset.Check{Name: "PRAGMA integrity_check", Passed: res.IntegrityCheck == "ok", Got: res.IntegrityCheck}
+	d.Report().Bytes += res.Bytes
+	c := asset.IntegrityCheck{Name: "PRAGMA integrity_check", Passed: res.IntegrityCheck == "ok", Got: res.IntegrityCheck}
 	if !c.Passed {
 		c.Detail = res.IntegrityCheck
 	}
-	d.Check(c)
+	d.Integrity(c)
 	db, err := sql.Open("sqlite", "file:"+path+"?"+url.Values{"mode": {"ro"}, "_pragma": {"query_only(1)"}}.Encode())
 	if err != nil {
 		return fmt.Errorf("open the restored database: %w", err)

@@ -17,6 +17,10 @@
 //     errors.Is; every other failure is a different error.
 //   - Errors wrapped with Permanent are not worth retrying (the retry
 //     decorator stops at once); all others may be transient.
+//   - Close ends the backend's life: it releases what the backend holds
+//     (connections, handles) and may be called more than once. Every call
+//     made after it, Location and Close aside, fails with an error matching
+//     ErrClosed, which is permanent.
 //   - Names are slash-separated relative paths of [A-Za-z0-9._-] segments,
 //     none empty or beginning with a dot (see ValidateName); an invalid name
 //     is rejected with a permanent error before anything is written.
@@ -47,6 +51,11 @@ var ErrExists = errors.New("object already exists")
 // checksum the store keeps for the object: damaged on the way, most
 // likely, so a second read may well succeed.
 var ErrDamaged = errors.New("object damaged in transit")
+
+// ErrClosed is returned (wrapped, and permanent) by a call made on a
+// backend after its Close: a bug in the caller's lifetimes, which no retry
+// cures.
+var ErrClosed = errors.New("backend closed")
 
 // ErrPermission is returned (wrapped, and permanent) when the store refuses
 // an operation because the credential lacks the right to it (S3
@@ -132,7 +141,15 @@ type Backend interface {
 	// matching ErrNotFound.
 	Delete(ctx context.Context, name string) error
 
-	// Close releases resources held by the backend.
+	// Close releases what the backend holds: the connections of its HTTP
+	// client, open handles. Its owner calls it after its last call, once
+	// every stream it opened is closed; a call or a stream still running
+	// may fail (cancel its context first to stop it cleanly). Close is
+	// idempotent: calls after the first do nothing and return nil, so
+	// that owners sharing a backend (a decorator, a repository, the
+	// command that opened it) may each close it. After Close every call
+	// but Location and Close fails with an error matching ErrClosed,
+	// without touching the store.
 	Close() error
 }
 
@@ -151,11 +168,12 @@ func Permanent(err error) error {
 }
 
 // IsPermanent reports whether err (or an error it wraps) is permanent.
-// ErrNotFound and ErrExists are permanent too: asking again changes nothing.
+// ErrNotFound, ErrExists and ErrClosed are permanent too: asking again
+// changes nothing.
 func IsPermanent(err error) bool {
 	var p *permanentError
 	return errors.As(err, &p) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) ||
-		errors.Is(err, context.Canceled)
+		errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled)
 }
 
 // ReadAll reads a whole object into memory. Callers use it for objects of

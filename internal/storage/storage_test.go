@@ -30,6 +30,7 @@ func TestIsPermanent(t *testing.T) {
 		{"not found", fmt.Errorf("get x: %w", storage.ErrNotFound), true},
 		{"exists", fmt.Errorf("put x: %w", storage.ErrExists), true},
 		{"canceled", fmt.Errorf("put x: %w", context.Canceled), true},
+		{"closed", fmt.Errorf("put x: %w", storage.ErrClosed), true},
 	} {
 		if got := storage.IsPermanent(tc.err); got != tc.want {
 			t.Errorf("IsPermanent(%s) = %v, want %v", tc.name, got, tc.want)

@@ -7,7 +7,10 @@
 // A session holds the asset's lock from Begin to Commit or Abort, writes
 // through a view that skips data an expire condemned, and records the
 // snapshot only in Commit, after all its data is durable: a source that
-// fails or is interrupted half-way leaves no snapshot behind.
+// fails or is interrupted half-way leaves no snapshot behind. The context
+// given to Begin bounds the session: its uploads and the refreshes of its
+// lock run under it, so cancelling it stops them, and Abort then returns
+// at once and still releases the lock.
 package treestore
 
 import (
@@ -51,7 +54,8 @@ type Session struct {
 	closed  bool
 }
 
-// Begin takes the asset's lock and opens a session.
+// Begin takes the asset's lock and opens a session whose background work
+// (uploads, lock refreshes) runs under ctx.
 func Begin(ctx context.Context, r *repo.Repository, opts Options) (*Session, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -67,7 +71,7 @@ func Begin(ctx context.Context, r *repo.Repository, opts Options) (*Session, err
 		lock.Unlock()
 		return nil, err
 	}
-	w := r.NewWriter(view.Index)
+	w := r.NewWriterContext(ctx, view.Index)
 	return &Session{r: r, opts: opts, lock: lock, view: view, w: w, sink: w.NewSink(), tw: w.NewTreeWriter(),
 		table: chunker.NewTable(r.ChunkerSeed()), start: time.Now().UTC()}, nil
 }

@@ -6,11 +6,17 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/repo/repotest"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/storagetest"
 )
 
 func store(t *testing.T, r *repo.Repository, dump []byte) *repo.Snapshot {
@@ -81,5 +87,92 @@ func TestFailedSourceRecordsNothing(t *testing.T) {
 	if snaps, _ := r.Snapshots(ctx, "nightly"); len(snaps) != 0 {
 		t.Fatalf("%d snapshots recorded for a failed backup", len(snaps))
 	}
+	store(t, r, []byte("the next run takes the lock"))
+}
+
+// TestCancelledBackupRecordsNothing: cancelling a backup while a pack
+// upload hangs returns promptly, records no snapshot, stores no pack and
+// leaves the asset's lock free, though the context the lock was taken
+// with is gone.
+func TestCancelledBackupRecordsNothing(t *testing.T) {
+	const bound = 20 * time.Second // a limit for a hang, not a measurement
+	keyPath := filepath.Join(t.TempDir(), "key")
+	if err := repo.GenerateKeyFile(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := repo.KeyFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(t.Context(), be, sec, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var holding atomic.Bool
+	holding.Store(true)
+	held := make(chan string, 4)
+	hb := &storagetest.HoldingBackend{Backend: be, Held: held, Hold: func(name string) bool {
+		return holding.Load() && strings.HasPrefix(name, "data/")
+	}}
+	r, err := repo.Open(t.Context(), hb, sec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s, err := Begin(ctx, r, Options{Asset: "nightly", Kind: "pg_dump"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Incompressible, and more than two packs: both uploaders are held.
+	dump := make([]byte, 40<<20)
+	rand.NewChaCha8([32]byte{1}).Read(dump)
+	addErr := make(chan error, 1)
+	go func() {
+		addErr <- s.Add(ctx, &repo.Node{Path: "app.dump", Type: repo.NodeFile, Mode: 0o600}, bytes.NewReader(dump))
+	}()
+	select {
+	case <-held:
+	case <-time.After(bound):
+		t.Fatal("no pack upload started")
+	}
+	cancel()
+	select {
+	case err := <-addErr:
+		if err == nil {
+			t.Fatal("Add of a cancelled backup succeeded")
+		}
+	case <-time.After(bound):
+		t.Fatalf("Add did not return within %v of the cancellation", bound)
+	}
+	aborted := make(chan struct{})
+	go func() {
+		s.Abort()
+		close(aborted)
+	}()
+	select {
+	case <-aborted:
+	case <-time.After(bound):
+		t.Fatalf("Abort did not return within %v", bound)
+	}
+
+	holding.Store(false)
+	if snaps, err := r.Snapshots(t.Context(), "nightly"); err != nil || len(snaps) != 0 {
+		t.Fatalf("snapshots after a cancelled backup: %d, %v", len(snaps), err)
+	}
+	for _, prefix := range []string{"data/", "index/", "locks/"} {
+		if err := be.List(t.Context(), prefix, func(oi storage.ObjectInfo) error {
+			t.Errorf("a cancelled backup left %s", oi.Name)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The lock is free at once, not after it went stale.
 	store(t, r, []byte("the next run takes the lock"))
 }

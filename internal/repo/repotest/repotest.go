@@ -11,7 +11,7 @@ import (
 )
 
 // New initialises a repository with a new key file in temporary
-// directories and returns it open.
+// directories and returns it open; it is closed when the test ends.
 func New(t testing.TB) *repo.Repository {
 	t.Helper()
 	keyPath := filepath.Join(t.TempDir(), "key")
@@ -33,5 +33,10 @@ func New(t testing.TB) *repo.Repository {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close repository: %v", err)
+		}
+	})
 	return r
 }

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,6 +45,8 @@ type backend struct {
 	// once per process rather than once per Put.
 	mu      sync.Mutex
 	durable map[string]bool
+
+	closed atomic.Bool
 }
 
 var _ storage.Backend = (*backend)(nil)
@@ -86,7 +89,20 @@ func Create(root string) error {
 
 func (b *backend) Location() string { return "file://" + filepath.ToSlash(b.root) }
 
-func (b *backend) Close() error { return nil }
+// Close marks the backend closed. It holds no handle between calls, so
+// there is nothing else to release.
+func (b *backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// checkOpen fails a call made after Close.
+func (b *backend) checkOpen(op, name string) error {
+	if b.closed.Load() {
+		return fmt.Errorf("%s %s in %s: %w", op, name, b.Location(), storage.ErrClosed)
+	}
+	return nil
+}
 
 // path maps a validated object name to its file.
 func (b *backend) path(name string) string {
@@ -94,6 +110,9 @@ func (b *backend) path(name string) string {
 }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
+	if err := b.checkOpen("put", name); err != nil {
+		return err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
@@ -288,6 +307,9 @@ type sectionReadCloser struct {
 // open opens the object file, treating anything but a regular file as absent:
 // a directory that merely holds other objects is not an object.
 func (b *backend) open(ctx context.Context, op, name string) (*os.File, iofs.FileInfo, error) {
+	if err := b.checkOpen(op, name); err != nil {
+		return nil, nil, err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -312,6 +334,9 @@ func (b *backend) open(ctx context.Context, op, name string) (*os.File, iofs.Fil
 }
 
 func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, error) {
+	if err := b.checkOpen("stat", name); err != nil {
+		return storage.ObjectInfo{}, err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("stat: %w", err)
 	}
@@ -330,6 +355,9 @@ func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, er
 }
 
 func (b *backend) Delete(ctx context.Context, name string) error {
+	if err := b.checkOpen("delete", name); err != nil {
+		return err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
@@ -355,6 +383,9 @@ func (b *backend) Delete(ctx context.Context, name string) error {
 }
 
 func (b *backend) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if err := b.checkOpen("list", fmt.Sprintf("%q", prefix)); err != nil {
+		return err
+	}
 	// Start in the deepest directory the prefix names outright; the rest of
 	// the prefix filters that directory's entries only, since every name
 	// below a matching entry matches too.

@@ -22,6 +22,12 @@
 //     failed attempt removed the object. The error still matches
 //     storage.ErrNotFound, as the contract says, and notes the earlier
 //     attempts; callers that only want the object gone (prune) accept it.
+//
+// Cancelling the context stops the retrying at once: a call that failed
+// is not tried again once its context is done, and the wait between two
+// attempts ends with the context. Close is forwarded to the wrapped
+// backend; calls after it fail with storage.ErrClosed, which is permanent
+// and so never retried.
 package retry
 
 import (
@@ -179,6 +185,7 @@ func annotate(ctx context.Context, op, name string, attempts int, err error) err
 
 func (b *backend) Location() string { return b.be.Location() }
 
+// Close closes the wrapped backend.
 func (b *backend) Close() error { return b.be.Close() }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {

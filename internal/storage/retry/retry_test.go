@@ -315,6 +315,24 @@ func TestContextCancelDuringBackoff(t *testing.T) {
 	}
 }
 
+// TestClosedIsNotRetried: Close reaches the wrapped backend, and the
+// ErrClosed every later call meets is not worth a second attempt.
+func TestClosedIsNotRetried(t *testing.T) {
+	f := &faulty{Backend: seeded(t)}
+	be := retry.New(f, retry.Options{InitialDelay: time.Hour, MaxDelay: time.Hour})
+	if err := be.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ops {
+		if err := op.call(t.Context(), be); !errors.Is(err, storage.ErrClosed) {
+			t.Errorf("%s after close: err = %v, want ErrClosed", op.name, err)
+		}
+		if n := f.count(op.name); n != 1 {
+			t.Errorf("%s after close: %d attempts, want 1", op.name, n)
+		}
+	}
+}
+
 func TestPutRewindsBody(t *testing.T) {
 	f := &faulty{Backend: newFS(t), before: failFirst(2, errTransient)}
 	be := retry.New(f, fastOptions())

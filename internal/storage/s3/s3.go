@@ -28,6 +28,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -193,6 +194,9 @@ type backend struct {
 	// The multipart options with their defaults filled in.
 	threshold, partSize int64
 	parallel            int
+
+	conns  *conns // what Close closes
+	closed atomic.Bool
 }
 
 var (
@@ -270,20 +274,23 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("s3: load configuration: %w", err)
 	}
+	cs := &conns{}
 	client := s3api.NewFromConfig(cfg, func(o *s3api.Options) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
 		o.APIOptions = append(o.APIOptions, addHTTP11)
-	})
+	}, trackConns(cs))
 	b := &backend{client: client, opts: opts, lockMode: lockMode, now: time.Now,
-		threshold: threshold, partSize: partSize, parallel: parallel}
+		threshold: threshold, partSize: partSize, parallel: parallel, conns: cs}
 	if _, err := client.HeadBucket(ctx, &s3api.HeadBucketInput{Bucket: aws.String(opts.Bucket)}, sdkRetries); err != nil {
+		b.Close()
 		return nil, b.wrap("open", "", err)
 	}
 	if lockMode != "" {
 		if err := b.checkBucketLock(ctx); err != nil {
+			b.Close()
 			return nil, err
 		}
 	}
@@ -340,7 +347,22 @@ func (b *backend) Location() string {
 	return loc
 }
 
-func (b *backend) Close() error { return nil }
+// Close closes the client's connections; calls after it fail with
+// storage.ErrClosed before they reach the store.
+func (b *backend) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.conns.closeAll()
+	}
+	return nil
+}
+
+// checkOpen fails a call made after Close.
+func (b *backend) checkOpen(op, name string) error {
+	if b.closed.Load() {
+		return fmt.Errorf("%s %s in %s: %w", op, name, b.Location(), storage.ErrClosed)
+	}
+	return nil
+}
 
 func (b *backend) key(name string) string {
 	if b.opts.Prefix == "" {
@@ -424,6 +446,9 @@ func (b *backend) denied(op, where string, err error) error {
 }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
+	if err := b.checkOpen("put", name); err != nil {
+		return err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return err
 	}
@@ -470,6 +495,9 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 }
 
 func (b *backend) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := b.checkOpen("get", name); err != nil {
+		return nil, err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -498,6 +526,9 @@ func (d damageReader) Read(p []byte) (int, error) {
 }
 
 func (b *backend) GetRange(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
+	if err := b.checkOpen("get range of", name); err != nil {
+		return nil, err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return nil, err
 	}
@@ -542,6 +573,9 @@ func (b *backend) GetRange(ctx context.Context, name string, offset, length int6
 }
 
 func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, error) {
+	if err := b.checkOpen("stat", name); err != nil {
+		return storage.ObjectInfo{}, err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return storage.ObjectInfo{}, err
 	}
@@ -560,6 +594,9 @@ func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, er
 }
 
 func (b *backend) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if err := b.checkOpen("list", fmt.Sprintf("%q", prefix)); err != nil {
+		return err
+	}
 	p := s3api.NewListObjectsV2Paginator(b.client, &s3api.ListObjectsV2Input{
 		Bucket: aws.String(b.opts.Bucket),
 		Prefix: aws.String(b.key(prefix)),
@@ -602,6 +639,9 @@ func (b *backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 // Older versions of the name, which Lifeboat never makes (it never
 // overwrites), are left alone.
 func (b *backend) Delete(ctx context.Context, name string) error {
+	if err := b.checkOpen("delete", name); err != nil {
+		return err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return err
 	}
@@ -657,6 +697,9 @@ func (b *backend) retained(name string, head *s3api.HeadObjectOutput) *storage.R
 // Retention reports the retain-until date and mode of the object's current
 // version, whether or not the retention has passed.
 func (b *backend) Retention(ctx context.Context, name string) (time.Time, string, error) {
+	if err := b.checkOpen("retention of", name); err != nil {
+		return time.Time{}, "", err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return time.Time{}, "", err
 	}
@@ -675,6 +718,9 @@ func (b *backend) Retention(ctx context.Context, name string) (time.Time, string
 // Options.LockMode). It never shortens, and never sends the governance
 // bypass: a shorter date is a no-op, not a request the store would refuse.
 func (b *backend) ExtendRetention(ctx context.Context, name string, until time.Time) error {
+	if err := b.checkOpen("extend retention of", name); err != nil {
+		return err
+	}
 	if err := storage.ValidateName(name); err != nil {
 		return err
 	}

@@ -49,6 +49,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"LargePutFailingBody", testLargePutFailingBody},
 		{"LargePutShortBody", testLargePutShortBody},
 		{"LargePutCancelledMidway", testLargePutCancelledMidway},
+		{"Close", testClose},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -451,6 +452,50 @@ var InvalidNames = []string{
 	"star*",
 	"caf\u00e9",
 	"a/b\n",
+}
+
+// testClose: Close may be called twice, and every call after it fails
+// with ErrClosed, permanently, whether or not the object exists.
+func testClose(t *testing.T, be storage.Backend) {
+	ctx := t.Context()
+	put(t, be, "data/ab/kept", []byte("kept"))
+	loc := be.Location()
+	if err := be.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := be.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	if got := be.Location(); got != loc {
+		t.Errorf("location after close = %q, want %q", got, loc)
+	}
+	check := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, storage.ErrClosed) || !storage.IsPermanent(err) {
+			t.Errorf("%s after close: err = %v, want a permanent ErrClosed", op, err)
+		}
+	}
+	for _, name := range []string{"data/ab/kept", "data/ab/new"} {
+		data := []byte("after close")
+		check("put "+name, be.Put(ctx, name, bytes.NewReader(data), int64(len(data))))
+		rc, err := be.Get(ctx, name)
+		closeIf(rc)
+		check("get "+name, err)
+		rc, err = be.GetRange(ctx, name, 0, 1)
+		closeIf(rc)
+		check("get range of "+name, err)
+		_, err = be.Stat(ctx, name)
+		check("stat "+name, err)
+		check("delete "+name, be.Delete(ctx, name))
+	}
+	called := false
+	check("list", be.List(ctx, "", func(storage.ObjectInfo) error {
+		called = true
+		return nil
+	}))
+	if called {
+		t.Error("list after close delivered objects")
+	}
 }
 
 func testInvalidNames(t *testing.T, be storage.Backend) {

@@ -1,4 +1,4 @@
-package drill
+package postgres
 
 import (
 	"bufio"
@@ -10,101 +10,101 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
+	"github.com/lifeboat-dr/lifeboat/internal/pgdrill"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// postgres drills a physical backup: restore into a fresh data directory,
-// replay archived WAL to the target, start, check.
-func (d *drill) postgres(ctx context.Context) error {
-	o, r := d.o, d.rep
-	snaps, err := o.Repo.Snapshots(ctx, o.Asset.Name)
+// Drill restores a physical backup into a fresh data directory, replays
+// archived WAL to the target, starts the server and checks it.
+func (kind) Drill(ctx context.Context, d asset.Drill) error {
+	a, rp, r := d.Asset(), d.Repo(), d.Report()
+	point, at, snapshot := d.Point()
+	snaps, err := rp.Snapshots(ctx, a.Name)
 	if err != nil {
 		return err
 	}
 	if len(snaps) == 0 {
-		return fmt.Errorf("asset %s has no snapshot in %s", o.Asset.Name, o.Repo.Location())
+		return fmt.Errorf("asset %s has no snapshot in %s", a.Name, rp.Location())
 	}
-	as, err := runAs(o.RunAs, o.Asset.PGData)
+	as, err := pgdrill.RunAs(d, a.PGData)
 	if err != nil {
 		return err
 	}
-	cfg, err := pgx.ParseConfig(o.Asset.DSN)
+	cfg, err := pgx.ParseConfig(a.DSN)
 	if err != nil {
-		return fmt.Errorf("asset %s: dsn: %w", o.Asset.Name, err)
+		return fmt.Errorf("asset %s: dsn: %w", a.Name, err)
 	}
 
-	d.begin()
 	// The archive as it stands now is what a failure now would leave: WAL
 	// archived while the drill runs must not be replayed, or a busy source
 	// would make the recovery chase it and the RPO look like none.
-	until, _, err := postgres.NewestWAL(ctx, o.Repo, o.Asset.Name)
+	until, _, err := NewestWAL(ctx, rp, a.Name)
 	if err != nil {
 		return err
 	}
-	fetch, err := o.RestoreCommand(until)
+	fetch, err := d.RestoreCommand(until)
 	if err != nil {
 		return err
 	}
-	target := postgres.Target{}
-	switch r.Point {
+	target := Target{}
+	switch point {
 	case policy.DrillLatest:
 		// A latest-point drill plays the failure of the source now: what
 		// came back is measured against this moment.
-		r.Target = o.Now().UTC()
-	case PointTime:
-		t := o.Time.UTC()
+		r.Target = d.Now().UTC()
+	case asset.PointTime:
+		t := at.UTC()
 		target.Time, r.Target = &t, t
 	case policy.DrillRandom:
-		t, err := d.randomPoint(ctx, snaps)
+		t, err := randomPoint(ctx, d, snaps)
 		if err != nil {
 			return err
 		}
 		target.Time, r.Target = &t, t
-	case PointSnapshot:
-		s, err := o.Repo.FindSnapshot(ctx, o.Snapshot)
+	case asset.PointSnapshot:
+		s, err := rp.FindSnapshot(ctx, snapshot)
 		if err != nil {
 			return err
 		}
-		info, err := postgres.Info(s)
+		info, err := Info(s)
 		if err != nil {
 			return err
 		}
 		lsn := info.StopLSN
 		target.LSN, r.Target = &lsn, info.StopTime.UTC()
 	default:
-		return fmt.Errorf("unknown drill point %q", r.Point)
+		return fmt.Errorf("unknown drill point %q", point)
 	}
 
-	srv, err := d.newServer(as)
+	srv, err := pgdrill.NewServer(d, as)
 	if err != nil {
 		return err
 	}
 	uid, gid := as.IDs()
 	var chosen *repo.Snapshot
-	res, err := postgres.Restore(ctx, o.Repo, postgres.RestoreOptions{
-		Asset: o.Asset.Name, Dir: srv.DataDir, Target: target, Snapshot: o.Snapshot, Workers: o.Workers,
-		RestoreCommand: fetch, ArchiveOff: true, UID: uid, GID: gid, Log: o.Log,
+	res, err := Restore(ctx, rp, RestoreOptions{
+		Asset: a.Name, Dir: srv.DataDir, Target: target, Snapshot: snapshot, Workers: d.Workers(),
+		RestoreCommand: fetch, ArchiveOff: true, UID: uid, GID: gid, Log: d.Log(),
 		Writing: func(s *repo.Snapshot) {
 			chosen = s
-			d.end(evidence.PhaseFetch)
+			d.Phase(evidence.PhaseFetch)
 		},
 	})
 	if chosen == nil {
-		d.end(evidence.PhaseFetch)
+		d.Phase(evidence.PhaseFetch)
 	} else {
-		d.end(evidence.PhaseWrite)
+		d.Phase(evidence.PhaseWrite)
 	}
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func (d *drill) postgres(ctx context.Context) error {
 	r.Snapshot, r.SnapshotTime, r.Bytes = res.Snapshot.ID.String(), info.StopTime.UTC(), res.Stats.BytesWritten
 	// Recovery would stop silently at a missing segment and call it the
 	// end; a drill must fail there whatever its target.
-	if err := postgres.CheckNoGap(ctx, o.Repo, o.Asset.Name, info); err != nil {
+	if err := CheckNoGap(ctx, rp, a.Name, info); err != nil {
 		return err
 	}
 
@@ -133,20 +133,18 @@ func (d *drill) postgres(ctx context.Context) error {
 
 	// Without hot standby the server takes connections only once recovery
 	// is over and it is promoted: the first connection marks the end.
-	startAt := o.Now()
-	if err := d.startServer(ctx, srv); err != nil {
+	startAt := d.Now()
+	if err := pgdrill.Start(ctx, d, srv); err != nil {
 		return err
 	}
-	ready := o.Now()
+	ready := d.Now()
 	replay := ready.Sub(startAt)
 	if done, ok := pgbin.LogTime(srv.LogFile, "redo done at"); ok {
 		// The log's clock and ours are the same host's; clamp anyway.
 		replay = min(max(done.Sub(startAt), 0), ready.Sub(startAt))
 	}
-	r.Phases = append(r.Phases,
-		evidence.Phase{Name: evidence.PhaseReplay, Seconds: round3(replay.Seconds())},
-		evidence.Phase{Name: evidence.PhaseStart, Seconds: round3((ready.Sub(startAt) - replay).Seconds())})
-	d.mark = ready
+	d.PhaseEnded(evidence.PhaseReplay, startAt.Add(replay))
+	d.PhaseEnded(evidence.PhaseStart, ready)
 
 	conn, err := srv.Connect(ctx, "postgres")
 	if err != nil {
@@ -161,7 +159,7 @@ func (d *drill) postgres(ctx context.Context) error {
 	}
 	if replayed != nil {
 		if lsn, err := lifeboat.ParseLSN(*replayed); err == nil && lsn >= info.StartLSN {
-			r.WALFiles = int(postgres.SegmentForLSN(lsn, info.WALSegmentSize)-postgres.SegmentForLSN(info.StartLSN, info.WALSegmentSize)) + 1
+			r.WALFiles = int(SegmentForLSN(lsn, info.WALSegmentSize)-SegmentForLSN(info.StartLSN, info.WALSegmentSize)) + 1
 		}
 	}
 	if last != nil {
@@ -172,8 +170,8 @@ func (d *drill) postgres(ctx context.Context) error {
 		r.Recovered = info.StopTime.UTC()
 	}
 
-	d.integrity(ctx, srv)
-	d.queries(ctx, func(db string) string {
+	pgdrill.Integrity(ctx, d, srv)
+	d.Queries(ctx, func(db string) string {
 		if db != "" {
 			return db
 		}
@@ -181,38 +179,20 @@ func (d *drill) postgres(ctx context.Context) error {
 			return cfg.Database
 		}
 		return "postgres"
-	}, pgQuerier{srv})
-	d.end(evidence.PhaseChecks)
+	}, pgdrill.Querier{Server: srv})
+	d.Phase(evidence.PhaseChecks)
 	return nil
-}
-
-// integrity runs pg_amcheck on the target and records the outcome.
-func (d *drill) integrity(ctx context.Context, srv *pgbin.Server) {
-	start := time.Now()
-	jobs := d.o.Workers
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
-	out, err := amcheck(ctx, srv, jobs)
-	c := evidence.Check{Name: "pg_amcheck (heap and B-tree indexes, all databases)", Type: evidence.CheckIntegrity,
-		Passed: err == nil, Seconds: round3(time.Since(start).Seconds())}
-	if err != nil {
-		c.Detail = err.Error()
-	} else if out != "" {
-		c.Detail = firstLines(out, 3)
-	}
-	d.addCheck(c)
 }
 
 // randomPoint picks a moment uniformly between the oldest snapshot's
 // consistent point and the newest commit in the archived WAL: every moment
 // in between must be restorable, and one after the newest commit would
 // end recovery before its target.
-func (d *drill) randomPoint(ctx context.Context, snaps []*repo.Snapshot) (time.Time, error) {
+func randomPoint(ctx context.Context, d asset.Drill, snaps []*repo.Snapshot) (time.Time, error) {
 	var lo time.Time
-	var newest *postgres.SnapshotInfo
+	var newest *SnapshotInfo
 	for _, s := range snaps {
-		info, err := postgres.Info(s)
+		info, err := Info(s)
 		if err != nil {
 			continue
 		}
@@ -224,13 +204,13 @@ func (d *drill) randomPoint(ctx context.Context, snaps []*repo.Snapshot) (time.T
 		}
 	}
 	if newest == nil {
-		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill", d.o.Asset.Name)
+		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill", d.Asset().Name)
 	}
 	bin, err := pgbin.Find(ctx, newest.PGVersion/10000)
 	if err != nil {
 		return time.Time{}, err
 	}
-	hi, err := d.lastCommit(ctx, bin, newest)
+	hi, err := lastCommit(ctx, d, bin, newest)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -247,29 +227,29 @@ var commitPattern = regexp.MustCompile(`desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:
 // lastCommit returns the time of the newest commit in the archived WAL
 // after the newest snapshot, reading the newest segments with pg_waldump
 // until one holds a commit; the snapshot's own moment when none does.
-func (d *drill) lastCommit(ctx context.Context, bin pgbin.Bin, info *postgres.SnapshotInfo) (time.Time, error) {
-	asset := d.o.Asset.Name
+func lastCommit(ctx context.Context, d asset.Drill, bin pgbin.Bin, info *SnapshotInfo) (time.Time, error) {
+	name := d.Asset().Name
 	var segs []string
-	if err := d.o.Repo.ListNamed(ctx, "wal", asset, "", func(rel string, _ int64) error {
+	if err := d.Repo().ListNamed(ctx, "wal", name, "", func(rel string, _ int64) error {
 		base := rel[strings.LastIndex(rel, "/")+1:]
-		if n, err := postgres.ParseWALFileName(base, info.WALSegmentSize); err == nil && n.Kind == postgres.WALSegment && base >= info.StopWAL {
+		if n, err := ParseWALFileName(base, info.WALSegmentSize); err == nil && n.Kind == WALSegment && base >= info.StopWAL {
 			segs = append(segs, base)
 		}
 		return nil
 	}); err != nil {
-		return time.Time{}, fmt.Errorf("list WAL of %s: %w", asset, err)
+		return time.Time{}, fmt.Errorf("list WAL of %s: %w", name, err)
 	}
 	sort.Strings(segs)
-	dir, err := os.MkdirTemp(d.work, "waldump-")
+	dir, err := os.MkdirTemp(d.WorkDir(), "waldump-")
 	if err != nil {
 		return time.Time{}, err
 	}
 	defer os.RemoveAll(dir)
 	const maxLook = 8
 	for i := len(segs) - 1; i >= 0 && i >= len(segs)-maxLook; i-- {
-		name := segs[i]
-		dest := filepath.Join(dir, name)
-		if err := postgres.FetchWAL(ctx, d.o.Repo, asset, name, dest); err != nil {
+		seg := segs[i]
+		dest := filepath.Join(dir, seg)
+		if err := FetchWAL(ctx, d.Repo(), name, seg, dest); err != nil {
 			return time.Time{}, err
 		}
 		cmd := (*pgbin.User)(nil).Command(ctx, bin.Path("pg_waldump"), "--rmgr=Transaction", dest)

@@ -1,0 +1,99 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/report"
+)
+
+// ReportInput gathers what the DR report shows: the runs and drills the
+// catalog holds since since (or the drill reports stored in the
+// repository called fromRepository, when given), and each asset's
+// newest size.
+func (s *Service) ReportInput(ctx context.Context, since, now time.Time, fromRepository string) (report.Input, error) {
+	p := s.Policy
+	in := report.Input{Policy: p, Since: since, Generated: now, Sizes: map[string]int64{}}
+	in.Host, _ = os.Hostname()
+	var runs []catalog.Run
+	var drills []*evidence.DrillReport
+	path := catalog.Path(p.StateDir)
+	if _, err := os.Stat(path); err == nil {
+		c, err := catalog.Open(ctx, path)
+		if err != nil {
+			return in, err
+		}
+		defer c.Close()
+		if runs, err = c.Runs(ctx, catalog.Filter{}); err != nil {
+			return in, err
+		}
+		if fromRepository == "" {
+			if drills, err = c.Drills(ctx, catalog.DrillFilter{Since: since}); err != nil {
+				return in, err
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return in, fmt.Errorf("catalog: %w", err)
+	}
+	for _, r := range runs {
+		if r.Kind != "drill" {
+			in.Runs = append(in.Runs, r)
+		}
+	}
+	if fromRepository != "" {
+		var err error
+		if drills, err = s.storedDrills(ctx, fromRepository, since); err != nil {
+			return in, err
+		}
+	}
+	in.Drills = drills
+	for i := range p.Assets {
+		a := &p.Assets[i]
+		r, _, err := s.AssetRepository(ctx, a, "")
+		if err != nil {
+			return in, err
+		}
+		if snap, err := PickSnapshot(ctx, r, a.Name, ""); err == nil {
+			in.Sizes[a.Name] = snap.Stats.BytesTotal
+		}
+	}
+	return in, nil
+}
+
+// storedDrills reads the drill reports a repository holds for every asset
+// of the policy that uses it, newest first.
+func (s *Service) storedDrills(ctx context.Context, name string, since time.Time) ([]*evidence.DrillReport, error) {
+	rp, err := s.Policy.Repository(name)
+	if err != nil {
+		return nil, &asset.UsageError{Err: err}
+	}
+	r, err := s.Repository(ctx, rp)
+	if err != nil {
+		return nil, err
+	}
+	var out []*evidence.DrillReport
+	for _, a := range s.Policy.Assets {
+		if !a.UsesRepository(name) {
+			continue
+		}
+		ds, err := evidence.Stored(ctx, r, a.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if since.IsZero() || !d.Started.Before(since) {
+				out = append(out, d)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Started.After(out[j].Started) })
+	return out, nil
+}

@@ -1,0 +1,49 @@
+package evidence
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+)
+
+// Area is where drill reports live in a repository: drills/<asset>/<id>.
+const Area = "drills"
+
+// Store keeps the report in the repository the drill restored from, so
+// that the repository, and every copy of it, carries its own evidence.
+func Store(ctx context.Context, r *repo.Repository, rep *DrillReport) error {
+	doc, err := rep.Marshal()
+	if err != nil {
+		return err
+	}
+	if _, err := r.PutNamed(ctx, Area, rep.Asset, rep.ID, doc, repo.CodecZstd); err != nil {
+		return fmt.Errorf("store drill report %s in %s: %w", rep.ID, r.Location(), err)
+	}
+	return nil
+}
+
+// Stored lists the drill reports a repository holds for an asset, oldest
+// first.
+func Stored(ctx context.Context, r *repo.Repository, asset string) ([]*DrillReport, error) {
+	var ids []string
+	if err := r.ListNamed(ctx, Area, asset, "", func(rel string, _ int64) error {
+		ids = append(ids, rel)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list drill reports of %s: %w", asset, err)
+	}
+	out := make([]*DrillReport, 0, len(ids))
+	for _, id := range ids {
+		data, err := r.GetNamed(ctx, Area, asset, id)
+		if err != nil {
+			return nil, fmt.Errorf("drill report %s: %w", id, err)
+		}
+		rep, err := Unmarshal(data)
+		if err != nil {
+			return nil, fmt.Errorf("drill report %s: %w", id, err)
+		}
+		out = append(out, rep)
+	}
+	return out, nil
+}

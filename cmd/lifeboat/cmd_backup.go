@@ -11,10 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
-	"github.com/lifeboat-dr/lifeboat/internal/catalog"
-	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
 
 type backupOptions struct {
@@ -70,7 +67,7 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err erro
 		}})
 	bar.done()
 	if res != nil && res.Asset != nil {
-		defer func() { g.recordManualRun(ctx, svc.Policy, res.Asset, res.Start, res.Snapshot, err) }()
+		defer func() { g.recordManualRun(ctx, svc, res, err) }()
 	}
 	if err != nil {
 		return err
@@ -166,38 +163,17 @@ func (p *progressLine) done() {
 // records itself.
 const envServeRun = "LIFEBOAT_SERVE_RUN"
 
-// recordManualRun records a backup run by hand (or by cron) in the
-// catalog, as serve records its own, so check, metrics and the report see
-// every backup. The record is a journal: failing to write it is reported
-// and does not change the backup's outcome.
-func (g *globalOptions) recordManualRun(ctx context.Context, p *policy.Policy, a *policy.Asset, start time.Time, snap *repo.Snapshot, err error) {
-	if snap != nil { // for lifeboat serve, when it runs this backup
+// recordManualRun tells lifeboat serve, when it runs this backup, what
+// it stored; run by hand or by cron, the backup is recorded in the
+// catalog, as serve records its own runs.
+func (g *globalOptions) recordManualRun(ctx context.Context, svc *app.Service, res *app.BackupResult, err error) {
+	if snap := res.Snapshot; snap != nil {
 		g.report.Snapshot(snap.ID.String(), snap.Stats.BytesTotal, snap.Stats.BytesStored)
 	}
 	if os.Getenv(envServeRun) != "" {
 		return
 	}
-	rec := catalog.Run{Asset: a.Name, Kind: string(a.Kind), Trigger: string(scheduler.TriggerManual), Start: start, End: time.Now(),
-		Result: catalog.OK}
-	switch {
-	case snap != nil:
-		rec.Snapshot, rec.Bytes, rec.BytesStored = snap.ID.String(), snap.Stats.BytesTotal, snap.Stats.BytesStored
-		if err != nil { // stored in the primary; a copy failed
-			rec.Error = oneLine(err)
-		}
-	case ctx.Err() != nil:
-		rec.Result, rec.Error = catalog.Aborted, oneLine(err)
-	case err != nil:
-		rec.Result, rec.Error = catalog.Failed, oneLine(err)
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	c, cerr := catalog.Open(rctx, catalog.Path(p.StateDir))
-	if cerr == nil {
-		cerr = c.Insert(rctx, &rec)
-		c.Close()
-	}
-	if cerr != nil {
-		g.log.Warn("the run was not recorded in the catalog", "asset", a.Name, "error", oneLine(cerr))
+	if cerr := svc.RecordBackup(ctx, res, err); cerr != nil {
+		g.log.Warn("the run was not recorded in the catalog", "asset", res.Asset.Name, "error", oneLine(cerr))
 	}
 }

@@ -36,7 +36,7 @@ For a bucket asset: the keys added, removed and changed (content, metadata
 or tags).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 && len(args) != 3 {
-				return usagef("diff takes [ASSET] SNAPSHOT_A SNAPSHOT_B (got %d arguments)", len(args))
+				return usagef("diff takes SNAPSHOT_A SNAPSHOT_B, or ASSET SNAPSHOT_A SNAPSHOT_B (got %d arguments)", len(args))
 			}
 			return nil
 		},

@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -66,29 +63,18 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 	if o.limit < 0 {
 		return usagef("--limit must not be negative")
 	}
-	p, err := g.policy()
+	svc, err := g.service()
 	if err != nil {
 		return err
 	}
-	path := catalog.Path(p.StateDir)
-	var runs []catalog.Run
-	// Listing must not create a catalog (nor the state directory) where
-	// the daemon never ran.
-	if _, err := os.Stat(path); err == nil {
-		c, err := catalog.Open(ctx, path)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		f := catalog.Filter{Limit: o.limit}
-		if o.asset != "" {
-			f.Assets = []string{o.asset, daemon.DrillKey(o.asset)}
-		}
-		if runs, err = c.Runs(ctx, f); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("catalog: %w", err)
+	p := svc.Policy
+	f := catalog.Filter{Limit: o.limit}
+	if o.asset != "" {
+		f.Assets = []string{o.asset, daemon.DrillKey(o.asset)}
+	}
+	runs, err := svc.Runs(ctx, f)
+	if err != nil {
+		return err
 	}
 	if o.asset != "" && len(runs) == 0 {
 		// An asset since removed from the policy keeps its history; a
@@ -109,7 +95,7 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 		return enc.Encode(rows)
 	}
 	if len(runs) == 0 {
-		fmt.Fprintf(g.stdout, "no runs recorded in %s\n", path)
+		fmt.Fprintf(g.stdout, "no runs recorded in %s\n", catalog.Path(p.StateDir))
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)

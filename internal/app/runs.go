@@ -1,0 +1,63 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
+)
+
+// RecordBackup records a backup run by hand (or by cron) in the catalog,
+// as serve records its own, so check, metrics and the report see every
+// backup. A result with a snapshot and an error is a backup stored in the
+// primary whose copy failed. The record is a journal: failing to write it
+// is returned for a warning and does not change the backup's outcome.
+func (s *Service) RecordBackup(ctx context.Context, res *BackupResult, err error) error {
+	a, snap := res.Asset, res.Snapshot
+	rec := catalog.Run{Asset: a.Name, Kind: string(a.Kind), Trigger: string(scheduler.TriggerManual), Start: res.Start, End: s.Now(),
+		Result: catalog.OK}
+	switch {
+	case snap != nil:
+		rec.Snapshot, rec.Bytes, rec.BytesStored = snap.ID.String(), snap.Stats.BytesTotal, snap.Stats.BytesStored
+		if err != nil {
+			rec.Error = oneLine(err)
+		}
+	case ctx.Err() != nil:
+		rec.Result, rec.Error = catalog.Aborted, oneLine(err)
+	case err != nil:
+		rec.Result, rec.Error = catalog.Failed, oneLine(err)
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	c, err := catalog.Open(rctx, catalog.Path(s.Policy.StateDir))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Insert(rctx, &rec)
+}
+
+// Runs lists the runs the catalog holds (f.Assets empty: every asset). It
+// creates no catalog where nothing ran.
+func (s *Service) Runs(ctx context.Context, f catalog.Filter) ([]catalog.Run, error) {
+	path := catalog.Path(s.Policy.StateDir)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	c, err := catalog.Open(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.Runs(ctx, f)
+}
+
+func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -28,8 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
-	"github.com/aws/smithy-go/middleware"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/s3"
 )
 
 // client is one bucket (and prefix) of a store, as the bucket kind reads
@@ -100,7 +99,7 @@ func newClient(ctx context.Context, loc Location, c *Config) (*client, error) {
 			o.BaseEndpoint = aws.String(loc.Endpoint)
 		}
 		o.UsePathStyle = loc.PathStyle
-		o.APIOptions = append(o.APIOptions, addHTTP11)
+		o.APIOptions = append(o.APIOptions, s3.AddHTTP11)
 		if c.wrap != nil {
 			tr := http.DefaultTransport.(*http.Transport).Clone()
 			tune(tr)
@@ -126,20 +125,6 @@ func (c *client) checkBucket(ctx context.Context) error {
 		return c.wrap("check", "", err)
 	}
 	return nil
-}
-
-// addHTTP11 marks requests as the HTTP/1.1 they are, so that Go's
-// transport waits for "100 Continue" before it sends a large body the
-// store may refuse (If-None-Match on a taken key): see the same
-// middleware in internal/storage/s3.
-func addHTTP11(stack *middleware.Stack) error {
-	return stack.Build.Add(middleware.BuildMiddlewareFunc("LifeboatHTTP11",
-		func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
-			if req, ok := in.Request.(*smithyhttp.Request); ok && req.ProtoMajor == 0 {
-				req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.1", 1, 1
-			}
-			return next.HandleBuild(ctx, in)
-		}), middleware.After)
 }
 
 // Errors the kind tells apart.

@@ -280,7 +280,7 @@ func New(ctx context.Context, opts Options) (storage.Backend, error) {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.UsePathStyle = opts.PathStyle
-		o.APIOptions = append(o.APIOptions, addHTTP11)
+		o.APIOptions = append(o.APIOptions, AddHTTP11)
 	}, trackConns(cs))
 	b := &backend{client: client, opts: opts, lockMode: lockMode, now: time.Now,
 		threshold: threshold, partSize: partSize, parallel: parallel, conns: cs}
@@ -312,8 +312,9 @@ func (b *backend) checkBucketLock(ctx context.Context) error {
 	return nil
 }
 
-// addHTTP11 marks the SDK's requests as the HTTP/1.1 requests they are on
-// the wire. The SDK asks for "Expect: 100-continue" on uploads of more
+// AddHTTP11 marks the SDK's requests as the HTTP/1.1 requests they are on
+// the wire (an API option for any client of an S3 store: the bucket kind
+// uses it too). The SDK asks for "Expect: 100-continue" on uploads of more
 // than 2 MiB, so that a store refusing one (If-None-Match on a name
 // taken, a denied credential) says so before the body is sent; but Go's
 // transport waits for the "100 Continue" only on a request that says it
@@ -321,7 +322,7 @@ func (b *backend) checkBucketLock(ctx context.Context) error {
 // the body is sent at once, the store answers 412 and closes the
 // connection under it, and the client sees a reset where the store said
 // ErrExists (one upload in five on loopback, more on a slower link).
-func addHTTP11(stack *middleware.Stack) error {
+func AddHTTP11(stack *middleware.Stack) error {
 	return stack.Build.Add(middleware.BuildMiddlewareFunc("LifeboatHTTP11",
 		func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
 			if req, ok := in.Request.(*smithyhttp.Request); ok && req.ProtoMajor == 0 {

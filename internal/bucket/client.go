@@ -362,6 +362,33 @@ func tagging(tags map[string]string) *string {
 	return aws.String(b.String())
 }
 
+// emptyPrefix deletes everything below a drill's prefix until two
+// listings in a row find nothing more: an upload the drill gave up on
+// (another one failed) may still be completed by the store after a
+// listing, and must not be left behind. It tries a bounded number of
+// rounds.
+func (c *client) emptyPrefix(ctx context.Context, prefix string) (int, error) {
+	total, empty := 0, 0
+	for round := 0; round < 10; round++ {
+		n, err := c.deletePrefix(ctx, prefix)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n > 0 {
+			empty = 0
+		} else if empty++; empty == 2 {
+			return total, nil
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return total, ctx.Err()
+		}
+	}
+	return total, fmt.Errorf("objects keep appearing below %s", prefix)
+}
+
 // deletePrefix removes every object below prefix, and on a versioned
 // bucket every version and delete marker of them, so that nothing of a
 // drill stays behind (nor stays billed).

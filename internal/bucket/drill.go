@@ -46,7 +46,7 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	d.Cleanup(func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
 		defer cancel()
-		if n, err := cl.deletePrefix(cctx, loc.Prefix); err != nil {
+		if n, err := cl.emptyPrefix(cctx, loc.Prefix); err != nil {
 			d.Log().Warn("drill: the temporary prefix could not be deleted; delete it by hand", "prefix", loc.Where(), "deleted", n, "err", err)
 		}
 		cl.close()

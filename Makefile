@@ -11,7 +11,10 @@ export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 GOFMT ?= gofmt
 PKGS ?= ./...
-GOTESTFLAGS ?= -count=1 -timeout 60m
+# Tests marked t.Parallel run four per core: most of their time goes to waiting on the PostgreSQL
+# servers, MinIO and lifeboat processes they start (fsync, WAL archiving, recovery), not to the CPU.
+TESTPARALLEL ?= $(shell echo $$(( $$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2) * 4 )))
+GOTESTFLAGS ?= -count=1 -timeout 60m -parallel $(TESTPARALLEL)
 
 .PHONY: build vet fmt-check deps test demo
 

@@ -97,12 +97,13 @@ func pdEvents(events []map[string]any, key string) []string {
 }
 
 func TestCheckFindsProblemsAndAlerts(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t, false, func(e *env) { e.assetExtra = "    schedule: \"CRON_TZ=UTC 0 3 * * *\"\n" })
 	e.addFileCopy(filepath.Join(e.dir, "dr"))
 	rcv := newReceiver(t, "hook-secret")
 	sink := smtptest.New(t, nil)
-	t.Setenv("TEST_PD_KEY", "pd-routing-key")
-	t.Setenv("TEST_HOOK_SECRET", "hook-secret")
+	pdKey := testEnv(t, "TEST_PD_KEY", "pd-routing-key")
+	hookSecret := testEnv(t, "TEST_HOOK_SECRET", "hook-secret")
 	f, err := os.OpenFile(e.policy, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -113,16 +114,16 @@ alerts:
     webhook_url: %[1]s/slack
   - kind: pagerduty
     url: %[1]s/pd
-    routing_key: ${TEST_PD_KEY}
+    routing_key: ${%[3]s}
   - kind: webhook
     url: %[1]s/hook
-    secret: ${TEST_HOOK_SECRET}
+    secret: ${%[4]s}
   - kind: email
     smtp: %[2]s
     tls: none
     from: lifeboat@example.com
     to: [dba@example.com]
-`, rcv.srv.URL, sink.Addr())
+`, rcv.srv.URL, sink.Addr(), pdKey, hookSecret)
 	f.Close()
 	e.switchAndWait()
 

@@ -87,6 +87,7 @@ func waitDrainerGone(t *testing.T, dir string) {
 // the queue keeps the files (their bytes: the copy is filled even while
 // the primary is gone too), and the copy then restores alone.
 func TestWALCopyQueue(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	dr := filepath.Join(e.dir, "dr")
 	e.addFileCopy(dr)
@@ -156,6 +157,7 @@ func TestWALCopyQueue(t *testing.T) {
 // TestWALPushFailsWithoutQueue: a WAL file that cannot be queued for a
 // copy is not reported archived, so PostgreSQL keeps it and retries.
 func TestWALPushFailsWithoutQueue(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.addFileCopy(filepath.Join(e.dir, "dr"))
 	e.switchAndWait()

@@ -183,6 +183,7 @@ const sqliteDrillChecks = `        - name: has rows
 // newest taken by then; an unmet expectation fails the drill and names the
 // query, and so does a damaged pack.
 func TestDrillKindSQLite(t *testing.T) {
+	t.Parallel()
 	e, path := newSQLiteEnv(t)
 	base, err := os.ReadFile(e.policy)
 	if err != nil {
@@ -337,6 +338,7 @@ func TestDrillKindSQLite(t *testing.T) {
 // queries in the dumped database; the tables whose data the asset
 // excludes come back, empty.
 func TestDrillKindPGDump(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, `    exclude_table_data: [jobs.queue, staff_sessions]
     drill:
       checks:
@@ -387,6 +389,7 @@ func TestDrillKindPGDump(t *testing.T) {
 // TestDrillKindFiles: a drill of a files asset restores the tree to a
 // temporary directory and checks its size against the snapshot's.
 func TestDrillKindFiles(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	now := time.Now()
 	writeFile(t, filepath.Join(src, "app.conf"), "listen = 8080\n", 0o644, now)
@@ -420,6 +423,7 @@ func TestDrillKindFiles(t *testing.T) {
 // TestDrillKindGit: a drill of a git asset restores every repository as a
 // bare one that git fsck accepts, with every ref as recorded.
 func TestDrillKindGit(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	web := gitrepotest.Source(t, src, "web", 64<<10)
 	ops := gitrepotest.Source(t, src, "ops", 8<<10)

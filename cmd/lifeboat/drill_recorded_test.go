@@ -26,6 +26,7 @@ const recordedCheckPolicy = `    drill:
 // ran in), so the drill finds it equal; a check whose query failed at
 // backup time fails the drill with the reason, and the backup was kept.
 func TestDrillRecordedValuesPGDump(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, recordedCheckPolicy)
 	e.pg.Psql(t, "app", "create table ledger (id bigserial primary key, pad text); insert into ledger (pad) select repeat('x', 200) from generate_series(1, 50000)")
 	ctx, cancel := context.WithCancel(t.Context())
@@ -48,10 +49,11 @@ func TestDrillRecordedValuesPGDump(t *testing.T) {
 		}
 		done <- nil
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// The writer is under way before the backup and goes on after it.
+	eventually(10*time.Second, func() bool { return inserted.Load() > 0 })
 	e.mustRun("backup", "dump")
 	before := inserted.Load()
-	time.Sleep(200 * time.Millisecond)
+	eventually(10*time.Second, func() bool { return inserted.Load() > before })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -82,6 +84,7 @@ func TestDrillRecordedValuesPGDump(t *testing.T) {
 // TestDrillRecordedValuesSQLite: the same for a SQLite asset under a
 // writer: the value is taken on the copy that is stored.
 func TestDrillRecordedValuesSQLite(t *testing.T) {
+	t.Parallel()
 	e, path := newSQLiteEnv(t)
 	text, err := os.ReadFile(e.policy)
 	if err != nil {
@@ -95,9 +98,10 @@ func TestDrillRecordedValuesSQLite(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- ledgerWriter(ctx, db, &committed) }()
-	time.Sleep(300 * time.Millisecond)
+	eventually(10*time.Second, func() bool { return committed.Load() > 0 })
 	e.mustRun("backup", "staging-db")
-	time.Sleep(100 * time.Millisecond)
+	after := committed.Load()
+	eventually(10*time.Second, func() bool { return committed.Load() > after })
 	cancel()
 	if err := <-done; err != nil && ctx.Err() == nil {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ func (e *env) drill(args ...string) (result, *evidence.DrillReport) {
 }
 
 func TestDrillHealthyBackupPasses(t *testing.T) {
+	t.Parallel()
 	e := drillEnv(t, drillPolicy)
 	res, rep := e.drill()
 	if res.code != 0 || rep == nil || !rep.Passed {
@@ -115,6 +116,7 @@ func TestDrillHealthyBackupPasses(t *testing.T) {
 }
 
 func TestDrillFailures(t *testing.T) {
+	t.Parallel()
 	e := drillEnv(t, drillPolicy+`        - name: impossible
           sql: "select count(*) from t"
           expect: ">= 1000000"
@@ -211,6 +213,7 @@ func largestFile(t *testing.T, dir string) string {
 // holds the documented series with the values of the backup and the
 // drills in the catalog.
 func TestServeDrillsAndMetrics(t *testing.T) {
+	t.Parallel()
 	e := drillEnv(t, strings.Replace(drillPolicy, "      point: latest\n", "      point: latest\n      schedule: \"@every 3s\"\n", 1))
 	port := freeTCPPort(t)
 	f, err := os.OpenFile(e.policy, os.O_APPEND|os.O_WRONLY, 0)

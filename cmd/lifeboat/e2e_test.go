@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,29 @@ import (
 
 func TestMain(m *testing.M) {
 	os.Exit(pgtest.RunMain(m, pgtest.MainOptions{Build: []string{"./cmd/lifeboat"}}))
+}
+
+// The tests of this package run in parallel (t.Parallel; make test runs several per core): each
+// has its own temporary directories, cluster, repository and servers, and spends most of its time
+// waiting on them. A test that needs an environment variable uses one named for it alone (testEnv),
+// not t.Setenv, which forbids t.Parallel. The tests that do not call t.Parallel run first, one at a
+// time, before the parallel ones start.
+
+// envSeq numbers the environment variables testEnv creates.
+var envSeq atomic.Int64
+
+// testEnv sets an environment variable, whose name is prefix followed by a number no other test
+// uses, to value until the test ends, and returns its name. The environment belongs to the process,
+// and the servers and commands a test starts inherit it, so a name of its own is what lets tests
+// that set one run in parallel. Change the value with os.Setenv(name, ...).
+func testEnv(t *testing.T, prefix, value string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s_%d", prefix, envSeq.Add(1))
+	if err := os.Setenv(name, value); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Unsetenv(name) })
+	return name
 }
 
 // env is one cluster protected by lifeboat: a policy, a repository and a
@@ -43,6 +67,14 @@ type env struct {
 func newEnv(t *testing.T, checksums bool) *env {
 	t.Helper()
 	return startEnv(t, checksums, nil)
+}
+
+// forTest is the env for a subtest: the same cluster and repository, with
+// failures and temporary directories going to t.
+func (e *env) forTest(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
 }
 
 // startEnv is newEnv with a hook that may point the repository elsewhere
@@ -86,6 +118,21 @@ assets:
 	if err := os.WriteFile(e.policy, []byte(policy), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// eventually polls cond every 10ms until it holds or timeout passes, and
+// reports whether it held. It replaces fixed sleeps: the caller asserts
+// what it needs afterwards, so a timeout fails the same check a too short
+// sleep would have.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 type result struct {
@@ -189,6 +236,7 @@ func treeDigest(t testing.TB, dir string) string {
 }
 
 func TestPITRByEveryTarget(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	e.sql("create table ledger (id int primary key, note text)")
 	e.sql("insert into ledger select g, 'before backup' from generate_series(1, 1000) g")
@@ -217,7 +265,8 @@ func TestPITRByEveryTarget(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.restoreAndStart(tc.args...)
+			t.Parallel() // each restores into a directory and a server of its own
+			c := e.forTest(t).restoreAndStart(tc.args...)
 			got := c.Psql(t, "postgres", "select count(*) from ledger")
 			if got != tc.want {
 				t.Fatalf("restored %s rows, want %s", got, tc.want)
@@ -232,6 +281,7 @@ func TestPITRByEveryTarget(t *testing.T) {
 }
 
 func TestIncrementalChainRestoresEachState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.pg.PGBench(t, "-i", "-s", "2", "postgres")
 	var states []map[string]string
@@ -259,15 +309,19 @@ func TestIncrementalChainRestoresEachState(t *testing.T) {
 				stop = s.StopLSN
 			}
 		}
-		c := e.restoreAndStart("--snapshot", id, "--lsn", stop)
-		got := c.TableChecksums(t, "postgres")
-		if fmt.Sprint(got) != fmt.Sprint(states[i]) {
-			t.Fatalf("restore of backup %d differs:\n got %v\nwant %v", i, got, states[i])
-		}
+		t.Run(fmt.Sprint("backup ", i), func(t *testing.T) {
+			t.Parallel() // each restores into a directory and a server of its own
+			c := e.forTest(t).restoreAndStart("--snapshot", id, "--lsn", stop)
+			got := c.TableChecksums(t, "postgres")
+			if fmt.Sprint(got) != fmt.Sprint(states[i]) {
+				t.Fatalf("restore of backup %d differs:\n got %v\nwant %v", i, got, states[i])
+			}
+		})
 	}
 }
 
 func TestBadInputIsOneClearLine(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table x as select 1")
 	e.mustRun("backup", "db")
@@ -323,6 +377,7 @@ func TestBadInputIsOneClearLine(t *testing.T) {
 }
 
 func TestWALPushAndFetchRules(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table x as select 1")
 	e.switchAndWait()
@@ -391,6 +446,7 @@ func TestWALPushAndFetchRules(t *testing.T) {
 // and lets it archive into the same asset, as after a real failover; a
 // later restore from the original base must follow timeline 2.
 func TestRestoreFollowsNewTimeline(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table ledger (id int, note text)")
 	e.sql("insert into ledger select g, 'timeline 1' from generate_series(1, 1000) g")

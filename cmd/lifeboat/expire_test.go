@@ -69,6 +69,7 @@ func incompressible(table string, mb int) string {
 }
 
 func TestExpireAppliesRetention(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t, true, withRetention("{ pitr_window: 1d }"))
 	e.pg.PGBench(t, "-i", "-s", "3", "postgres")
 	// The first snapshot alone holds this table: its packs become unused.
@@ -135,6 +136,7 @@ func TestExpireAppliesRetention(t *testing.T) {
 }
 
 func TestPinnedSnapshotSurvivesExpire(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t, true, withRetention("{ daily: 1 }"))
 	e.sql("create table t as select generate_series(1, 1000) id")
 	e.mustRun("backup", "db")
@@ -163,6 +165,7 @@ func TestPinnedSnapshotSurvivesExpire(t *testing.T) {
 }
 
 func TestExpireKilledMidwayThenRerun(t *testing.T) {
+	t.Parallel()
 	e := startEnv(t, true, withRetention("{ daily: 1 }"))
 	e.pg.PGBench(t, "-i", "-s", "3", "postgres")
 	e.mustRun("backup", "db")
@@ -208,6 +211,7 @@ func TestExpireKilledMidwayThenRerun(t *testing.T) {
 // deleting the packs the paused backup wrote. Resumed, the backup must
 // fail rather than record a snapshot referencing deleted data.
 func TestPausedBackupVersusExpire(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	e.mustRun("backup", "db")
 	e.sql(incompressible("big", 150))

@@ -25,6 +25,7 @@ import (
 // see what the store really holds.
 type faultEnv struct {
 	*env
+	srv    *s3test.Server
 	proxy  *s3test.FaultProxy
 	direct *s3api.Client
 }
@@ -42,7 +43,30 @@ func newFaultEnv(t *testing.T) *faultEnv {
 		e.repoURL = fmt.Sprintf("s3://%s/db?endpoint=%s&region=%s&path_style=true", faultBucket, proxy.Endpoint, srv.Region)
 		e.repoCreds = fmt.Sprintf("\n    access_key: %s\n    secret_key: %s", srv.AccessKey, srv.SecretKey)
 	})
-	return &faultEnv{env: e, proxy: proxy, direct: srv.Client(t)}
+	return &faultEnv{env: e, srv: srv, proxy: proxy, direct: srv.Client(t)}
+}
+
+// forTest is the env for a parallel subtest t: the same cluster and
+// repository, reached through a fault proxy of its own (named in a copy of
+// the policy), so that the faults planned for one subtest's requests are
+// not dealt out to another's.
+func (f *faultEnv) forTest(t *testing.T) *faultEnv {
+	t.Helper()
+	proxy := s3test.NewFaultProxy(t, f.srv)
+	text, err := os.ReadFile(f.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := bytes.Replace(text, []byte("endpoint="+f.proxy.Endpoint+"&"), []byte("endpoint="+proxy.Endpoint+"&"), 1)
+	if bytes.Equal(via, text) {
+		t.Fatalf("the policy does not name the proxy %s:\n%s", f.proxy.Endpoint, text)
+	}
+	e := f.env.forTest(t)
+	e.policy = filepath.Join(t.TempDir(), "lifeboat.yaml")
+	if err := os.WriteFile(e.policy, via, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &faultEnv{env: e, srv: f.srv, proxy: proxy, direct: f.direct}
 }
 
 // requests matches requests of method for objects of the repository whose
@@ -235,8 +259,12 @@ func TestFaultsDuringBackup(t *testing.T) {
 	f.verifyClean()
 	want := f.pg.TableChecksums(t, "postgres")
 
+	// The restores are independent: each runs through a proxy of its own,
+	// into a directory and a server of its own.
 	get := http.MethodGet
 	t.Run("restore through transient download faults", func(t *testing.T) {
+		t.Parallel()
+		f := f.forTest(t)
 		faults := []s3test.Fault{s3test.Status503, s3test.SlowResponse, s3test.Reset, s3test.Status500, s3test.Status200Error, s3test.Reset}
 		c, r, n := f.restoreThrough(requests(get, "data/"), faults...)
 		if c == nil || r.stderr != "" {
@@ -265,6 +293,8 @@ func TestFaultsDuringBackup(t *testing.T) {
 	}
 	for _, tc := range damaged {
 		t.Run("restore through "+tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := f.forTest(t)
 			c, r, n := f.restoreThrough(tc.match, tc.faults...)
 			if n == 0 {
 				t.Fatal("no fault reached the store")

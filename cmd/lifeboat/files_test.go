@@ -113,6 +113,7 @@ func (e *env) filesBackup() string {
 }
 
 func TestFilesBackupRestoreDiff(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	etc, srv := filepath.Join(src, "etc", "drop"), filepath.Join(src, "srv", "drop", "config")
 	old := time.Date(2025, 6, 1, 3, 0, 0, 987654321, time.UTC)
@@ -231,6 +232,7 @@ func TestFilesBackupRestoreDiff(t *testing.T) {
 }
 
 func TestFilesUnreadableFailsBackup(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() == 0 {
 		t.Fatal("running as root, where permissions do not stop reads")
 	}

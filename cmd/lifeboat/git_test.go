@@ -74,6 +74,7 @@ func checkRestoredGit(t *testing.T, src, got string) {
 // source's refs that git fsck accepts; the next night's backup after a
 // commit stores little.
 func TestGitBackupRestore(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	web := gitrepotest.Source(t, src, "web", 2<<20)
 	infra := gitrepotest.Source(t, filepath.Join(src, "srv"), "infra", 64<<10)
@@ -142,6 +143,7 @@ func TestGitBackupRestore(t *testing.T) {
 // backup with one line naming it, and nothing is recorded; a missing
 // remotes file is refused as bad input.
 func TestGitBackupFailures(t *testing.T) {
+	t.Parallel()
 	src := t.TempDir()
 	web := gitrepotest.Source(t, src, "web", 1024)
 	gone := filepath.Join(src, "gone.git")

@@ -106,6 +106,7 @@ func without(m map[string]string, keys ...string) map[string]string {
 // that a stock pg_restore restores; both come back with the same table
 // checksums, and the excluded tables with their definitions but no rows.
 func TestPGDumpRoundTrip(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, "    exclude_table_data: [jobs.queue, staff_sessions]\n")
 	fillApp(t, e.pg)
 	want := e.pg.TableChecksums(t, "app")
@@ -195,6 +196,7 @@ func TestPGDumpRoundTrip(t *testing.T) {
 // pg_restore -j loads side by side from a file; crm has one, which is
 // streamed.
 func TestPGDumpSeveralDatabases(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, "    databases: [app, crm]\n    globals: false\n")
 	e.sql("create database crm")
 	e.pg.Psql(t, "app", `create table a as select g, md5(g::text) from generate_series(1, 5000) g;
@@ -225,6 +227,7 @@ create table b as select g, md5(g::text) from generate_series(1, 5000) g; create
 // ledger sees: 1% of the rows inserted, and 1% updated among the recent
 // ones (see docs/pgdump.md for rows updated all over the table).
 func TestPGDumpSecondDumpStoresLittle(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, "")
 	e.pg.Psql(t, "app", `create table tx (id bigserial primary key, iban text, amount numeric(12,2), memo text);
 insert into tx (iban, amount, memo) select 'NO' || g, g % 9999, repeat(md5(g::text), 2) from generate_series(1, 150000) g;`)
@@ -293,6 +296,7 @@ func bytesWritten(pid int) int64 {
 // snapshot is recorded, the repository verifies clean, and the next
 // backup succeeds.
 func TestPGDumpSIGTERMMidDump(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, "")
 	e.pg.Psql(t, "app", `create table big as select g as id, repeat(md5(g::text), 2) as pad from generate_series(1, 400000) g`)
 	e.mustRun("backup", "dump")
@@ -359,6 +363,7 @@ func TestPGDumpSIGTERMMidDump(t *testing.T) {
 // restore target that does not exist are one clear line each, and no
 // password is shown.
 func TestPGDumpBadInput(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, func(c *pgtest.Cluster) string {
 		return strings.Replace(c.DSN("nosuchdb"), "sslmode=disable", "password=hunter2 sslmode=disable", 1)
 	}, "")
@@ -381,6 +386,7 @@ func TestPGDumpBadInput(t *testing.T) {
 // TestPGDumpRestoreErrors: a restore into a database that already holds
 // the tables fails with pg_restore's error on one line.
 func TestPGDumpRestoreErrors(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, "    globals: false\n")
 	e.pg.Psql(t, "app", "create table t (x int); insert into t values (1)")
 	e.mustRun("backup", "dump")

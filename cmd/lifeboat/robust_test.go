@@ -20,6 +20,7 @@ import (
 // the repository must verify clean and the next backup must succeed and
 // restore.
 func TestKilledBackupLeavesCleanRepository(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	e.pg.PGBench(t, "-i", "-s", "10", "postgres")
 	e.mustRun("backup", "db")
@@ -49,6 +50,10 @@ func TestKilledBackupLeavesCleanRepository(t *testing.T) {
 	}
 }
 
+// TestConcurrentBackupsOfOneAsset is not parallel: under the load of the
+// parallel tests both backups were seen to get the asset's lock (see the
+// repository lock's claim order in internal/repo/lock.go), which this test
+// exists to catch; it runs with the serial tests until that is fixed.
 func TestConcurrentBackupsOfOneAsset(t *testing.T) {
 	e := newEnv(t, false)
 	e.pg.PGBench(t, "-i", "-s", "10", "postgres")
@@ -126,8 +131,10 @@ func firstFile(t testing.TB, dir string) string {
 }
 
 func TestDamageIsFoundAndRestoreRefuses(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []string{"data", "index", "snapshots", "wal"} {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			e := newEnv(t, false)
 			e.pg.PGBench(t, "-i", "-s", "1", "postgres")
 			e.mustRun("backup", "db")
@@ -154,6 +161,7 @@ func TestDamageIsFoundAndRestoreRefuses(t *testing.T) {
 }
 
 func TestDeltaRestore(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.pg.PGBench(t, "-i", "-s", "2", "postgres")
 	e.mustRun("backup", "db")
@@ -183,6 +191,7 @@ func TestDeltaRestore(t *testing.T) {
 }
 
 func TestTablespaceRestoredElsewhere(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	tsDir := filepath.Join(e.dir, "ts1")
 	if err := os.Mkdir(tsDir, 0o700); err != nil {
@@ -214,6 +223,7 @@ func TestTablespaceRestoredElsewhere(t *testing.T) {
 // TestChecksumFailureReportedNotFatal damages a page on disk: the backup
 // succeeds, copies the page as it is, and says so.
 func TestChecksumFailureReportedNotFatal(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	e.sql("create table victim as select g, md5(g::text) from generate_series(1, 10000) g")
 	e.sql("checkpoint")
@@ -241,6 +251,7 @@ func TestChecksumFailureReportedNotFatal(t *testing.T) {
 // TestOtherClusterRefused points the asset at a second cluster: its backup
 // and its WAL are refused, and the first cluster's archive is untouched.
 func TestOtherClusterRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table x as select 1")
 	e.mustRun("backup", "db")
@@ -266,6 +277,7 @@ func TestOtherClusterRefused(t *testing.T) {
 // TestUnreadableFileFailsLoudly: a file the backup cannot read fails the
 // backup at once, naming it; no snapshot is recorded and nothing hangs.
 func TestUnreadableFileFailsLoudly(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.pg.PGBench(t, "-i", "-s", "1", "postgres")
 	bad := filepath.Join(e.pg.DataDir, "base", "zz_unreadable")
@@ -294,6 +306,7 @@ func TestUnreadableFileFailsLoudly(t *testing.T) {
 // while being read and files growing during the backup must come out right
 // after WAL replay.
 func TestBackupUnderWriteLoad(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, true)
 	e.pg.PGBench(t, "-i", "-s", "5", "postgres")
 	e.mustRun("backup", "db")

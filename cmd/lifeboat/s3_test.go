@@ -14,20 +14,21 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/s3test"
 )
 
-// newS3Env is newEnv with the repository in a bucket of a real MinIO.
-func newS3Env(t *testing.T) (*env, *s3test.Server) {
+// newS3Env is newEnv with the repository in a bucket of a real MinIO. It
+// also returns the name of the environment variable holding the secret key.
+func newS3Env(t *testing.T) (*env, *s3test.Server, string) {
 	t.Helper()
 	// HTTPS, as at AWS: uploads travel differently than over plain HTTP.
 	srv := s3test.StartTLS(t)
 	srv.CreateBucket(t, "backups", false)
 	// The policy reads the secret from the environment, as operators
 	// should; the server started next inherits it for archive_command.
-	t.Setenv("LB_TEST_S3_SECRET", srv.SecretKey)
+	secret := testEnv(t, "LB_TEST_S3_SECRET", srv.SecretKey)
 	e := startEnv(t, true, func(e *env) {
 		e.repoURL = fmt.Sprintf("s3://backups/db?endpoint=%s&region=%s&path_style=true&ca_file=%s", srv.Endpoint, srv.Region, srv.CAFile)
-		e.repoCreds = fmt.Sprintf("\n    access_key: %s\n    secret_key: ${LB_TEST_S3_SECRET}", srv.AccessKey)
+		e.repoCreds = fmt.Sprintf("\n    access_key: %s\n    secret_key: ${%s}", srv.AccessKey, secret)
 	})
-	return e, srv
+	return e, srv, secret
 }
 
 // ledgerHistory writes 1000 rows, backs up, writes batch A (1000 rows),
@@ -46,7 +47,8 @@ func (e *env) ledgerHistory() string {
 }
 
 func TestPITROnS3(t *testing.T) {
-	e, srv := newS3Env(t)
+	t.Parallel()
+	e, srv, secret := newS3Env(t)
 	lsn := e.ledgerHistory()
 	e.mustRun("backup", "db")
 
@@ -65,7 +67,7 @@ func TestPITROnS3(t *testing.T) {
 		t.Fatal("the secret key was written into the policy")
 	}
 	// A wrong secret is one clear line and changes nothing.
-	t.Setenv("LB_TEST_S3_SECRET", "wrong-secret-key")
+	os.Setenv(secret, "wrong-secret-key")
 	r := e.run("snapshots")
 	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || strings.Contains(r.stderr, "wrong-secret-key") {
 		t.Fatalf("wrong S3 secret: exit %d: %s", r.code, r.stderr)
@@ -76,12 +78,13 @@ func TestPITROnS3(t *testing.T) {
 // ("another region"), deletes the primary bucket, and restores from the
 // copy with nothing but the policy and the copy's key.
 func TestRestoreFromCopyAlone(t *testing.T) {
+	t.Parallel()
 	// The copy's secret must be in the environment before the server
 	// starts: archive_command loads the whole policy.
 	dr := s3test.Start(t)
 	dr.CreateBucket(t, "backups-dr", false)
-	t.Setenv("LB_TEST_DR_SECRET", dr.SecretKey)
-	e, srv := newS3Env(t)
+	drSecret := testEnv(t, "LB_TEST_DR_SECRET", dr.SecretKey)
+	e, srv, _ := newS3Env(t)
 	policy, err := os.ReadFile(e.policy)
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +93,8 @@ func TestRestoreFromCopyAlone(t *testing.T) {
     url: s3://backups-dr/db?endpoint=%s&region=%s&path_style=true
     key_file: %s/dr.key
     access_key: %s
-    secret_key: ${LB_TEST_DR_SECRET}
-tiers:`, dr.Endpoint, dr.Region, e.dir, dr.AccessKey)
+    secret_key: ${%s}
+tiers:`, dr.Endpoint, dr.Region, e.dir, dr.AccessKey, drSecret)
 	text := strings.Replace(string(policy), "tiers:", copyRepo, 1)
 	text = strings.Replace(text, "repositories: [primary]", "repositories: [primary, dr-copy]", 1)
 	if err := os.WriteFile(e.policy, []byte(text), 0o600); err != nil {

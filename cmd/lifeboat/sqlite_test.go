@@ -134,8 +134,10 @@ var snapshotLine = regexp.MustCompile(`^snapshot ([0-9a-f]+) of staging-db \(sql
 // transactions committed by some moment during that backup; in WAL and in
 // rollback-journal mode.
 func TestSQLiteBackupUnderWriter(t *testing.T) {
+	t.Parallel()
 	for _, journal := range []string{"wal", "delete"} {
 		t.Run(journal, func(t *testing.T) {
+			t.Parallel()
 			e, path := newSQLiteEnv(t)
 			db := ledgerDB(t, path, journal)
 			var committed atomic.Int64
@@ -209,6 +211,7 @@ func TestSQLiteBackupUnderWriter(t *testing.T) {
 // the backup with one line and records nothing; a restore never
 // overwrites an existing file.
 func TestSQLiteRefusals(t *testing.T) {
+	t.Parallel()
 	e, path := newSQLiteEnv(t)
 	countSnapshots := func() int {
 		return strings.Count(e.mustRun("snapshots", "staging-db", "--json"), `"kind": "sqlite"`)

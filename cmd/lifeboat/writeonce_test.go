@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -12,27 +13,33 @@ import (
 )
 
 // newRoleEnv puts the repository in bucket on a real MinIO, reached with
-// the credentials in LB_S3_ACCESS and LB_S3_SECRET, which start as those of
-// a user bound by the put-only backup role. extra is added to the
-// repository's entry (object_lock).
-func newRoleEnv(t *testing.T, bucket string, lock bool, extra string) (*env, *s3test.Server) {
+// the credentials in the environment variables LB_S3_ACCESS_n and
+// LB_S3_SECRET_n (see testEnv), which start as those of a user bound by the
+// put-only backup role. extra is added to the repository's entry
+// (object_lock). useExpireRole switches the variables to the credential of
+// the expire role.
+func newRoleEnv(t *testing.T, bucket string, lock bool, extra string) (e *env, srv *s3test.Server, useExpireRole func()) {
 	t.Helper()
-	srv := s3test.Start(t)
+	srv = s3test.Start(t)
 	srv.CreateBucket(t, bucket, lock)
 	srv.CreateUser(t, "lifeboat-backup", "backup-secret-1234", "lifeboat-backup", s3test.BackupRolePolicy(bucket))
 	srv.CreateUser(t, "lifeboat-expire", "expire-secret-1234", "lifeboat-expire", s3test.ExpireRolePolicy(bucket))
-	t.Setenv("LB_S3_ACCESS", "lifeboat-backup")
-	t.Setenv("LB_S3_SECRET", "backup-secret-1234")
-	e := startEnv(t, true, func(e *env) {
+	access := testEnv(t, "LB_S3_ACCESS", "lifeboat-backup")
+	secret := testEnv(t, "LB_S3_SECRET", "backup-secret-1234")
+	e = startEnv(t, true, func(e *env) {
 		e.repoURL = fmt.Sprintf("s3://%s/db?endpoint=%s&region=%s&path_style=true", bucket, srv.Endpoint, srv.Region)
-		e.repoCreds = "\n    access_key: ${LB_S3_ACCESS}\n    secret_key: ${LB_S3_SECRET}" + extra
+		e.repoCreds = fmt.Sprintf("\n    access_key: ${%s}\n    secret_key: ${%s}", access, secret) + extra
 		e.assetExtra = "    retention: { daily: 1 }\n"
 	})
-	return e, srv
+	return e, srv, func() {
+		os.Setenv(access, "lifeboat-expire")
+		os.Setenv(secret, "expire-secret-1234")
+	}
 }
 
 func TestPutOnlyCredential(t *testing.T) {
-	e, srv := newRoleEnv(t, "backups", false, "")
+	t.Parallel()
+	e, srv, useExpireRole := newRoleEnv(t, "backups", false, "")
 	// Backups and the archiver work with the put-only role; the second
 	// backup also shows the first one's lock was released without delete.
 	e.ledgerHistory()
@@ -57,8 +64,7 @@ func TestPutOnlyCredential(t *testing.T) {
 		t.Fatal("the backup role deleted a snapshot through the S3 API")
 	}
 	// Expiry runs with its own, deleting credential.
-	t.Setenv("LB_S3_ACCESS", "lifeboat-expire")
-	t.Setenv("LB_S3_SECRET", "expire-secret-1234")
+	useExpireRole()
 	out := e.mustRun("expire", "--clock-offset", "48h")
 	if n := len(e.snapshots()); n != 1 {
 		t.Fatalf("%d snapshots after expire, want 1:\n%s", n, out)
@@ -73,11 +79,11 @@ func TestPutOnlyCredential(t *testing.T) {
 }
 
 func TestObjectLockCompliance(t *testing.T) {
-	e, _ := newRoleEnv(t, "locked", true, "\n    object_lock: { mode: compliance }")
+	t.Parallel()
+	e, _, useExpireRole := newRoleEnv(t, "locked", true, "\n    object_lock: { mode: compliance }")
 	e.ledgerHistory()
 	e.mustRun("backup", "db")
-	t.Setenv("LB_S3_ACCESS", "lifeboat-expire")
-	t.Setenv("LB_S3_SECRET", "expire-secret-1234")
+	useExpireRole()
 	// Two days on, retention lets the first snapshot go, but its objects
 	// are locked for a day from when they were written (real time).
 	out := e.mustRun("expire", "--clock-offset", "48h")

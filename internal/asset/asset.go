@@ -334,10 +334,6 @@ func IsUsage(err error) bool {
 	return errors.As(err, &ue)
 }
 
-// ErrNotSupported is returned for an action the asset's kind does not
-// have the capability for.
-var ErrNotSupported = errors.New("not supported")
-
 // Registry maps kind names to kinds.
 type Registry struct{ kinds map[lifeboat.AssetKind]Kind }
 

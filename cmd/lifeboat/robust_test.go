@@ -50,11 +50,8 @@ func TestKilledBackupLeavesCleanRepository(t *testing.T) {
 	}
 }
 
-// TestConcurrentBackupsOfOneAsset is not parallel: under the load of the
-// parallel tests both backups were seen to get the asset's lock (see the
-// repository lock's claim order in internal/repo/lock.go), which this test
-// exists to catch; it runs with the serial tests until that is fixed.
 func TestConcurrentBackupsOfOneAsset(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.pg.PGBench(t, "-i", "-s", "10", "postgres")
 	var wg sync.WaitGroup

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"sort"
 	"sync"
@@ -80,57 +81,98 @@ func randomHex(n int) string {
 // holder. A lock whose holder died on this host, or that was not refreshed
 // for LockStaleAfter, is removed.
 //
+// A claim is written first and checked after: it stands only when the
+// listing made after writing it shows no conflicting lock. Two processes
+// that claim at once can then both back off, but never both win, whatever
+// their clocks say (an order by claimed time let a claimant that stamped
+// early and wrote late win over a holder that had already checked).
+//
 // The lock is refreshed under ctx: once ctx is done it is no longer
 // refreshed, and Err and Check report so. Unlock releases it even then.
 func (r *Repository) Lock(ctx context.Context, scope, purpose string, exclusive bool, wait time.Duration) (*Lock, error) {
 	host, _ := os.Hostname()
-	now := r.Clock().UTC()
-	info := LockInfo{Scope: scope, Exclusive: exclusive, Purpose: purpose, Host: host, PID: os.Getpid(),
-		Token: randomHex(16), Created: now, Refreshed: now}
 	deadline := time.Now().Add(wait)
 	delay := 200 * time.Millisecond
-	for {
-		info.name = newLockName()
-		if err := r.writeLock(ctx, &info); err != nil {
-			if mayBeStored(err) {
-				r.release(ctx, info, nil)
-			}
-			return nil, err
-		}
+	for collisions := 0; ; {
+		now := r.Clock().UTC()
+		// A new token each round: an earlier claim of ours may already be
+		// ended by a release record carrying its token.
+		info := LockInfo{Scope: scope, Exclusive: exclusive, Purpose: purpose, Host: host, PID: os.Getpid(),
+			Token: randomHex(16), Created: now, Refreshed: now, name: newLockName()}
+		// A lock held before we claim refuses us without a claim written.
 		holder, err := r.conflictingLock(ctx, &info)
 		if err != nil {
-			r.release(ctx, info, nil)
 			return nil, err
 		}
 		if holder == nil {
-			lctx, cancel := context.WithCancelCause(ctx)
-			l := &Lock{r: r, ctx: ctx, scope: scope, info: info, cancel: cancel, done: make(chan struct{})}
-			if err := r.addLock(l); err != nil {
-				cancel(err)
+			if err := r.writeLock(ctx, &info); err != nil {
+				if mayBeStored(err) {
+					r.release(ctx, info, nil)
+				}
+				return nil, err
+			}
+			holder, err = r.conflictingLock(ctx, &info)
+			if err != nil {
 				r.release(ctx, info, nil)
 				return nil, err
 			}
-			go l.refreshLoop(lctx)
-			return l, nil
+			if holder == nil {
+				return r.hold(ctx, info)
+			}
+			r.release(ctx, info, nil)
+			// Claims that collided back off for a random while and look
+			// again, even without a wait: the other side may have backed
+			// off too, and one of us should get the lock.
+			if collisions < 5 {
+				collisions++
+				if err := sleepCtx(ctx, jitter(50*time.Millisecond, 250*time.Millisecond)); err != nil {
+					return nil, err
+				}
+				continue
+			}
 		}
-		r.release(ctx, info, nil)
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("%s is held by %s: %w", scope, holder, ErrLocked)
 		}
 		r.log.Info("waiting for lock", "scope", scope, "holder", holder.String())
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
+		if err := sleepCtx(ctx, delay+jitter(0, delay/4)); err != nil {
+			return nil, err
 		}
 		if delay < 5*time.Second {
 			delay *= 2
 		}
-		// A retry is a new claim: it must queue behind the holder, and
-		// has a token of its own since the last one may be released.
-		info.Token = randomHex(16)
-		info.Created = r.Clock().UTC()
-		info.Refreshed = info.Created
+	}
+}
+
+// hold starts holding a lock whose claim stood.
+func (r *Repository) hold(ctx context.Context, info LockInfo) (*Lock, error) {
+	lctx, cancel := context.WithCancelCause(ctx)
+	l := &Lock{r: r, ctx: ctx, scope: info.Scope, info: info, cancel: cancel, done: make(chan struct{})}
+	if err := r.addLock(l); err != nil {
+		cancel(err)
+		r.release(ctx, info, nil)
+		return nil, err
+	}
+	go l.refreshLoop(lctx)
+	return l, nil
+}
+
+// jitter is a random duration in [lo, hi).
+func jitter(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + time.Duration(mrand.Int64N(int64(hi-lo)))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -292,9 +334,8 @@ func (r *Repository) stale(li *LockInfo) bool {
 	return false
 }
 
-// conflictingLock returns the lock that wins over ours, if any: among
-// conflicting locks the oldest claim wins, ties broken by name, so two
-// processes that see each other agree on the winner.
+// conflictingLock returns a lock other than ours that conflicts with it,
+// if any; which of the two was claimed first does not matter.
 func (r *Repository) conflictingLock(ctx context.Context, ours *LockInfo) (*LockInfo, error) {
 	locks, err := r.Locks(ctx)
 	if err != nil {
@@ -309,9 +350,7 @@ func (r *Repository) conflictingLock(ctx context.Context, ours *LockInfo) (*Lock
 			r.deleteLock(ctx, li.name)
 			continue
 		}
-		if li.Created.Before(ours.Created) || (li.Created.Equal(ours.Created) && li.name < ours.name) {
-			return li, nil
-		}
+		return li, nil
 	}
 	return nil, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -453,5 +454,96 @@ func TestCopyRestoresAlone(t *testing.T) {
 	}
 	if rep, err := c.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !rep.OK() {
 		t.Fatalf("verify the copy: %v %v", rep.Problems, err)
+	}
+}
+
+// TestLockClaimStampedEarlierDoesNotWin: a claimant whose clock is behind
+// (or that stamped its claim and was paused before writing it) must not
+// win over a holder that already checked.
+func TestLockClaimStampedEarlierDoesNotWin(t *testing.T) {
+	t.Parallel()
+	r, dir, sec := newTestRepo(t)
+	ctx := t.Context()
+	held, err := r.Lock(ctx, "asset/db", "backup", true, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Unlock()
+	be, err := fs.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late, err := Open(ctx, be, sec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	late.Clock = func() time.Time { return time.Now().Add(-time.Minute) }
+	if l, err := late.Lock(ctx, "asset/db", "backup", true, 0); !errors.Is(err, ErrLocked) {
+		if l != nil {
+			l.Unlock()
+		}
+		t.Fatalf("an earlier-stamped claim got a held lock: %v", err)
+	}
+}
+
+// TestLockClaimsAtOnceNeverBothWin starts claimants on one scope together,
+// each through its own handle as separate processes would, with clocks
+// that disagree, and counts holders at every instant.
+func TestLockClaimsAtOnceNeverBothWin(t *testing.T) {
+	t.Parallel()
+	_, dir, sec := newTestRepo(t)
+	ctx := t.Context()
+	const rounds, claimants = 20, 4
+	for round := range rounds {
+		var (
+			mu      sync.Mutex
+			holding int
+			wins    int
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+		)
+		for i := range claimants {
+			be, err := fs.New(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := Open(ctx, be, sec, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			skew := time.Duration(i-claimants/2) * time.Second
+			h.Clock = func() time.Time { return time.Now().Add(skew) }
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer h.Close()
+				<-start
+				l, err := h.Lock(ctx, "asset/db", "backup", true, 0)
+				if err != nil {
+					if !errors.Is(err, ErrLocked) {
+						t.Errorf("round %d: %v", round, err)
+					}
+					return
+				}
+				mu.Lock()
+				holding++
+				wins++
+				if holding > 1 {
+					t.Errorf("round %d: %d holders at once", round, holding)
+				}
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				mu.Lock()
+				holding--
+				mu.Unlock()
+				l.Unlock()
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if wins == 0 {
+			t.Logf("round %d: every claimant backed off", round)
+		}
 	}
 }

@@ -123,7 +123,7 @@ func failing(rs []health.Result) int {
 // evaluateHealth judges every asset of p, keeping repositories open in
 // pool from one check to the next.
 func (g *globalOptions) evaluateHealth(ctx context.Context, p *policy.Policy, now time.Time, pool repoCache) ([]health.Result, error) {
-	return app.New(p, app.Options{Log: g.log, Pool: pool, RepoClock: g.repoClock()}).Health(ctx, now)
+	return app.New(p, app.Options{Log: g.log, Pool: pool, Now: g.now(time.Now)}).Health(ctx, now)
 }
 
 // alertStateFile is where the alert state lives in the state directory.

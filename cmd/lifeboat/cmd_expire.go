@@ -97,7 +97,7 @@ func expireRepository(ctx context.Context, g *globalOptions, p *policy.Policy, r
 	if o.maxUnused < 100 {
 		opts.RepackUnused = max(float64(o.maxUnused)/100, 0.01)
 	}
-	svc := app.New(p, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	defer svc.Close()
 	return svc.Expire(ctx, rp, opts)
 }
@@ -125,6 +125,16 @@ func printExpire(g *globalOptions, name string, rep *expire.Report) {
 			decision, strings.Join(s.Reasons, ", "))
 	}
 	tw.Flush()
+	untrusted := 0
+	for _, s := range rep.Snapshots {
+		if s.Untrusted != "" {
+			untrusted++
+		}
+	}
+	if untrusted > 0 {
+		fmt.Fprintf(w, "  warning: %s kept out of retention as untrusted (RULE says why); if not genuine, remove with `lifeboat forget SNAPSHOT --repository %s`\n",
+			plural(untrusted, "snapshot"), name)
+	}
 	for asset, ranges := range rep.WAL {
 		for _, wr := range ranges {
 			decision := "keep"
@@ -247,4 +257,38 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 		return fmt.Errorf("no repository of the policy holds snapshot %q", id)
 	}
 	return nil
+}
+
+func newForgetCommand(g *globalOptions) *cobra.Command {
+	var repository string
+	cmd := &cobra.Command{
+		Use:   "forget SNAPSHOT --repository NAME",
+		Short: "Delete one snapshot's manifest, such as one expire reports as untrusted",
+		Long: `Delete one snapshot from one repository: its manifest goes now, its data at
+the next expire's sweep. Expire keeps, and reports, snapshots whose times the
+store does not vouch for or whose tree does not check out; once you have
+confirmed that such a snapshot is not genuine, forget removes it. A pinned
+snapshot is refused: unpin it first. Needs a credential that may delete.`,
+		Args: exactArgs(1, "one SNAPSHOT id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if repository == "" {
+				return usagef("forget needs --repository: name the one repository to delete the snapshot from")
+			}
+			ctx := cmd.Context()
+			p, err := g.policy()
+			if err != nil {
+				return err
+			}
+			svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
+			defer svc.Close()
+			rp, s, err := svc.Forget(ctx, repository, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "snapshot %s of %s forgotten in %s; its data goes at the next expire\n", s.ID.Short(), s.Asset, rp.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&repository, "repository", "", "the repository to delete the snapshot from (required)")
+	return cmd
 }

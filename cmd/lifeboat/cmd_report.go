@@ -64,7 +64,7 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 	if err != nil {
 		return err
 	}
-	svc := app.New(p, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	defer svc.Close()
 	in, err := svc.ReportInput(ctx, since, now, o.repository)
 	if err != nil {

@@ -109,7 +109,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	pool := app.NewPool()
 	defer pool.Close()
 	service := func(p *policy.Policy) *app.Service {
-		return app.New(p, app.Options{Log: log, Now: clock.Now, RepoClock: g.repoClock(), Pool: pool})
+		return app.New(p, app.Options{Log: log, Now: g.now(clock.Now), Pool: pool})
 	}
 	d, err := daemon.New(daemon.Config{
 		Policy: p, LoadPolicy: g.policy, ConfigPath: config, Log: log, Clock: clock, Catalog: cat, Metrics: metrics.New(),

@@ -49,7 +49,7 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 		return err
 	}
 	now := time.Now()
-	svc := app.New(p, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	defer svc.Close()
 	rows, failed, err := svc.Status(ctx, assets, now)
 	if err != nil {

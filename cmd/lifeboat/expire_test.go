@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
 )
 
 // withRetention puts a retention rule on the test asset.
@@ -258,4 +262,78 @@ func TestPausedBackupVersusExpire(t *testing.T) {
 	if got := c.TableChecksums(t, "postgres"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("restore after the refused backup differs:\n got %v\nwant %v", got, want)
 	}
+}
+
+// TestExpireKeepsForgedSnapshotOutAndForgetRemovesIt: a manifest written
+// with the key but dated into the future is kept out of retention and
+// reported; once judged not genuine, forget removes it.
+func TestExpireKeepsForgedSnapshotOutAndForgetRemovesIt(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a.conf"), "a", 0o600, time.Now())
+	e := newFilesEnv(t, []string{src}, nil)
+	pol, err := os.ReadFile(e.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol = bytes.Replace(pol, []byte("    kind: files\n"), []byte("    kind: files\n    retention: { daily: 1 }\n"), 1)
+	if err := os.WriteFile(e.policy, pol, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun("backup", "app-config")
+	forged := forgeSnapshot(t, e, func(s *repo.Snapshot) { s.EndTime = time.Now().Add(365 * 24 * time.Hour) })
+
+	out := e.mustRun("expire", "--dry-run")
+	if !strings.Contains(out, forged.ID.Short()) || !strings.Contains(out, "untrusted: it claims to end at") ||
+		!strings.Contains(out, "lifeboat forget SNAPSHOT --repository primary") || strings.Contains(out, " delete ") {
+		t.Fatalf("expire with a snapshot from the future:\n%s", out)
+	}
+	if r := e.run("forget", forged.ID.Short()); r.code != 2 || !strings.Contains(r.stderr, "forget needs --repository") {
+		t.Fatalf("forget without --repository: exit %d: %s", r.code, r.stderr)
+	}
+	e.mustRun("pin", forged.ID.Short(), "--reason", "evidence")
+	if r := e.run("forget", forged.ID.Short(), "--repository", "primary"); r.code == 0 || !strings.Contains(r.stderr, "unpin it first") {
+		t.Fatalf("forget of a pinned snapshot: exit %d: %s", r.code, r.stderr)
+	}
+	e.mustRun("unpin", forged.ID.Short())
+	out = e.mustRun("forget", forged.ID.Short(), "--repository", "primary")
+	if !strings.Contains(out, "forgotten in primary") {
+		t.Fatalf("forget: %s", out)
+	}
+	var left []snapshotJSON
+	if err := json.Unmarshal([]byte(e.mustRun("snapshots", "app-config", "--json")), &left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].ID == forged.ID.String() {
+		t.Fatalf("snapshots after forget: %+v", left)
+	}
+}
+
+// forgeSnapshot writes, with the repository key, a copy of the newest
+// manifest changed by edit: what a compromised backup host can do.
+func forgeSnapshot(t *testing.T, e *env, edit func(*repo.Snapshot)) *repo.Snapshot {
+	t.Helper()
+	be, err := fs.New(e.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := repo.KeyFile(filepath.Join(e.dir, "repo.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(t.Context(), be, sec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	snaps, err := r.Snapshots(t.Context(), "")
+	if err != nil || len(snaps) == 0 {
+		t.Fatalf("snapshots: %v (%d)", err, len(snaps))
+	}
+	f := *snaps[len(snaps)-1]
+	edit(&f)
+	if err := r.SaveSnapshot(t.Context(), &f); err != nil {
+		t.Fatal(err)
+	}
+	return &f
 }

@@ -29,7 +29,7 @@ type globalOptions struct {
 	configPath string
 	verbose    int
 	cpuProfile string
-	// clockOffset shifts the repository clock: tests use it to play
+	// clockOffset shifts the clock: tests use it to play
 	// another host whose clock runs hours ahead, for which locks are stale
 	// and data is past its grace period.
 	clockOffset time.Duration
@@ -91,7 +91,7 @@ Everything it protects is described in a policy file (--config).`,
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile to this file (for performance work)")
 	root.PersistentFlags().MarkHidden("cpu-profile")
-	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the repository clock (for tests)")
+	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the clock (for tests)")
 	root.PersistentFlags().MarkHidden("clock-offset")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{Err: err} })
 	root.AddCommand(
@@ -110,6 +110,7 @@ Everything it protects is described in a policy file (--config).`,
 		newExpireCommand(g),
 		newPinCommand(g),
 		newUnpinCommand(g),
+		newForgetCommand(g),
 		newServeCommand(g),
 		newRunsCommand(g),
 		newDrillCommand(g),
@@ -163,7 +164,7 @@ func (g *globalOptions) service() (*app.Service, error) {
 	if g.svc != nil {
 		return g.svc, nil
 	}
-	svc, err := app.Load(g.configPath, app.Options{Log: g.log, RepoClock: g.repoClock()})
+	svc, err := app.Load(g.configPath, app.Options{Log: g.log, Now: g.now(time.Now)})
 	if err != nil {
 		return nil, err
 	}
@@ -171,13 +172,12 @@ func (g *globalOptions) service() (*app.Service, error) {
 	return svc, nil
 }
 
-// repoClock is the clock repositories judge locks and grace periods by:
-// nil (the real one) unless --clock-offset shifts it.
-func (g *globalOptions) repoClock() func() time.Time {
+// now is the clock of the command: base, shifted by --clock-offset.
+func (g *globalOptions) now(base func() time.Time) func() time.Time {
 	if off := g.clockOffset; off != 0 {
-		return func() time.Time { return time.Now().Add(off) }
+		return func() time.Time { return base().Add(off) }
 	}
-	return nil
+	return base
 }
 
 // asset loads the policy and finds an asset in it.
@@ -195,7 +195,7 @@ func (g *globalOptions) asset(name string) (*policy.Policy, *policy.Asset, error
 
 // openRepository opens one repository of the policy.
 func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
-	return app.OpenRepository(ctx, rp, g.log, g.repoClock())
+	return app.OpenRepository(ctx, rp, g.log, g.now(time.Now))
 }
 
 // primaryRepository opens the first repository of an asset.

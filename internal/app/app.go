@@ -31,11 +31,10 @@ type Service struct {
 	Policy *policy.Policy
 	Kinds  *asset.Registry
 	Log    *slog.Logger
-	// Now is the clock of everything the service times.
+	// Now is the one clock of the service: what it times, and what the
+	// repositories it opens judge locks, grace periods and retention by
+	// (tests play a host whose clock runs ahead with it).
 	Now func() time.Time
-	// RepoClock, when set, is the clock repositories judge locks and
-	// grace periods by (tests play a host whose clock runs ahead).
-	RepoClock func() time.Time
 
 	pool    *Pool
 	ownPool bool // the service made its pool, and closes it
@@ -73,8 +72,7 @@ func (p *Pool) Close() error {
 type Options struct {
 	Kinds     *asset.Registry // nil: Kinds()
 	Log       *slog.Logger
-	Now       func() time.Time
-	RepoClock func() time.Time
+	Now       func() time.Time // nil: time.Now
 	// Pool is shared with other services (a daemon's, across policy
 	// reloads); nil: the service has its own, closed by Close.
 	Pool *Pool
@@ -114,7 +112,7 @@ func New(p *policy.Policy, o Options) *Service {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Service{Policy: p, Kinds: o.Kinds, Log: o.Log, Now: o.Now, RepoClock: o.RepoClock, pool: o.Pool}
+	s := &Service{Policy: p, Kinds: o.Kinds, Log: o.Log, Now: o.Now, pool: o.Pool}
 	if s.pool == nil {
 		s.pool, s.ownPool = NewPool(), true
 	}
@@ -153,7 +151,7 @@ func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.
 	if r, ok := p.repos[key]; ok {
 		return r, nil
 	}
-	r, err := OpenRepository(ctx, rp, s.Log, s.RepoClock)
+	r, err := OpenRepository(ctx, rp, s.Log, s.Now)
 	if err != nil {
 		return nil, err
 	}

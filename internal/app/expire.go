@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/retention"
 )
 
@@ -31,7 +33,11 @@ func (s *Service) Expire(ctx context.Context, rp *policy.Repository, o ExpireOpt
 		if err != nil {
 			return nil, err
 		}
-		o.Assets = append(o.Assets, expire.Asset{Name: a.Name, Kind: a.Kind, Rules: rules})
+		_, k, err := s.Asset(a.Name)
+		if err != nil {
+			return nil, err
+		}
+		o.Assets = append(o.Assets, expire.Asset{Name: a.Name, Kind: k, Rules: rules})
 	}
 	r, err := s.Repository(ctx, rp)
 	if err != nil {
@@ -56,4 +62,32 @@ func Rules(a *policy.Asset, rp *policy.Repository) (retention.Rules, error) {
 		rules.Location = loc
 	}
 	return rules, nil
+}
+
+// Forget deletes one snapshot's manifest from the repository named
+// (its data goes at the next sweep); a pinned snapshot is refused.
+func (s *Service) Forget(ctx context.Context, repository, id string) (*policy.Repository, *repo.Snapshot, error) {
+	rp, err := s.Policy.Repository(repository)
+	if err != nil {
+		return nil, nil, &asset.UsageError{Err: err}
+	}
+	r, err := s.Repository(ctx, rp)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := r.FindSnapshot(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("repository %s: %w", rp.Name, err)
+	}
+	pins, err := r.Pins(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p := pins[snap.ID]; p != nil {
+		return nil, nil, asset.Usagef("snapshot %s is pinned in %s (%s): unpin it first", snap.ID.Short(), rp.Name, p.Reason)
+	}
+	if err := r.DeleteSnapshot(ctx, snap.ID); err != nil {
+		return nil, nil, fmt.Errorf("forget snapshot %s in %s: %w", snap.ID.Short(), rp.Name, err)
+	}
+	return rp, snap, nil
 }

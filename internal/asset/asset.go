@@ -67,6 +67,40 @@ type PITR interface {
 	VerifyArchive(ctx context.Context, r *repo.Repository, asset string, readData bool) (files int, problems []string, err error)
 	// RestorePoint records a named point a restore can target.
 	RestorePoint(ctx context.Context, r *repo.Repository, a *policy.Asset, name string) (*RestorePoint, error)
+	// SnapshotPoint is the moment a snapshot is consistent at and its
+	// timeline: what retention orders the kind's snapshots by, since the
+	// manifest's end time is when the backup finished, not what it holds.
+	SnapshotPoint(s *repo.Snapshot) (at time.Time, timeline uint32, err error)
+	// ExpireArchive deletes the archived logs of asset in r that no kept
+	// snapshot needs, and says what it kept and removed.
+	ExpireArchive(ctx context.Context, r *repo.Repository, asset string, o ArchiveExpiry) ([]ArchiveRange, error)
+}
+
+// ArchiveExpiry says which of an asset's archived logs stay.
+type ArchiveExpiry struct {
+	// Kept are the snapshots retention keeps; Base is the one point-in-time
+	// recovery of the window starts from (nil when the asset has no window:
+	// then the log from the newest kept snapshot on is kept, so a restore
+	// to the latest moment works).
+	Kept   []*repo.Snapshot
+	Base   *repo.Snapshot
+	DryRun bool
+	// KeepUntil extends the retention of the log a kept snapshot needs to
+	// the snapshot's own date, on stores with object lock.
+	KeepUntil map[repo.ID]time.Time
+}
+
+// ArchiveRange is a run of archived log files of one timeline that expire
+// treats alike.
+type ArchiveRange struct {
+	Timeline uint32    `json:"timeline"`
+	First    string    `json:"first"`
+	Last     string    `json:"last"`
+	Files    int       `json:"files"`
+	Keep     bool      `json:"keep"`
+	Rule     string    `json:"rule"`
+	Until    time.Time `json:"retained_until,omitzero"` // under retention: deletable from then
+	Deleted  int       `json:"deleted"`
 }
 
 // RestorePoint is a named point of an asset's history.

@@ -281,7 +281,7 @@ func (bk *backup) openParent(ctx context.Context, src *contentSource) *snapReade
 			bk.b.Warn(fmt.Sprintf("cannot read the last snapshot %s (%v): every object is downloaded again", s.ID.Short(), err))
 			return nil
 		}
-		bk.info.Parent = s.ID.String()
+		bk.sess.SetParent(s.ID)
 		return sr
 	}
 	return nil

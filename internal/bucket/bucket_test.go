@@ -464,7 +464,7 @@ func (e *env) testIncremental(t *testing.T) {
 	if want := []string{keys[3], "users/999/new.txt"}; !slices.Equal(gets, want) {
 		t.Errorf("second backup downloaded %q, want %q", gets, want)
 	}
-	if i := second.info; i.Objects != 41 || i.Reused != 39 || i.Downloaded != 2 || i.Parent != first.snap.ID.String() {
+	if i := second.info; i.Objects != 41 || i.Reused != 39 || i.Downloaded != 2 || second.snap.Parent == nil || *second.snap.Parent != first.snap.ID {
 		t.Errorf("second backup: %+v", i)
 	}
 	if second.snap.Stats.BytesNew > 64<<10 {
@@ -590,6 +590,7 @@ func (d *fakeDrill) Point() (string, time.Time, string)                         
 func (d *fakeDrill) Now() time.Time                                              { return time.Now() }
 func (d *fakeDrill) RunAs() string                                               { return "" }
 func (d *fakeDrill) RestoreCommand(string) (string, error)                       { return "", errors.New("no WAL") }
+func (d *fakeDrill) RestoreEnv() []string                                        { return nil }
 func (d *fakeDrill) PhaseEnded(name string, _ time.Time)                         { d.Phase(name) }
 func (d *fakeDrill) Queries(context.Context, func(string) string, asset.Querier) {}
 

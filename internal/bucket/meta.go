@@ -83,12 +83,11 @@ type Info struct {
 	Objects int64 `json:"objects"`
 	Bytes   int64 `json:"bytes"`
 	// Downloaded objects were read from the store; Reused ones were
-	// unchanged since Parent (same key, size and ETag) and taken over
-	// from it without a download.
+	// unchanged since the snapshot's parent (same key, size and ETag)
+	// and taken over from it without a download.
 	Downloaded      int64  `json:"downloaded"`
 	BytesDownloaded int64  `json:"bytes_downloaded"`
 	Reused          int64  `json:"reused"`
-	Parent          string `json:"parent,omitempty"`
 	// Vanished counts objects deleted between the listing and their read
 	// (left out).
 	Vanished int64 `json:"vanished"`

@@ -101,7 +101,6 @@ var rules = []rule{
 // when one is no longer needed, so the list only shrinks.
 var allowed = map[[2]string]string{
 	{"cmd/lifeboat", "internal/postgres"}:    "wal-push and wal-fetch are PostgreSQL's archive_command and restore_command",
-	{"internal/expire", "internal/postgres"}: "WAL expiry is not yet a PITR capability",
 }
 
 func TestImportRules(t *testing.T) {

@@ -9,36 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
-
-// WALRange is a run of archived WAL files of one timeline that expire
-// treats alike.
-type WALRange struct {
-	Timeline uint32    `json:"timeline"`
-	First    string    `json:"first"`
-	Last     string    `json:"last"`
-	Files    int       `json:"files"`
-	Keep     bool      `json:"keep"`
-	Rule     string    `json:"rule"`
-	Until    time.Time `json:"retained_until,omitzero"` // under retention: deletable from then
-	Deleted  int       `json:"deleted"`
-}
-
-// WALExpireOptions say which WAL stays.
-type WALExpireOptions struct {
-	// Kept are the snapshots retention keeps; Base is the one point-in-time
-	// recovery of the window starts from (nil when the asset has no window:
-	// then WAL from the newest kept snapshot on is kept, so a restore to the
-	// latest moment works).
-	Kept   []*repo.Snapshot
-	Base   *repo.Snapshot
-	DryRun bool
-	// KeepUntil extends the retention of the WAL a kept snapshot needs to
-	// the snapshot's own date, on stores with object lock.
-	KeepUntil map[repo.ID]time.Time
-}
 
 // walHorizon is expire's record of where the continuous archive begins:
 // gaps below it are what retention removed, not damage.
@@ -49,12 +23,23 @@ type walHorizon struct {
 
 const horizonRel = "wal-horizon"
 
-// ExpireWAL deletes the WAL files of asset no kept snapshot needs: below
-// the start of the window's base (or of the newest kept snapshot), only the
-// segments from each kept snapshot's start to its stop stay. Timeline
-// history files always stay. It returns the ranges in archive order.
-func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALExpireOptions) ([]WALRange, error) {
-	ident, err := LoadIdentity(ctx, r, asset)
+// SnapshotPoint orders a snapshot for retention by the moment it is
+// consistent at (the server's clock at pg_backup_stop) and its timeline.
+func (kind) SnapshotPoint(s *repo.Snapshot) (time.Time, uint32, error) {
+	info, err := Info(s)
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	return info.StopTime, info.Timeline, nil
+}
+
+// ExpireArchive deletes the WAL files of the asset name that no kept
+// snapshot needs: below the start of the window's base (or of the newest
+// kept snapshot), only the segments from each kept snapshot's start to its
+// stop stay. Timeline history files always stay. It returns the ranges in
+// archive order.
+func (kind) ExpireArchive(ctx context.Context, r *repo.Repository, name string, opts asset.ArchiveExpiry) ([]asset.ArchiveRange, error) {
+	ident, err := LoadIdentity(ctx, r, name)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
 	}
@@ -63,7 +48,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 	}
 	seg := ident.WALSegmentSize
 	if len(opts.Kept) == 0 {
-		return nil, fmt.Errorf("expire WAL of %s: no snapshot is kept, refusing to judge the archive", asset)
+		return nil, fmt.Errorf("expire WAL of %s: no snapshot is kept, refusing to judge the archive", name)
 	}
 	from := opts.Base
 	if from == nil {
@@ -88,7 +73,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 		needs = append(needs, need{SegmentForLSN(info.StartLSN, seg), SegmentForLSN(info.StopLSN, seg), info.Timeline, s.ID})
 	}
 	var files []WALName
-	if err := r.ListNamed(ctx, walArea, asset, "", func(rel string, _ int64) error {
+	if err := r.ListNamed(ctx, walArea, name, "", func(rel string, _ int64) error {
 		n, err := ParseWALFileName(rel[strings.LastIndex(rel, "/")+1:], seg)
 		if err != nil || n.Kind == WALHistory {
 			return nil
@@ -96,7 +81,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 		files = append(files, n)
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list WAL of %s: %w", asset, err)
+		return nil, fmt.Errorf("list WAL of %s: %w", name, err)
 	}
 	sort.Slice(files, func(i, j int) bool {
 		if files[i].TLI != files[j].TLI {
@@ -105,7 +90,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 		return files[i].String() < files[j].String()
 	})
 	ret, _ := r.Backend().(storage.Retainer)
-	var out []WALRange
+	var out []asset.ArchiveRange
 	for _, f := range files {
 		keep, rule := false, "older than every kept snapshot needs"
 		var until time.Time
@@ -126,7 +111,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 			}
 		}
 		if len(out) == 0 || out[len(out)-1].Timeline != f.TLI || out[len(out)-1].Keep != keep || out[len(out)-1].Rule != rule {
-			out = append(out, WALRange{Timeline: f.TLI, First: f.String(), Keep: keep, Rule: rule})
+			out = append(out, asset.ArchiveRange{Timeline: f.TLI, First: f.String(), Keep: keep, Rule: rule})
 		}
 		cur := &out[len(out)-1]
 		cur.Last = f.String()
@@ -136,13 +121,13 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 		}
 		if keep {
 			if ret != nil && !until.IsZero() {
-				if err := ret.ExtendRetention(ctx, r.NamedObject(walArea, asset, walRel(f)), until); err != nil {
+				if err := ret.ExtendRetention(ctx, r.NamedObject(walArea, name, walRel(f)), until); err != nil {
 					return out, fmt.Errorf("extend retention of WAL %s: %w", f, err)
 				}
 			}
 			continue
 		}
-		err := r.DeleteNamed(ctx, walArea, asset, walRel(f))
+		err := r.DeleteNamed(ctx, walArea, name, walRel(f))
 		var re *storage.RetainedError
 		switch {
 		case err == nil || errors.Is(err, storage.ErrNotFound):
@@ -152,7 +137,7 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 				cur.Until = re.Until
 			}
 		default:
-			return out, fmt.Errorf("expire WAL %s of %s: %w", f, asset, err)
+			return out, fmt.Errorf("expire WAL %s of %s: %w", f, name, err)
 		}
 	}
 	if !opts.DryRun {
@@ -161,8 +146,8 @@ func ExpireWAL(ctx context.Context, r *repo.Repository, asset string, opts WALEx
 			return out, err
 		}
 		rel := fmt.Sprintf("%s/%020d", horizonRel, r.Clock().UnixNano())
-		if _, err := r.PutNamed(ctx, "meta", asset, rel, payload, repo.CodecZstd); err != nil {
-			return out, fmt.Errorf("record WAL horizon of %s: %w", asset, err)
+		if _, err := r.PutNamed(ctx, "meta", name, rel, payload, repo.CodecZstd); err != nil {
+			return out, fmt.Errorf("record WAL horizon of %s: %w", name, err)
 		}
 	}
 	return out, nil

@@ -41,6 +41,11 @@
 //     delete the last restorable backup.
 //   - "future": End > now. A snapshot from the future (clock skew) is always
 //     kept; it also counts as within every window above.
+//   - "untrusted: <why>": the caller could not vouch for the snapshot's
+//     End (Snapshot.Untrusted). It is kept, takes no part in any rule
+//     above (it is never "newest", never a window's base, never a
+//     bucket's pick), so a snapshot written to steer retention cannot
+//     push a genuine one out.
 //
 // A deleted snapshot has the single reason "no rule keeps it".
 //
@@ -122,6 +127,9 @@ type Snapshot struct {
 	Pinned bool
 	// PinReason says why it is pinned; it is shown in the reasons.
 	PinReason string
+	// Untrusted says why End cannot be relied on ("" when it can): the
+	// snapshot is kept and left out of every rule.
+	Untrusted string
 }
 
 // Decision is the verdict on one snapshot.
@@ -187,6 +195,28 @@ func Decide(snaps []Snapshot, rules Rules, now time.Time) Plan {
 	}
 	now = now.Round(0) // compare wall clocks only, never a monotonic reading
 
+	var trusted, untrusted []Snapshot
+	for _, s := range snaps {
+		if s.Untrusted != "" {
+			untrusted = append(untrusted, s)
+		} else {
+			trusted = append(trusted, s)
+		}
+	}
+	plan := decideTrusted(trusted, rules, now, loc)
+	for _, s := range untrusted {
+		d := Decision{Snapshot: s, Keep: true, Reasons: []string{"untrusted: " + s.Untrusted}}
+		if s.Pinned {
+			d.Reasons = append(d.Reasons, pinReason(s))
+		}
+		plan.Decisions = append(plan.Decisions, d)
+	}
+	slices.SortStableFunc(plan.Decisions, func(a, b Decision) int { return compareSnapshots(a.Snapshot, b.Snapshot) })
+	return plan
+}
+
+// decideTrusted applies the rules to the snapshots whose End is trusted.
+func decideTrusted(snaps []Snapshot, rules Rules, now time.Time, loc *time.Location) Plan {
 	sorted := slices.Clone(snaps)
 	slices.SortStableFunc(sorted, compareSnapshots)
 	plan := Plan{Decisions: make([]Decision, len(sorted))}
@@ -211,11 +241,7 @@ func Decide(snaps []Snapshot, rules Rules, now time.Time) Plan {
 	}
 	for i, s := range sorted {
 		if s.Pinned {
-			reason := "pinned"
-			if s.PinReason != "" {
-				reason += ": " + s.PinReason
-			}
-			vs[i].addForever(reason)
+			vs[i].addForever(pinReason(s))
 		}
 	}
 	if !rules.IsZero() {
@@ -238,6 +264,13 @@ func Decide(snaps []Snapshot, rules Rules, now time.Time) Plan {
 		plan.Decisions[i] = d
 	}
 	return plan
+}
+
+func pinReason(s Snapshot) string {
+	if s.PinReason != "" {
+		return "pinned: " + s.PinReason
+	}
+	return "pinned"
 }
 
 // compareSnapshots orders by End, then Timeline, then ID.

@@ -852,3 +852,37 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+// TestUntrustedSnapshotsTakeNoSlot: a snapshot the caller cannot vouch for
+// is kept, and is never the newest, a window's base or a bucket's pick, so
+// it cannot push a genuine snapshot out.
+func TestUntrustedSnapshotsTakeNoSlot(t *testing.T) {
+	t.Parallel()
+	now := wall(t, time.UTC, "2026-03-10 12:00")
+	real1 := Snapshot{ID: "a", End: wall(t, time.UTC, "2026-03-01 02:00")}
+	real2 := Snapshot{ID: "b", End: wall(t, time.UTC, "2026-03-05 02:00")}
+	sameDay := Snapshot{ID: "x", End: real2.End.Add(time.Second), Untrusted: "stored days later"}
+	future := Snapshot{ID: "y", End: now.Add(365 * day), Untrusted: "from the future", Pinned: true}
+	plan := Decide([]Snapshot{future, real1, sameDay, real2}, Rules{Daily: 2, PITRWindow: day}, now)
+	got := map[string]Decision{}
+	var order []string
+	for _, d := range plan.Decisions {
+		got[d.Snapshot.ID] = d
+		order = append(order, d.Snapshot.ID)
+	}
+	if want := []string{"a", "b", "x", "y"}; !slices.Equal(order, want) {
+		t.Fatalf("order %v, want %v", order, want)
+	}
+	if !got["a"].Keep || !got["b"].Keep || !slices.Contains(got["b"].Reasons, "newest") || !slices.Contains(got["b"].Reasons, "daily 2026-03-05") {
+		t.Fatalf("genuine snapshots: %+v %+v", got["a"], got["b"])
+	}
+	if plan.PITRBase != "b" {
+		t.Fatalf("PITR base %q, want b", plan.PITRBase)
+	}
+	if d := got["x"]; !d.Keep || !slices.Equal(d.Reasons, []string{"untrusted: stored days later"}) || !d.KeepUntil.IsZero() {
+		t.Fatalf("untrusted snapshot: %+v", d)
+	}
+	if d := got["y"]; !d.Keep || !slices.Equal(d.Reasons, []string{"untrusted: from the future", "pinned"}) {
+		t.Fatalf("untrusted pinned snapshot: %+v", d)
+	}
+}

@@ -50,6 +50,7 @@ type Session struct {
 	// chunker is reused from file to file; Add is not called concurrently.
 	chunker *chunker.Chunker
 	start   time.Time
+	parent  *repo.ID
 	stats   repo.SnapshotStats
 	closed  bool
 }
@@ -73,7 +74,7 @@ func Begin(ctx context.Context, r *repo.Repository, opts Options) (*Session, err
 	}
 	w := r.NewWriterContext(ctx, view.Index)
 	return &Session{r: r, opts: opts, lock: lock, view: view, w: w, sink: w.NewSink(), tw: w.NewTreeWriter(),
-		table: chunker.NewTable(r.ChunkerSeed()), start: time.Now().UTC()}, nil
+		table: chunker.NewTable(r.ChunkerSeed()), start: r.Clock().UTC()}, nil
 }
 
 // Add records one node; nodes must come in strictly increasing path
@@ -178,13 +179,17 @@ func (s *Session) Commit(ctx context.Context, typ string, extra any) (snap *repo
 	s.stats.BytesNew, s.stats.BytesStored, s.stats.BlobsNew = ws.BytesNew, ws.BytesStored, ws.BlobsNew
 	host, _ := os.Hostname()
 	snap = &repo.Snapshot{Asset: s.opts.Asset, Kind: s.opts.Kind, Type: typ, Host: host,
-		StartTime: s.start, EndTime: time.Now().UTC(), Tree: tree, Nodes: count, Stats: s.stats, Extra: raw}
+		Parent: s.parent, StartTime: s.start, EndTime: s.r.Clock().UTC(), Tree: tree, Nodes: count, Stats: s.stats, Extra: raw}
 	if err := s.r.CommitSnapshot(ctx, s.view, snap); err != nil {
 		return nil, fmt.Errorf("backup of %s: %w; run the backup again", s.opts.Asset, err)
 	}
 	s.opts.Log.Info("backup finished", "asset", s.opts.Asset, "snapshot", snap.ID.Short())
 	return snap, nil
 }
+
+// SetParent records the snapshot this one was made from (content taken
+// over from it without reading the source again).
+func (s *Session) SetParent(id repo.ID) { s.parent = &id }
 
 // Abort ends the session without recording a snapshot. What was stored
 // stays unreferenced until expire sweeps it. Abort after Commit does

@@ -3,38 +3,78 @@
 # accident, and get the data back exactly as it was just before it (point-in-time recovery).
 #
 # Runs unattended on a fresh Debian machine (`make demo`), as root or as a normal user with sudo.
-# Everything lives in a fresh /tmp/lifeboat-demo.XXXXXX directory that is kept for inspection;
-# the servers it starts are stopped on exit. PostgreSQL refuses to run as root, so as root the
-# clusters and lifeboat run as the unprivileged system user lifeboat-test.
+# It needs Go and a PostgreSQL server of version 15 or newer; only when no server is present does
+# it install one (postgresql-15, or the distribution's postgresql), and nothing else.
+# PG_BIN=/usr/lib/postgresql/16/bin chooses the server; by default the newest one installed.
+#
+# Everything lives in a fresh /tmp/lifeboat-demo.XXXXXX directory and on ports nobody listens
+# on, so two demos on one machine do not meet. On exit the demo stops the servers it started and
+# removes its directory; after a failure, or with LIFEBOAT_DEMO_KEEP=1, the directory is kept
+# for inspection. PostgreSQL refuses to run as root, so as root the clusters and lifeboat run as
+# the unprivileged system user lifeboat-test.
 set -euo pipefail
 
 root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-pg_bin=/usr/lib/postgresql/15/bin
 demo_user=lifeboat-test
 export PATH=$PATH:/usr/local/go/bin
 started=$SECONDS
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%3d s] %s\n' "$((SECONDS - started))" "$*"; }
 die() {
 	printf 'FAIL: %s\n' "$*" >&2
 	exit 1
 }
+as_root() { # as_root CMD...: run a command as root, through sudo when not root
+	if [[ $(id -u) -eq 0 ]]; then
+		"$@"
+	else
+		# sudo fails on its own (no prompt possible) when it needs a password and there is no terminal.
+		command -v sudo >/dev/null 2>&1 || die "this needs root and sudo is not installed: run as root: $*"
+		sudo "$@"
+	fi
+}
 
 # --- 1. dependencies ----------------------------------------------------------------------------
-step "checking dependencies (PostgreSQL 15, Go)"
-if [[ $(id -u) -eq 0 ]]; then
-	"$root_dir/scripts/install-test-deps.sh"
-elif ! "$root_dir/scripts/install-test-deps.sh" 2>/dev/null; then
-	# Installing needs root; sudo fails on its own (no prompt possible) when it needs a password
-	# and there is no terminal.
-	command -v sudo >/dev/null 2>&1 || die "packages are missing and sudo is not installed; run: sudo $root_dir/scripts/install-test-deps.sh"
-	sudo "$root_dir/scripts/install-test-deps.sh"
+step "checking dependencies (Go, PostgreSQL 15 or newer)"
+command -v go >/dev/null 2>&1 ||
+	die "the Go toolchain is missing: install the Go version named in go.mod (https://go.dev/dl/) and put it in PATH"
+
+# find_pg_bin: the newest installed PostgreSQL (15 or newer) that has everything the demo runs.
+find_pg_bin() {
+	local dir major best="" best_major=0 p ok
+	for dir in /usr/lib/postgresql/*/bin; do
+		major=${dir#/usr/lib/postgresql/}
+		major=${major%/bin}
+		[[ $major =~ ^[0-9]+$ ]] && ((major >= 15 && major > best_major)) || continue
+		ok=1
+		for p in initdb pg_ctl postgres psql pgbench; do
+			[[ -x $dir/$p ]] || ok=0
+		done
+		((ok)) && best=$dir best_major=$major
+	done
+	[[ -n $best ]] && echo "$best"
+}
+if [[ -n ${PG_BIN:-} ]]; then
+	pg_bin=$PG_BIN
+	for p in initdb pg_ctl postgres psql pgbench; do
+		[[ -x $pg_bin/$p ]] || die "PG_BIN=$pg_bin has no $p"
+	done
+elif ! pg_bin=$(find_pg_bin); then
+	echo "no PostgreSQL server (15 or newer) in /usr/lib/postgresql: installing one"
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	pkg=postgresql-15
+	apt-cache show "$pkg" >/dev/null 2>&1 || pkg=postgresql
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+	pg_bin=$(find_pg_bin) || die "installed $pkg but found no PostgreSQL 15 or newer in /usr/lib/postgresql"
 fi
-command -v runuser >/dev/null 2>&1 || [[ $(id -u) -ne 0 ]] || die "runuser (util-linux) is missing"
+pg_major=$("$pg_bin/postgres" --version | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
+echo "PostgreSQL: $("$pg_bin/postgres" --version) ($pg_bin); Go: $(go env GOVERSION)"
 
 if [[ $(id -u) -eq 0 ]]; then
+	command -v runuser >/dev/null 2>&1 || die "runuser (util-linux) is missing"
 	run_user=$demo_user
 	if ! getent passwd "$run_user" >/dev/null; then
+		command -v useradd >/dev/null 2>&1 || die "useradd (passwd) is missing: it creates the user $run_user the servers run as"
 		useradd --system --user-group --no-create-home --home-dir /nonexistent \
 			--shell /usr/sbin/nologin --comment "lifeboat tests (PostgreSQL refuses root)" "$run_user"
 	fi
@@ -44,68 +84,57 @@ else
 	as_user() { "$@"; }
 fi
 
-# --- leftovers of an earlier run ----------------------------------------------------------------
-# Only directories carrying this script's marker are touched; their servers are stopped through
-# their own postmaster.pid.
-stop_cluster() { # stop_cluster DATADIR: stop a server of this demo, as the data directory's owner
-	local data=$1 owner
-	[[ -f $data/postmaster.pid ]] || return 0
-	owner=$(stat -c %U "$data")
-	if [[ $(id -u) -eq 0 ]]; then
-		runuser -u "$owner" -- "$pg_bin/pg_ctl" -D "$data" -m fast -t 30 stop >/dev/null 2>&1 || true
-	elif [[ $owner == "$(id -un)" ]]; then
-		"$pg_bin/pg_ctl" -D "$data" -m fast -t 30 stop >/dev/null 2>&1 || true
-	fi
-}
-for old in /tmp/lifeboat-demo.*; do
-	[[ -d $old && -f $old/.lifeboat-demo ]] || continue
-	for data in "$old/primary" "$old/restored"; do
-		[[ -d $data ]] && stop_cluster "$data"
-	done
-	if rm -rf "$old" 2>/dev/null; then
-		echo "removed $old (an earlier demo run)"
-	else
-		echo "warning: could not remove $old (an earlier demo run by another user)" >&2
-	fi
-done
-
 work=$(mktemp -d /tmp/lifeboat-demo.XXXXXX)
-touch "$work/.lifeboat-demo"
 chmod 755 "$work"
 mkdir -p "$work/bin" "$work/sock"
 if [[ $(id -u) -eq 0 ]]; then
-	chown "$run_user:" "$work" "$work/sock" "$work/.lifeboat-demo"
+	chown "$run_user:" "$work" "$work/sock"
 fi
 echo "work directory: $work (running PostgreSQL and lifeboat as user $run_user)"
 
 primary_started=0
 restored_started=0
+interrupted=0
 on_exit() {
 	local status=$?
 	set +e
 	if ((status != 0)); then
 		echo >&2
-		echo "FAIL: the demo stopped with exit status $status" >&2
-		for log in "$work/primary.log" "$work/restored.log"; do
+		if ((interrupted)); then
+			echo "the demo was interrupted" >&2
+		else
+			echo "FAIL: the demo stopped with exit status $status" >&2
+		fi
+		((interrupted)) || for log in "$work/primary.log" "$work/restored.log"; do
 			if [[ -s $log ]]; then
 				echo "--- last lines of $log ---" >&2
 				tail -n 25 "$log" >&2
 			fi
 		done
 	fi
+	# Only the servers this run started, through their own data directories.
 	((restored_started)) && as_user "$pg_bin/pg_ctl" -D "$restored" -m fast -t 30 stop >/dev/null 2>&1
 	((primary_started)) && as_user "$pg_bin/pg_ctl" -D "$primary" -m fast -t 30 stop >/dev/null 2>&1
 	echo
-	echo "servers stopped; the work directory $work is kept for inspection (policy, repository, key, logs)."
+	if ((status == 0 || interrupted)) && [[ ${LIFEBOAT_DEMO_KEEP:-0} == 0 ]]; then
+		cd /
+		rm -rf "$work"
+		echo "servers stopped, $work removed (LIFEBOAT_DEMO_KEEP=1 keeps it)"
+	else
+		echo "servers stopped; $work is kept for inspection (policy, repository, key, logs): rm -rf $work"
+	fi
 	exit "$status"
 }
 trap on_exit EXIT
+# An interrupt ends the run through on_exit too, which removes what an interrupted run leaves.
+trap 'interrupted=1; exit 130' INT
+trap 'interrupted=1; exit 143' TERM
 
 step "building lifeboat"
-# -buildvcs=false: git refuses to describe a checkout owned by another user (CI, a shared tree).
-(cd "$root_dir" && go build -buildvcs=false -o "$work/bin/lifeboat" ./cmd/lifeboat)
+# Stamped with this checkout's version and commit like a release, but built like `go build`, so
+# it shares the build cache with go build ./... and the tests (scripts/release.sh).
+"$root_dir/scripts/release.sh" dev "$work/bin/lifeboat"
 chmod 755 "$work/bin" "$work/bin/lifeboat"
-echo "built $work/bin/lifeboat ($("$work/bin/lifeboat" --version))"
 # The run user may not be able to enter the source tree; run everything from the work directory.
 cd "$work"
 
@@ -142,7 +171,7 @@ lifeboat() { # lifeboat ARGS...: run the CLI with the demo policy, echoing the c
 
 
 # --- 2. a cluster protected by lifeboat ---------------------------------------------------------
-step "creating a PostgreSQL 15 cluster (data checksums on, port $port, socket in $sock)"
+step "creating a PostgreSQL $pg_major cluster (data checksums on, port $port, socket in $sock)"
 as_user "$pg_bin/initdb" -D "$primary" -U postgres --auth=trust -E UTF8 --locale=C --data-checksums --no-sync >"$work/initdb.log" 2>&1 ||
 	{
 		cat "$work/initdb.log" >&2
@@ -163,6 +192,8 @@ EOF
 
 cat >"$policy" <<EOF
 # Lifeboat policy of the demo: one repository in the work directory, one PostgreSQL asset.
+state_dir: $work/state
+
 repositories:
   - name: local
     url: file://$work/repo

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
@@ -123,25 +124,28 @@ type progressLine struct {
 	mu     sync.Mutex
 	g      *globalOptions
 	on     bool
+	start  time.Time
 	last   time.Time
 	width  int
 	closed bool
 }
 
 func newProgressLine(g *globalOptions) *progressLine {
-	return &progressLine{g: g, on: isTerminal(g.stderr)}
+	return &progressLine{g: g, on: isTerminal(g.stderr), start: time.Now()}
 }
 
-func (p *progressLine) set(s string) {
+func (p *progressLine) set(pr asset.Progress) {
 	if !p.on {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || time.Since(p.last) < 200*time.Millisecond {
+	now := time.Now()
+	if p.closed || now.Sub(p.last) < 200*time.Millisecond {
 		return
 	}
-	p.last = time.Now()
+	p.last = now
+	s := pr.Line + rateAndETA(pr, now.Sub(p.start))
 	pad := p.width - len(s)
 	p.width = len(s)
 	if pad < 0 {
@@ -176,4 +180,19 @@ func (g *globalOptions) recordManualRun(ctx context.Context, svc *app.Service, r
 	if cerr := svc.RecordBackup(ctx, res, err); cerr != nil {
 		g.log.Warn("the run was not recorded in the catalog", "asset", res.Asset.Name, "error", oneLine(cerr))
 	}
+}
+
+// rateAndETA is what a progress line adds: the mean rate so far and, when
+// the total is known, the time left at that rate.
+func rateAndETA(pr asset.Progress, elapsed time.Duration) string {
+	if pr.Done <= 0 || elapsed < time.Second {
+		return ""
+	}
+	rate := float64(pr.Done) / elapsed.Seconds()
+	out := fmt.Sprintf(", %s/s", humanBytes(int64(rate)))
+	if pr.Total > pr.Done {
+		left := time.Duration(float64(pr.Total-pr.Done) / rate * float64(time.Second))
+		out += ", about " + left.Round(time.Second).String() + " left"
+	}
+	return out
 }

@@ -35,12 +35,24 @@ func newCheckCommand(g *globalOptions) *cobra.Command {
   wal_lag     PostgreSQL assets: WAL archived within the tier's RPO, and the
               archiver not failing (asked of the server when it can be
               reached; otherwise the age of the newest archived WAL)
+  setup       PostgreSQL assets: lifeboat doctor's read-only probes pass
+              (pgdata is the server's, clocks agree, the server's user can
+              read the policy and keys); a failing archive settings probe
+              fails wal_lag
   copy        every copy repository holds the snapshots older than the grace
               and the WAL older than the RPO
   drill       with a drill schedule: a passing drill since the newest drill
               slot more than the grace old
   verify      the last lifeboat verify of each repository was clean
   repository  every repository can be read
+  authentic   no object read for these checks (snapshot manifests, the WAL
+              and identity listings) failed its authentication: one planted
+              by a credential without the key is skipped by every reader,
+              and named here (lifeboat verify finds them all); one overwritten
+              in place is read from its earlier authentic version, and named
+              here until lifeboat verify --repair makes that version current
+  versioning  S3 repositories: the bucket keeps earlier versions, so that an
+              object overwritten in place can come back
 
 With --alert the problems found are also sent to the policy's alerts (and
 resolved when they clear), as lifeboat serve does every check.interval.`,

@@ -47,4 +47,10 @@ func runCopy(ctx context.Context, g *globalOptions, assetName string, queued boo
 func (g *globalOptions) printCopied(c app.Copied) {
 	fmt.Fprintf(g.stdout, "copied %d objects (%s) from %s to %s; %d were there already\n",
 		c.Stats.Objects, humanBytes(c.Stats.Bytes), c.From, c.To, c.Stats.Present)
+	for _, u := range c.Stats.Skipped {
+		fmt.Fprintf(g.stdout, "not copied: %s in %s is not authentic (planted without the key, or damaged): %s\n", u.Name, c.From, u.Reason)
+	}
+	for _, n := range c.Stats.Squatted {
+		fmt.Fprintf(g.stdout, "%s in %s holds another object that is not authentic; named objects went to their alternate name\n", n, c.To)
+	}
 }

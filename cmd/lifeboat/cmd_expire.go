@@ -156,6 +156,9 @@ func printExpire(g *globalOptions, name string, rep *expire.Report) {
 		if sw.Extended > 0 {
 			fmt.Fprintf(w, "  retention extended on %d objects\n", sw.Extended)
 		}
+		if sw.TempRemoved > 0 {
+			fmt.Fprintf(w, "  %s of killed writes removed\n", plural(sw.TempRemoved, "temporary file"))
+		}
 	}
 }
 

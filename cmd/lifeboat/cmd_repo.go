@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/spf13/cobra"
@@ -22,7 +23,7 @@ func newRepoCommand(g *globalOptions) *cobra.Command {
 		Use:   "repo",
 		Short: "Manage repositories",
 	}
-	cmd.AddCommand(newRepoInitCommand(g))
+	cmd.AddCommand(newRepoInitCommand(g), newRepoAddKeyCommand(g))
 	return cmd
 }
 
@@ -36,8 +37,9 @@ func newRepoInitCommand(g *globalOptions) *cobra.Command {
 		Use:   "init [REPOSITORY...]",
 		Short: "Create the repositories of the policy (all, or those named)",
 		Long: `Create repositories. A repository with a key_file that does not exist yet
-gets a new random key file; keep a copy of it somewhere safe: without it no
-backup in the repository can be read.`,
+gets a new random key file (64 hex digits, a 256-bit key); keep a copy of it
+somewhere safe: without it no backup in the repository can be read. An
+existing key file must hold 64 hex digits.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.names = args
 			return runRepoInit(cmd.Context(), g, o)
@@ -77,12 +79,23 @@ func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error
 
 func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository) error {
 	if rp.KeyFile != "" {
-		if _, err := os.Stat(rp.KeyFile); errors.Is(err, fs.ErrNotExist) {
-			if err := repo.GenerateKeyFile(rp.KeyFile); err != nil {
-				return fmt.Errorf("repository %s: %w", rp.Name, err)
-			}
+		created, err := ensureKeyFile(rp.KeyFile)
+		if err != nil {
+			return fmt.Errorf("repository %s: %w", rp.Name, err)
+		}
+		if created {
 			fmt.Fprintf(g.stdout, "created key file %s: keep a copy apart from the repository; without it the backups cannot be read\n", rp.KeyFile)
 		}
+	}
+	// The secret is checked before anything is created: a key file in the
+	// old format makes no new repository.
+	sec, err := app.SecretFor(rp)
+	if err != nil {
+		return err
+	}
+	if sec.Legacy() {
+		return &usageError{Err: fmt.Errorf("repository %s: %s is not 64 hex digits; new repositories need a 256-bit key file: "+
+			"give key_file a path that does not exist and `lifeboat repo init` creates one there", rp.Name, sec)}
 	}
 	u, err := url.Parse(rp.URL)
 	if err != nil {
@@ -98,10 +111,6 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 		return err
 	}
 	defer be.Close()
-	sec, err := app.SecretFor(rp)
-	if err != nil {
-		return err
-	}
 	if primary := p.PrimaryOf(rp.Name); primary != nil {
 		src, err := g.openRepository(ctx, primary)
 		if err != nil {
@@ -118,5 +127,107 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 		return fmt.Errorf("init repository %s: %w", rp.Name, err)
 	}
 	fmt.Fprintf(g.stdout, "initialized repository %s at %s (id %s, block size %s)\n", rp.Name, be.Location(), cfg.ID[:8], humanBytes(int64(cfg.BlockSize)))
+	return nil
+}
+
+// ensureKeyFile creates a new random key file at path unless a file is
+// there, and reports whether it did.
+func ensureKeyFile(path string) (bool, error) {
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err := repo.GenerateKeyFile(path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+type repoAddKeyOptions struct {
+	keyFile string
+}
+
+func newRepoAddKeyCommand(g *globalOptions) *cobra.Command {
+	var o repoAddKeyOptions
+	cmd := &cobra.Command{
+		Use:   "add-key REPOSITORY --key-file PATH",
+		Short: "Let a further key file open a repository (key rotation, old-format key files)",
+		Long: `Add a key to a repository: the repository is opened with the key of the
+policy, and a new key object is stored that opens it with the key file at
+PATH, which is created (64 random hex digits) if it does not exist. Then
+point the repository's key_file at PATH. The old key keeps working until its
+key object is deleted with a credential that may delete; the output names it.
+
+This is how a key file in the old format (not 64 hex digits) is replaced:
+docs/storage.md, "Key files".`,
+		Args: exactArgs(1, "one REPOSITORY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRepoAddKey(cmd.Context(), g, args[0], o)
+		},
+	}
+	cmd.Flags().StringVar(&o.keyFile, "key-file", "", "the key file to add (created if missing)")
+	return cmd
+}
+
+func runRepoAddKey(ctx context.Context, g *globalOptions, name string, o repoAddKeyOptions) error {
+	if o.keyFile == "" {
+		return usagef("add-key needs --key-file: the path of the key file to add")
+	}
+	p, err := g.policy()
+	if err != nil {
+		return err
+	}
+	rp, err := p.Repository(name)
+	if err != nil {
+		return &usageError{Err: err}
+	}
+	path, err := filepath.Abs(o.keyFile)
+	if err != nil {
+		return &usageError{Err: fmt.Errorf("--key-file: %w", err)}
+	}
+	if _, err := os.Stat(path); err == nil {
+		sec, err := repo.KeyFile(path)
+		if err != nil {
+			return &usageError{Err: err}
+		}
+		if sec.Legacy() {
+			return usagef("%s is not 64 hex digits: give --key-file a path that does not exist and add-key creates a key file there", path)
+		}
+	}
+	r, err := g.openRepository(ctx, rp)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	created, err := ensureKeyFile(path)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(g.stdout, "created key file %s: keep a copy apart from the repository; without it the backups cannot be read\n", path)
+	}
+	sec, err := repo.KeyFile(path)
+	if err != nil {
+		return err
+	}
+	added, err := r.AddKey(ctx, sec)
+	if err != nil {
+		return fmt.Errorf("repository %s: add key: %w", rp.Name, err)
+	}
+	// Prove the new key opens the repository before saying so.
+	be, err := app.OpenBackend(ctx, rp)
+	if err != nil {
+		return err
+	}
+	check, err := repo.Open(ctx, be, sec, g.log)
+	if err != nil {
+		be.Close()
+		return fmt.Errorf("repository %s: the added key does not open it: %w", rp.Name, err)
+	}
+	opened := check.KeyName()
+	check.Close()
+	fmt.Fprintf(g.stdout, "repository %s: key object %s opens it with key file %s; set key_file: %s in the policy\n", rp.Name, added, path, path)
+	if old := r.KeyName(); old != opened {
+		fmt.Fprintf(g.stdout, "repository %s: the previous key (%s) still opens it until that object is deleted with a credential that may delete\n", rp.Name, old)
+	}
 	return nil
 }

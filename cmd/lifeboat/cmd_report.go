@@ -100,9 +100,10 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 // replaceFile writes the report so that FILE is the old one or the whole
-// new one, never half of it.
+// new one, never half of it, readable by its owner only (like every file
+// Lifeboat makes: it names assets, hosts and failures).
 func replaceFile(path string, data []byte) error {
-	if err := durable.Replace(path, data, 0o644); err != nil {
+	if err := durable.Replace(path, data, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil

@@ -21,6 +21,7 @@ type restoreOptions struct {
 	workers    int
 	owner      string
 	repository string
+	asOf       string
 	// kind holds the restore flags of every kind, by name; the asset's
 	// kind refuses those it does not take.
 	kind asset.FlagValues
@@ -43,7 +44,13 @@ and PostgreSQL replays archived WAL up to the target, then promotes.
 A time needs a zone: "2026-11-23 03:00:00+08", "2026-11-22T19:00:00Z".
 
 Other kinds restore their newest snapshot (or --snapshot): see docs/ for the
-flags each kind takes; a flag of another kind is refused.`,
+flags each kind takes; a flag of another kind is refused.
+
+--repository-as-of T reads the repository as it was at T: on a versioned S3
+bucket, every object as its newest version stored at or before T, and only the
+objects that existed then (one deleted or overwritten since is read as it was;
+one stored since is not there): a restore from before an attack on the
+repository. A store without versions refuses it. See docs/storage.md.`,
 		Args: exactArgs(1, "ASSET"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.asset = args[0]
@@ -57,6 +64,7 @@ flags each kind takes; a flag of another kind is refused.`,
 	f.IntVar(&o.workers, "workers", 0, "parallel writers (default: all cores)")
 	f.StringVar(&o.owner, "owner", "", "OS user to own the restored files (default: the recorded owners)")
 	f.StringVar(&o.repository, "repository", "", "restore from this repository of the asset (a copy) instead of the primary")
+	f.StringVar(&o.asOf, "repository-as-of", "", "read the repository as it was at this time (a versioned S3 bucket)")
 	for _, kf := range app.Kinds().RestoreFlags() {
 		switch kf.Type {
 		case asset.FlagBool:
@@ -103,6 +111,11 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions) error {
 			if req.To, err = filepath.Abs(o.to); err != nil {
 				return err
 			}
+		}
+	}
+	if o.asOf != "" {
+		if req.AsOf, err = asset.ParseTime(o.asOf); err != nil {
+			return usagef("--repository-as-of %q: want a time with a zone, like 2026-11-23 03:00:00+08 or 2026-11-22T19:00:00Z", o.asOf)
 		}
 	}
 	if o.owner != "" {

@@ -21,7 +21,10 @@ func newWALPushCommand(g *globalOptions) *cobra.Command {
 
 It exits 0 only once the file is durably in the repository. A file archived
 before with identical content succeeds again; with different content it fails
-and the archived file is kept.
+and the archived file is kept. If the file's name is taken by an object that
+does not authenticate (planted by someone without the key), the file is stored
+under its alternate name (docs/FORMAT.md), where wal-fetch finds it, with a
+warning; check alerts until the planted object is removed.
 
 When the asset has copy repositories, the file is also added to each copy's
 queue in the state directory (durable before exit 0), and a background
@@ -66,6 +69,12 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 		return err
 	}
 	g.log.Info("archived", "asset", a.Name, "file", res.Name, "bytes", res.Bytes, "existed", res.Existed)
+	if res.Alternate != "" {
+		// Archiving goes on (pg_wal must not fill up), and check alerts
+		// until the squatter is removed.
+		g.log.Warn("the file's name in the repository is taken by an object that is not authentic (planted without the key?); archived under its alternate name, where wal-fetch finds it; run lifeboat verify",
+			"asset", a.Name, "file", res.Name, "stored_as", res.Alternate)
+	}
 	if len(queues) > 0 {
 		// The file is archived and queued: a drainer that fails to start
 		// delays the copy, which status shows, but loses nothing.

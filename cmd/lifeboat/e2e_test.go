@@ -180,16 +180,10 @@ func (e *env) switchAndWait() {
 
 func switchAndWait(t *testing.T, c *pgtest.Cluster) {
 	t.Helper()
-	seg := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
-	c.Psql(t, "postgres", "select pg_switch_wal()")
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if c.Psql(t, "postgres", "select coalesce(last_archived_wal, '') from pg_stat_archiver") >= seg {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("segment %s not archived within 60s: %s", seg, c.Psql(t, "postgres", "select * from pg_stat_archiver"))
+	// One psql, two statements in order: the segment's name is read before the switch ends it.
+	out := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn()); select pg_switch_wal()")
+	seg, _, _ := strings.Cut(out, "\n")
+	c.WaitArchived(t, seg, 60*time.Second)
 }
 
 type snapshotJSON struct {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/daemon"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -48,6 +49,11 @@ func (e *walFetchError) Unwrap() error { return e.err }
 const memoryLimit = 160 << 20
 
 func main() {
+	// Whatever Lifeboat creates (state, catalog, scratch copies of dumps,
+	// exports, mirrors) is its owner's alone, and so is what its children
+	// create, unless a file's mode is set on purpose (a restore gives each
+	// file the mode it was backed up with).
+	syscall.Umask(0o077)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
@@ -68,13 +74,24 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return exitOK
 	}
+	cmd, _, ferr := root.Find(args)
+	archiving := ferr == nil && (cmd.Name() == "wal-fetch" || cmd.Name() == "wal-push")
 	// Whatever went wrong in wal-fetch (a flag, the policy, the repository)
 	// must not read as "file absent" to PostgreSQL.
-	if cmd, _, ferr := root.Find(args); ferr == nil && cmd.Name() == "wal-fetch" {
+	if archiving && cmd.Name() == "wal-fetch" {
 		var wf *walFetchError
 		if !errors.As(err, &wf) {
 			err = &walFetchError{err}
 		}
+	}
+	// A policy's problems are one per line, as an editor lists them; what
+	// PostgreSQL logs for its archive and restore commands stays one line.
+	var fe *policy.FieldError
+	if !archiving && errors.As(err, &fe) {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "lifeboat: "+line)
+		}
+		return exitCode(err)
 	}
 	fmt.Fprintln(os.Stderr, "lifeboat: "+oneLine(err))
 	return exitCode(err)

@@ -21,14 +21,14 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 // globalOptions are the flags every command shares, and what they lead to.
 type globalOptions struct {
 	configPath string
 	verbose    int
 	cpuProfile string
+	// asOwner lets root write file:// repositories another user owns
+	// (--as-owner).
+	asOwner bool
 	// clockOffset shifts the clock: tests use it to play
 	// another host whose clock runs hours ahead, for which locks are stale
 	// and data is past its grace period.
@@ -49,9 +49,22 @@ func newRootCommand(g *globalOptions) *cobra.Command {
 		Long: `Lifeboat backs up PostgreSQL clusters into an encrypted, deduplicated
 repository, archives their WAL, and restores them to any point in time.
 Everything it protects is described in a policy file (--config).`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Version:       version,
+		SilenceUsage:               true,
+		SilenceErrors:              true,
+		Version:                    currentVersion().String(),
+		SuggestionsMinimumDistance: 2,
+		// An unknown command is a usage error (exit 2) on one line.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			hint := ""
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = " (did you mean " + strings.Join(s, " or ") + "?)"
+			}
+			return usagef("unknown command %q%s; `lifeboat --help` lists the commands", args[0], hint)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			level := slog.LevelWarn
 			switch {
@@ -91,6 +104,7 @@ Everything it protects is described in a policy file (--config).`,
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile to this file (for performance work)")
 	root.PersistentFlags().MarkHidden("cpu-profile")
+	root.PersistentFlags().BoolVar(&g.asOwner, "as-owner", false, "as root, write a file:// repository another user owns, giving what is written to that user")
 	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the clock (for tests)")
 	root.PersistentFlags().MarkHidden("clock-offset")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{Err: err} })
@@ -105,12 +119,14 @@ Everything it protects is described in a policy file (--config).`,
 		newDiffCommand(g),
 		newVerifyCommand(g),
 		newRestorePointCommand(g),
+		newDoctorCommand(g),
 		newCopyCommand(g),
 		newStatusCommand(g),
 		newExpireCommand(g),
 		newPinCommand(g),
 		newUnpinCommand(g),
 		newForgetCommand(g),
+		newInfoCommand(g),
 		newServeCommand(g),
 		newRunsCommand(g),
 		newDrillCommand(g),
@@ -120,9 +136,10 @@ Everything it protects is described in a policy file (--config).`,
 			Use:   "version",
 			Short: "Print the version",
 			Args:  exactArgs(0, "no arguments"),
-			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "lifeboat", version) },
+			Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "lifeboat version", currentVersion()) },
 		},
 	)
+	addCompletions(g, root)
 	return root
 }
 
@@ -155,7 +172,14 @@ func optionalArg(args []string) string {
 
 // policy loads the policy file afresh, with every kind of the registry.
 func (g *globalOptions) policy() (*policy.Policy, error) {
-	return app.LoadPolicy(g.configPath, app.Kinds())
+	p, err := app.LoadPolicy(g.configPath, app.Kinds())
+	if err != nil {
+		return nil, err
+	}
+	for i := range p.Repositories {
+		p.Repositories[i].WriteAsOwner = g.asOwner
+	}
+	return p, nil
 }
 
 // service is the application service for this run's policy, loaded once;
@@ -164,10 +188,11 @@ func (g *globalOptions) service() (*app.Service, error) {
 	if g.svc != nil {
 		return g.svc, nil
 	}
-	svc, err := app.Load(g.configPath, app.Options{Log: g.log, Now: g.now(time.Now)})
+	p, err := g.policy()
 	if err != nil {
 		return nil, err
 	}
+	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	g.svc = svc
 	return svc, nil
 }

@@ -96,14 +96,19 @@ func (d *daemonProc) waitLog(what string, timeout time.Duration) {
 	waitFor(d.t, timeout, "serve to log "+what, func() bool { return strings.Contains(d.stderr.String(), what) }, d.stderr.String)
 }
 
+// waitFor polls cond until it holds, failing the test after timeout. Many conditions run a
+// lifeboat or psql process (some 50 ms of CPU each), so the interval grows from 10 ms to 250 ms:
+// a quick condition is seen at once, and a long wait does not keep a core busy polling.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool, explain func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	interval := 10 * time.Millisecond
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s\n%s", timeout, what, explain())
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
+		interval = min(interval*3/2, 250*time.Millisecond)
 	}
 }
 
@@ -144,6 +149,7 @@ const everySecond = "    schedule: \"@every 1s\"\n"
 // their snapshot and hooks, reloads, one daemon per state directory, and a
 // clean stop.
 func TestServe(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table ledger as select g from generate_series(1, 1000) g")
 	envFile := filepath.Join(e.dir, "post-hook.env")
@@ -239,15 +245,19 @@ func TestServe(t *testing.T) {
 // WAL to be archived: the run is recorded as aborted, no snapshot is left,
 // the repository verifies, and the next start makes the run up.
 func TestServeStopDuringBackup(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, false)
 	e.sql("create table ledger as select g from generate_series(1, 1000) g")
 	e.mustRun("backup", "db")
 	snapsBefore := len(e.snapshots())
-	// pg_backup_stop waits until the backup's WAL is archived: with
-	// archiving paused, the backup hangs there.
-	e.sql("alter system set archive_command = ''")
+	// pg_backup_stop waits until the backup's WAL is archived: with the
+	// archive_command held at a gate, the backup hangs there. (An empty
+	// archive_command would be refused before the backup starts.)
+	gate := filepath.Join(e.dir, "archive-gate")
+	held := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.1; done; %s -c %s wal-push db %%p", gate, e.bin, e.policy)
+	e.sql(fmt.Sprintf("alter system set archive_command = '%s'", held))
 	e.sql("select pg_reload_conf()")
-	time.Sleep(500 * time.Millisecond)
+	waitFor(t, 10*time.Second, "the held archive_command", func() bool { return e.sql("show archive_command") == held }, func() string { return "" })
 	e.setAsset(everySecond)
 	d := e.serve("--stop-timeout", "30s")
 	waitFor(t, 30*time.Second, "the backup to wait in pg_backup_stop", func() bool {
@@ -277,6 +287,9 @@ func TestServeStopDuringBackup(t *testing.T) {
 	}
 
 	// Archiving back, the daemon back: the aborted run is made up at once.
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	e.sql("alter system reset archive_command")
 	e.sql("select pg_reload_conf()")
 	e.setAsset("    schedule: \"@every 1h\"\n")
@@ -296,6 +309,9 @@ func TestServeStopDuringBackup(t *testing.T) {
 
 // TestServeFailingPreHook: the run stops at the hook, whose output is in
 // the record; the backup does not run; the post hook learns the result.
+//
+// It runs alone, before the parallel tests: it reads the newest run, which under load could be a
+// slot skipped while the failing run was still going.
 func TestServeFailingPreHook(t *testing.T) {
 	e := newEnv(t, false)
 	envFile := filepath.Join(e.dir, "post-hook.env")
@@ -343,6 +359,7 @@ func bareAsset(name, extra string) string {
 // with its process group at --stop-timeout; the run is aborted and the
 // daemon says it had to kill.
 func TestServeKillsAtStopBound(t *testing.T) {
+	t.Parallel()
 	marker := filepath.Join(t.TempDir(), "hook-running")
 	e := newBareEnv(t, bareAsset("db", everySecond+fmt.Sprintf("    hooks:\n      pre: \"trap '' TERM; touch %s; sleep 60\"\n", marker)))
 	d := e.serve("--stop-timeout", "1s")
@@ -372,6 +389,7 @@ func TestServeKillsAtStopBound(t *testing.T) {
 // never overlap; a slot that comes while its asset waits for the worker is
 // skipped.
 func TestServeBoundsWorkers(t *testing.T) {
+	t.Parallel()
 	hook := "    hooks:\n      pre: \"sleep 1\"\n"
 	e := newBareEnv(t, bareAsset("a", everySecond+hook)+bareAsset("b", everySecond+hook)+bareAsset("c", everySecond+hook))
 	d := e.serve("--jobs", "1")
@@ -420,6 +438,7 @@ func TestServeBoundsWorkers(t *testing.T) {
 // another session holds: no snapshot of the broken dump, the repository
 // verifies, and the daemon's next start makes the run up.
 func TestServeStopDuringDump(t *testing.T) {
+	t.Parallel()
 	e := newDumpEnv(t, nil, everySecond)
 	e.pg.Psql(t, "app", "create table ledger as select g from generate_series(1, 1000) g")
 	lock := exec.Command(filepath.Join(pgtest.PGBin(t), "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", e.pg.DSN("app"))
@@ -481,6 +500,7 @@ func TestServeStopDuringDump(t *testing.T) {
 // result (here SIGKILL, while it waits for a server that never answers) is
 // recorded failed with how it ended; the daemon reads no output for it.
 func TestServeChildKilled(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,12 @@ func newRoleEnv(t *testing.T, bucket string, lock bool, extra string) (e *env, s
 	t.Helper()
 	srv = s3test.Start(t)
 	srv.CreateBucket(t, bucket, lock)
-	srv.CreateUser(t, "lifeboat-backup", "backup-secret-1234", "lifeboat-backup", s3test.BackupRolePolicy(bucket))
+	backupRole := s3test.BackupRolePolicy(bucket)
+	if strings.Contains(extra, "object_lock") {
+		// Uploads that carry their own lock need s3:PutObjectRetention.
+		backupRole = s3test.BackupRoleObjectLockPolicy(bucket)
+	}
+	srv.CreateUser(t, "lifeboat-backup", "backup-secret-1234", "lifeboat-backup", backupRole)
 	srv.CreateUser(t, "lifeboat-expire", "expire-secret-1234", "lifeboat-expire", s3test.ExpireRolePolicy(bucket))
 	access := testEnv(t, "LB_S3_ACCESS", "lifeboat-backup")
 	secret := testEnv(t, "LB_S3_SECRET", "backup-secret-1234")

@@ -38,12 +38,16 @@ type poster struct {
 }
 
 func newPoster(raw string, client *http.Client, timeout time.Duration, ok func(int) bool) (*poster, error) {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		// Not err itself: url.Parse quotes the URL.
-		return nil, errors.New("url must be an http or https URL")
+	if err := policy.CheckAlertURL(raw); err != nil {
+		return nil, fmt.Errorf("url %w", err)
 	}
-	return &poster{client: client, url: raw, host: u.Host, timeout: timeout, ok: ok}, nil
+	u, _ := url.Parse(raw)
+	// A redirect is not followed: Go's client would post the body again,
+	// routing key or signature included, wherever the answer points,
+	// over http too.
+	c := *client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &poster{client: &c, url: raw, host: u.Host, timeout: timeout, ok: ok}, nil
 }
 
 func is2xx(code int) bool { return code >= 200 && code < 300 }
@@ -93,7 +97,11 @@ func (p *poster) post(ctx context.Context, body []byte, header http.Header) erro
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody+1))
-	err = fmt.Errorf("post to %s: %w", p.host, &statusError{Code: resp.StatusCode, Body: oneLine(b, maxErrorBody)})
+	answer := oneLine(b, maxErrorBody)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		answer = "a redirect, which is not followed (the body would go again to wherever it points): give the final URL"
+	}
+	err = fmt.Errorf("post to %s: %w", p.host, &statusError{Code: resp.StatusCode, Body: answer})
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 		return unreachable(err)
 	}

@@ -18,8 +18,8 @@ type BackupRequest struct {
 	Full     bool
 	Workers  int
 	LockWait time.Duration
-	Progress func(string) // nil: none
-	Warn     func(string) // nil: logged
+	Progress func(asset.Progress) // nil: none
+	Warn     func(string)         // nil: logged
 }
 
 // BackupResult is a backup taken.
@@ -55,9 +55,9 @@ func (s *Service) Backup(ctx context.Context, req BackupRequest) (*BackupResult,
 	}
 	res.Repo = r
 	b := &asset.Backup{Asset: a, Repo: r, Full: req.Full, Workers: req.Workers, LockWait: req.LockWait,
-		StateDir: s.Policy.StateDir, Log: s.Log, Progress: req.Progress, Warn: req.Warn}
+		StateDir: s.Policy.StateDir, PolicyPath: s.Policy.Source, Log: s.Log, Progress: req.Progress, Warn: req.Warn}
 	if b.Progress == nil {
-		b.Progress = func(string) {}
+		b.Progress = func(asset.Progress) {}
 	}
 	if b.Warn == nil {
 		b.Warn = func(msg string) { s.Log.Warn(msg, "asset", a.Name) }
@@ -82,9 +82,12 @@ type RestoreRequest struct {
 	Workers    int
 	UID, GID   int
 	Flags      asset.FlagValues
-	Progress   func(string)
+	Progress   func(asset.Progress)
 	// SelfCommand is how a restored asset calls this lifeboat back.
 	SelfCommand func(args ...string) (string, error)
+	// AsOf, when set, reads the repository as it was then (a versioned
+	// bucket's objects as of that time; versions.go).
+	AsOf time.Time
 }
 
 // Restore brings a snapshot of an asset back. Flags of other kinds are
@@ -97,14 +100,20 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*asset.Resto
 	if err := asset.Refuse(k, req.Flags); err != nil {
 		return nil, err
 	}
-	r, _, err := s.AssetRepository(ctx, a, req.Repository)
+	var r *repo.Repository
+	if req.AsOf.IsZero() {
+		r, _, err = s.AssetRepository(ctx, a, req.Repository)
+	} else if r, err = s.repositoryAsOf(ctx, a, req.Repository, req.AsOf); err == nil {
+		defer r.Close()
+	}
 	if err != nil {
 		return nil, err
 	}
+	mark := r.UnauthenticMark()
 	rr := &asset.Restore{Asset: a, Repo: r, Repository: req.Repository, SnapshotID: req.Snapshot, To: req.To, Workers: req.Workers,
 		UID: req.UID, GID: req.GID, Flags: req.Flags, Log: s.Log, Progress: req.Progress, SelfCommand: req.SelfCommand}
 	if rr.Progress == nil {
-		rr.Progress = func(string) {}
+		rr.Progress = func(asset.Progress) {}
 	}
 	if _, pitr := k.(asset.PITR); !pitr {
 		if rr.Snapshot, err = PickSnapshot(ctx, r, a.Name, req.Snapshot); err != nil {
@@ -112,6 +121,9 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*asset.Resto
 		}
 	}
 	res, err := k.Restore(ctx, rr)
+	if res != nil {
+		res.Lines = append(res.Lines, overwrittenLines(r, mark)...)
+	}
 	if err != nil {
 		return res, fmt.Errorf("restore %s: %w", a.Name, err)
 	}

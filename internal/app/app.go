@@ -11,8 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/retry"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/s3"
+	"golang.org/x/sys/unix"
 )
 
 // Service runs actions on the assets of one policy.
@@ -70,9 +74,9 @@ func (p *Pool) Close() error {
 
 // Options shape a Service.
 type Options struct {
-	Kinds     *asset.Registry // nil: Kinds()
-	Log       *slog.Logger
-	Now       func() time.Time // nil: time.Now
+	Kinds *asset.Registry // nil: Kinds()
+	Log   *slog.Logger
+	Now   func() time.Time // nil: time.Now
 	// Pool is shared with other services (a daemon's, across policy
 	// reloads); nil: the service has its own, closed by Close.
 	Pool *Pool
@@ -94,11 +98,53 @@ func Load(path string, o Options) (*Service, error) {
 // LoadPolicy reads a policy whose assets may be of any registered kind;
 // its errors are usage errors.
 func LoadPolicy(path string, kinds *asset.Registry) (*policy.Policy, error) {
-	p, err := policy.LoadKinds(path, kinds.Decoders())
+	p, err := policy.Load(path, kinds.Decoders())
 	if err != nil {
 		return nil, &asset.UsageError{Err: err}
 	}
+	if p.StateDirDefault {
+		p.StateDir = defaultStateDir(p.StateDir, os.Stderr)
+	}
 	return p, nil
+}
+
+// defaultStateDir is where state goes when the policy does not say: dir
+// (/var/lib/lifeboat) when this user can write it or create it, else the
+// user's state directory ($XDG_STATE_HOME/lifeboat, ~/.local/state/lifeboat),
+// said once, when that directory is first made. A DBA trying Lifeboat as
+// postgres would otherwise have every run fail to record itself.
+func defaultStateDir(dir string, say io.Writer) string {
+	if writable(dir) {
+		return dir
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return dir // the failure to write dir will say what is wrong
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	mine := filepath.Join(base, "lifeboat")
+	if _, err := os.Stat(mine); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(mine, 0o700); err != nil {
+			return dir
+		}
+		fmt.Fprintf(say, "lifeboat: state_dir is not set and %s is not writable by this user: keeping state in %s (set state_dir in the policy to choose)\n", dir, mine)
+	}
+	return mine
+}
+
+// writable reports whether this user can write dir, or create it.
+func writable(dir string) bool {
+	for d := dir; ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil {
+			return fi.IsDir() && unix.Access(d, unix.W_OK) == nil
+		}
+		if d == filepath.Dir(d) {
+			return false
+		}
+	}
 }
 
 // New makes a service for a policy already loaded.
@@ -145,7 +191,7 @@ func (s *Service) Asset(name string) (*policy.Asset, asset.Kind, error) {
 // already open.
 func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {
 	p := s.pool
-	key := strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+	key := poolKey(rp)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if r, ok := p.repos[key]; ok {
@@ -157,6 +203,19 @@ func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.
 	}
 	p.repos[key] = r
 	return r, nil
+}
+
+// poolKey is what a repository is kept open by in a pool.
+func poolKey(rp *policy.Repository) string {
+	return strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+}
+
+// openedRepository returns the repository if the pool has it open
+// already, without opening it.
+func (s *Service) openedRepository(rp *policy.Repository) *repo.Repository {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return s.pool.repos[poolKey(rp)]
 }
 
 // OpenRepository opens one repository of a policy outside any pool; the
@@ -186,9 +245,20 @@ func OpenRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger
 // AssetRepository opens the asset's repository called name, or its
 // primary when name is "".
 func (s *Service) AssetRepository(ctx context.Context, a *policy.Asset, name string) (*repo.Repository, *policy.Repository, error) {
+	rp, err := s.assetRepositoryPolicy(a, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := s.Repository(ctx, rp)
+	return r, rp, err
+}
+
+// assetRepositoryPolicy is the asset's repository called name in the
+// policy, "" for its primary.
+func (s *Service) assetRepositoryPolicy(a *policy.Asset, name string) (*policy.Repository, error) {
 	rps, err := s.Policy.AssetRepositories(a)
 	if err != nil {
-		return nil, nil, &asset.UsageError{Err: err}
+		return nil, &asset.UsageError{Err: err}
 	}
 	rp := rps[0]
 	if name != "" {
@@ -199,11 +269,10 @@ func (s *Service) AssetRepository(ctx context.Context, a *policy.Asset, name str
 			}
 		}
 		if rp == nil {
-			return nil, nil, asset.Usagef("asset %s does not use repository %q (it uses %v)", a.Name, name, a.Repositories)
+			return nil, asset.Usagef("asset %s does not use repository %q (it uses %v)", a.Name, name, a.Repositories)
 		}
 	}
-	r, err := s.Repository(ctx, rp)
-	return r, rp, err
+	return rp, nil
 }
 
 // OpenBackend turns a repository URL into a storage backend, wrapped in
@@ -215,7 +284,7 @@ func OpenBackend(ctx context.Context, rp *policy.Repository) (storage.Backend, e
 	}
 	switch u.Scheme {
 	case "file":
-		be, err := fs.New(u.Path)
+		be, err := fs.Open(u.Path, fs.Options{AsOwner: rp.WriteAsOwner})
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
 		}

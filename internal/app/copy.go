@@ -150,12 +150,14 @@ func (s *Service) drainQueue(ctx context.Context, cp *policy.Repository, q *copy
 		q.RecordError(err)
 		return 0, err
 	}
-	dst, err := OpenBackend(ctx, cp)
+	// The copy is opened as a repository: it shares the primary's key,
+	// with which every object is authenticated before it is written.
+	cr, err := s.Repository(ctx, cp)
 	if err != nil {
 		q.RecordError(err)
 		return 0, err
 	}
-	defer dst.Close()
+	dst := cr.Backend()
 	// The primary is opened only for entries that hold names only: the
 	// others reach the copy even while the primary is out of reach.
 	var src storage.Backend
@@ -170,6 +172,6 @@ func (s *Service) drainQueue(ctx context.Context, cp *policy.Repository, q *copy
 				return err
 			}
 		}
-		return repo.CopyQueued(ctx, src, dst, name, stored)
+		return cr.CopyQueued(ctx, src, dst, name, stored)
 	})
 }

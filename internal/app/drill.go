@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 	"github.com/lifeboat-dr/lifeboat/internal/drill"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -80,7 +81,7 @@ func (s *Service) Drill(ctx context.Context, req DrillRequest) (*evidence.DrillR
 	}
 	rep, err := drill.Run(ctx, drill.Options{
 		Kind: k, Asset: a, Tier: tier, Repo: r, Repository: repoName, Point: point, Time: req.Time, Snapshot: req.Snapshot,
-		Checks: checks, Trigger: req.Trigger, RestoreCommand: fetch, RunAs: req.RunAs, WorkDir: req.WorkDir,
+		Checks: checks, Trigger: req.Trigger, RestoreCommand: fetch, RestoreEnv: childenv.Self(s.Policy.EnvRefs()), RunAs: req.RunAs, WorkDir: req.WorkDir,
 		Workers: req.Workers, Log: s.Log, Now: s.Now,
 	})
 	if rep == nil {

@@ -11,6 +11,8 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/health"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 // Health judges every asset (internal/health) on the facts it gathers: every repository's
@@ -22,12 +24,41 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 	for i := range p.Assets {
 		assets = append(assets, &p.Assets[i])
 	}
+	// What status reads (every snapshot manifest, the WAL listing) meets
+	// the objects planted there; each repository says what it met since.
+	// One the pool did not hold yet is opened by status: all it meets is
+	// new.
+	marks := map[string]uint64{}
+	for i := range p.Repositories {
+		if r := s.openedRepository(&p.Repositories[i]); r != nil {
+			// Objects read from an earlier version are looked at anew,
+			// so that one repaired meanwhile stops being reported.
+			r.ForgetVersions()
+			marks[p.Repositories[i].Name] = r.UnauthenticMark()
+		}
+	}
 	rows, _, err := s.Status(ctx, assets, now)
 	if err != nil {
 		return nil, err
 	}
 	f := health.Facts{Now: now, Assets: map[string]*health.AssetFacts{}, Verifies: map[string]health.Verify{},
-		Unreadable: map[string]string{}}
+		Unreadable: map[string]string{}, Unauthentic: map[string][]string{}, Versioning: map[string]string{}}
+	for i := range p.Repositories {
+		rp := &p.Repositories[i]
+		r := s.openedRepository(rp)
+		if r == nil {
+			continue // could not be opened: status reports it
+		}
+		for _, u := range r.UnauthenticSince(marks[rp.Name]) {
+			f.Unauthentic[rp.Name] = append(f.Unauthentic[rp.Name], repo.UnauthenticProblem(u))
+		}
+		for _, o := range r.OverwrittenSince(marks[rp.Name]) {
+			f.Unauthentic[rp.Name] = append(f.Unauthentic[rp.Name], repo.OverwrittenProblem(o))
+		}
+		if _, ok := storage.Capability[storage.Versioned](r.Backend()); ok {
+			f.Versioning[rp.Name] = versioningProblem(ctx, r)
+		}
+	}
 	for _, row := range rows {
 		af := f.Assets[row.Asset]
 		if af == nil {
@@ -42,11 +73,18 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 			af.PrimaryRead = readable
 			af.NewestBackup = row.LastSnapshotStart
 			a, _ := p.Asset(row.Asset)
+			archiving, setup := s.setupFacts(ctx, a)
+			af.Setup = setup
 			pitr, ok := s.pitr(a)
 			af.PITR = ok
 			if ok && readable {
 				st := pitr.Archiving(ctx, a, row.NewestWAL, row.NewestWALTime, now)
 				af.WAL = &health.WALFacts{LagSeconds: st.LagSeconds, Detail: st.Detail, Failing: st.Failing}
+				// WAL that goes nowhere has no lag to measure: settings
+				// that archive elsewhere (or not at all) fail the check.
+				if archiving != "" {
+					af.WAL.Failing = archiving
+				}
 			}
 			continue
 		}

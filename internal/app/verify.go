@@ -41,6 +41,7 @@ func (s *Service) Verify(ctx context.Context, rp *policy.Repository, readData bo
 	for _, pr := range rep.Problems {
 		v.Problems = append(v.Problems, fmt.Sprint(pr))
 	}
+	mark := r.UnauthenticMark()
 	for i := range s.Policy.Assets {
 		a := &s.Policy.Assets[i]
 		pitr, ok := s.pitr(a)
@@ -53,6 +54,18 @@ func (s *Service) Verify(ctx context.Context, rp *policy.Repository, readData bo
 		}
 		v.Problems = append(v.Problems, problems...)
 		v.WALFiles += files
+	}
+	// Objects the archives' checks met that are not authentic (a name a
+	// squatter holds) are problems too.
+	reported := map[string]bool{}
+	for _, u := range rep.Unauthentic {
+		reported[u.Name] = true
+	}
+	for _, u := range r.UnauthenticSince(mark) {
+		if !reported[u.Name] {
+			rep.Unauthentic = append(rep.Unauthentic, u)
+			v.Problems = append(v.Problems, repo.UnauthenticProblem(u))
+		}
 	}
 	v.NotRecorded = s.recordVerify(ctx, rp.Name, started, v.Problems, rep.Snapshots+rep.Packs+v.WALFiles)
 	return v, nil
@@ -78,16 +91,7 @@ func (s *Service) recordVerify(ctx context.Context, repository string, started t
 
 // RestorePoint records a named restore point of a PITR asset.
 func (s *Service) RestorePoint(ctx context.Context, assetName, name string) (*asset.RestorePoint, error) {
-	a, k, err := s.Asset(assetName)
-	if err != nil {
-		return nil, err
-	}
-	pitr, ok := k.(asset.PITR)
-	if !ok {
-		return nil, asset.Usagef("asset %s: restore points exist for assets with point-in-time recovery (kinds %s), not %s",
-			a.Name, s.kindsWith(func(k asset.Kind) bool { _, ok := k.(asset.PITR); return ok }), a.Kind)
-	}
-	r, _, err := s.AssetRepository(ctx, a, "")
+	a, pitr, r, err := s.restorePoints(ctx, assetName)
 	if err != nil {
 		return nil, err
 	}
@@ -96,4 +100,32 @@ func (s *Service) RestorePoint(ctx context.Context, assetName, name string) (*as
 		return nil, fmt.Errorf("restore point %s: %w", name, err)
 	}
 	return rp, nil
+}
+
+// RestorePoints lists the restore points recorded for an asset in its
+// primary repository, oldest first.
+func (s *Service) RestorePoints(ctx context.Context, assetName string) ([]asset.RestorePoint, error) {
+	a, pitr, r, err := s.restorePoints(ctx, assetName)
+	if err != nil {
+		return nil, err
+	}
+	return pitr.RestorePoints(ctx, r, a.Name)
+}
+
+// restorePoints finds a PITR asset and its primary repository.
+func (s *Service) restorePoints(ctx context.Context, assetName string) (*policy.Asset, asset.PITR, *repo.Repository, error) {
+	a, k, err := s.Asset(assetName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pitr, ok := k.(asset.PITR)
+	if !ok {
+		return nil, nil, nil, asset.Usagef("asset %s: restore points exist for assets with point-in-time recovery (kinds %s), not %s",
+			a.Name, s.kindsWith(func(k asset.Kind) bool { _, ok := k.(asset.PITR); return ok }), a.Kind)
+	}
+	r, _, err := s.AssetRepository(ctx, a, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return a, pitr, r, nil
 }

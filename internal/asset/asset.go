@@ -74,6 +74,31 @@ type PITR interface {
 	// ExpireArchive deletes the archived logs of asset in r that no kept
 	// snapshot needs, and says what it kept and removed.
 	ExpireArchive(ctx context.Context, r *repo.Repository, asset string, o ArchiveExpiry) ([]ArchiveRange, error)
+	// Windows are what r can restore of asset, one per timeline of its
+	// history; work is a directory for what reading them needs.
+	Windows(ctx context.Context, r *repo.Repository, asset, work string) ([]RecoveryWindow, error)
+	// RestorePoints are the named points recorded for asset in r.
+	RestorePoints(ctx context.Context, r *repo.Repository, asset string) ([]RestorePoint, error)
+}
+
+// RecoveryWindow is what a repository can restore on one timeline: any
+// moment from Earliest, when its oldest usable snapshot is consistent, to
+// Latest, the last the archive reaches without a gap.
+type RecoveryWindow struct {
+	Timeline         uint32    `json:"timeline"`
+	Snapshots        int       `json:"snapshots"`
+	EarliestSnapshot string    `json:"earliest_snapshot"`
+	EarliestTime     time.Time `json:"earliest_time"`
+	EarliestPosition string    `json:"earliest_lsn"`
+	LatestTime       time.Time `json:"latest_time"`
+	// LatestExact says LatestTime is the newest commit read from the log;
+	// otherwise it is when the last log file was stored, a bound.
+	LatestExact    bool   `json:"latest_exact"`
+	LatestPosition string `json:"latest_lsn"`
+	LatestLog      string `json:"latest_wal"`
+	// Gap names the first log file missing while later ones are stored:
+	// recovery stops there.
+	Gap string `json:"gap,omitempty"`
 }
 
 // ArchiveExpiry says which of an asset's archived logs stay.
@@ -105,9 +130,10 @@ type ArchiveRange struct {
 
 // RestorePoint is a named point of an asset's history.
 type RestorePoint struct {
-	Name string
-	LSN  string
-	Time time.Time
+	Name     string    `json:"name"`
+	LSN      string    `json:"lsn"`
+	Time     time.Time `json:"time"`
+	Timeline uint32    `json:"timeline,omitempty"`
 }
 
 // Archiving is the state of an asset's WAL archiving.
@@ -185,9 +211,12 @@ type Backup struct {
 	// StateDir is where Lifeboat keeps what it needs on this host
 	// between runs (mirrors, temporary copies): the policy's state_dir.
 	StateDir string
-	Log      *slog.Logger
-	// Progress receives one line of progress now and then; never nil.
-	Progress func(string)
+	// PolicyPath is the policy file this run uses, as the commands a
+	// source runs to reach Lifeboat (archive_command) must name it.
+	PolicyPath string
+	Log        *slog.Logger
+	// Progress receives the state of the work now and then; never nil.
+	Progress func(Progress)
 	// Warn receives operator-facing warnings (skipped files, bad page
 	// checksums) that must reach cron mail whatever the log level; never
 	// nil.
@@ -198,6 +227,15 @@ type Backup struct {
 	// Summary is set by the kind to the kind-specific tail of the line a
 	// backup ends with (e.g. "LSN 0/2000028..0/2000100"), or left empty.
 	Summary string
+}
+
+// Progress is how far a backup or restore has come: a line that says
+// what it does, and the bytes done of a total, from which a terminal
+// shows a rate and, when Total is known, the time left.
+type Progress struct {
+	Line  string
+	Done  int64 // bytes read (backup) or written (restore) so far
+	Total int64 // bytes in all; 0 when not known in advance
 }
 
 // Restore is one restore to perform.
@@ -216,7 +254,7 @@ type Restore struct {
 	UID, GID   int // -1: the recorded owners
 	Flags      FlagValues
 	Log        *slog.Logger
-	Progress   func(string)
+	Progress   func(Progress)
 	// SelfCommand is how the restored asset calls this lifeboat back
 	// (PostgreSQL's restore_command).
 	SelfCommand func(args ...string) (string, error)
@@ -252,6 +290,10 @@ type Drill interface {
 	// RestoreCommand is how a restored PostgreSQL fetches WAL from the
 	// drill's repository, treating segments after until as not archived.
 	RestoreCommand(until string) (string, error)
+	// RestoreEnv is the environment a restored server needs for
+	// RestoreCommand to reach the repository (see childenv.Self), and
+	// nothing more of the drill's own.
+	RestoreEnv() []string
 	// Cleanup registers a teardown step, run in order after the drill
 	// whatever happened.
 	Cleanup(func())
@@ -413,7 +455,7 @@ func (r *Registry) Kinds() []Kind {
 
 // Decoders are every kind the policy may name, with the decoder of those
 // that read their own keys (nil for a kind that takes none), for
-// policy.LoadKinds.
+// policy.Load.
 func (r *Registry) Decoders() policy.Kinds {
 	out := policy.Kinds{}
 	for name, k := range r.kinds {

@@ -236,8 +236,8 @@ func (bk *backup) walk(ctx context.Context, parent *snapReader, workers int, enc
 			}
 			if time.Since(progress) > time.Second {
 				progress = time.Now()
-				bk.b.Progress(fmt.Sprintf("backup %s: %d objects, %s downloaded", bk.b.Asset.Name, bk.info.Objects,
-					asset.HumanBytes(bk.info.BytesDownloaded)))
+				bk.b.Progress(asset.Progress{Line: fmt.Sprintf("backup %s: %d objects, %s downloaded", bk.b.Asset.Name, bk.info.Objects,
+					asset.HumanBytes(bk.info.BytesDownloaded)), Done: bk.info.BytesDownloaded})
 			}
 		}
 		return nil

@@ -220,7 +220,7 @@ func runBackup(t *testing.T, a *policy.Asset, r *repo.Repository) backupResult {
 	t.Helper()
 	var mu sync.Mutex
 	var res backupResult
-	b := &asset.Backup{Asset: a, Repo: r, Workers: 4, Log: slog.New(slog.DiscardHandler), Progress: func(string) {},
+	b := &asset.Backup{Asset: a, Repo: r, Workers: 4, Log: slog.New(slog.DiscardHandler), Progress: func(asset.Progress) {},
 		Warn: func(s string) { mu.Lock(); res.warns = append(res.warns, s); mu.Unlock() }}
 	res.snap, res.err = NewKind().Backup(t.Context(), b)
 	if res.err == nil {
@@ -244,7 +244,7 @@ func mustBackup(t *testing.T, a *policy.Asset, r *repo.Repository) backupResult 
 func restore(t *testing.T, a *policy.Asset, r *repo.Repository, s *repo.Snapshot, to string, flags asset.FlagValues) (*asset.Restored, error) {
 	t.Helper()
 	return NewKind().Restore(t.Context(), &asset.Restore{Asset: a, Repo: r, Snapshot: s, To: to, Workers: 3, UID: -1, GID: -1,
-		Flags: flags, Log: slog.New(slog.DiscardHandler), Progress: func(string) {}})
+		Flags: flags, Log: slog.New(slog.DiscardHandler), Progress: func(asset.Progress) {}})
 }
 
 func random(seed uint64, n int) []byte {
@@ -473,7 +473,7 @@ func (e *env) testIncremental(t *testing.T) {
 	sameDirAfterRestore(t, e, a, r, second.snap, src)
 
 	// --full downloads everything again, and stores nothing new but the tree.
-	full := &asset.Backup{Asset: a, Repo: r, Full: true, Log: slog.New(slog.DiscardHandler), Progress: func(string) {}, Warn: func(string) {}}
+	full := &asset.Backup{Asset: a, Repo: r, Full: true, Log: slog.New(slog.DiscardHandler), Progress: func(asset.Progress) {}, Warn: func(string) {}}
 	snap3, err := NewKind().Backup(t.Context(), full)
 	if err != nil {
 		t.Fatal(err)

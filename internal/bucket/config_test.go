@@ -20,7 +20,7 @@ assets:
 
 func parsePolicy(t *testing.T, keys string) (*policy.Policy, error) {
 	t.Helper()
-	return policy.ParseKinds([]byte(policyHead+keys), "test.yaml", policy.Kinds{KindName: kind{}})
+	return policy.Parse([]byte(policyHead+keys), "test.yaml", policy.Kinds{KindName: kind{}})
 }
 
 func TestDecodeConfig(t *testing.T) {

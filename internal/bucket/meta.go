@@ -85,9 +85,9 @@ type Info struct {
 	// Downloaded objects were read from the store; Reused ones were
 	// unchanged since the snapshot's parent (same key, size and ETag)
 	// and taken over from it without a download.
-	Downloaded      int64  `json:"downloaded"`
-	BytesDownloaded int64  `json:"bytes_downloaded"`
-	Reused          int64  `json:"reused"`
+	Downloaded      int64 `json:"downloaded"`
+	BytesDownloaded int64 `json:"bytes_downloaded"`
+	Reused          int64 `json:"reused"`
 	// Vanished counts objects deleted between the listing and their read
 	// (left out).
 	Vanished int64 `json:"vanished"`

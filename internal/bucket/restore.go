@@ -82,7 +82,7 @@ type restoreOptions struct {
 	sel       string // --path: a key or prefix relative to the asset's prefix
 	overwrite bool
 	workers   int
-	progress  func(string)
+	progress  func(asset.Progress)
 	uid, gid  int
 }
 
@@ -163,7 +163,7 @@ func restoreToDir(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, 
 	st, err := r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Target: target, Dir: dir, UID: o.uid, GID: o.gid,
 		Workers: o.workers, Progress: func(w int64) {
 			if o.progress != nil {
-				o.progress(fmt.Sprintf("restore: %s written", asset.HumanBytes(w)))
+				o.progress(asset.Progress{Line: fmt.Sprintf("restore: %s written", asset.HumanBytes(w)), Done: w})
 			}
 		}})
 	if err != nil {
@@ -357,7 +357,7 @@ func putObjects(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, cl
 				objects.Add(1)
 				w := written.Add(e.node.Size)
 				if now := time.Now().Unix(); o.progress != nil && progress.Swap(now) != now {
-					o.progress(fmt.Sprintf("restore: %d objects, %s written", objects.Load(), asset.HumanBytes(w)))
+					o.progress(asset.Progress{Line: fmt.Sprintf("restore: %d objects, %s written", objects.Load(), asset.HumanBytes(w)), Done: w})
 				}
 			}
 			return nil

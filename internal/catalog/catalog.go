@@ -19,6 +19,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -136,6 +137,9 @@ func Open(ctx context.Context, path string) (*Catalog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
+	if err := private(path); err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -155,6 +159,35 @@ func Open(ctx context.Context, path string) (*Catalog, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// private makes the database file (creating it empty) and the WAL and
+// shared-memory files beside it, if any, readable by their owner only:
+// the catalog holds run output, drill reports and audit records. SQLite
+// gives the files it creates the database file's mode, so creating it
+// 0600 first is enough for a new catalog; one made by an older version
+// (0644) is tightened.
+func private(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, fi.Mode().Perm()&0o700); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the database.

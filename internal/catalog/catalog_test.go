@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -245,4 +246,38 @@ func TestDrillsAndVerifies(t *testing.T) {
 	if err != nil || len(last) != 1 || last["main"].OK || last["main"].Error != "pack 1234: damaged" || !last["main"].Start.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("last verify: %+v %v", last, err)
 	}
+}
+
+// TestFilesArePrivate: the database and the WAL and shared-memory files
+// SQLite makes beside it are readable by their owner only, whatever the
+// umask; a catalog an older version left world-readable is tightened.
+func TestFilesArePrivate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	check := func(path string) {
+		t.Helper()
+		c := open(t, path)
+		if err := c.Insert(ctx, &Run{Asset: "a", Kind: "files", Trigger: "manual", Start: base, Result: OK}); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s has mode %v, want 0600", filepath.Base(p), fi.Mode().Perm())
+			}
+		}
+		c.Close()
+	}
+	check(filepath.Join(t.TempDir(), FileName))
+
+	old := filepath.Join(t.TempDir(), FileName)
+	c := open(t, old)
+	c.Close()
+	if err := os.Chmod(old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	check(old)
 }

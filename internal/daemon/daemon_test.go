@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/health"
@@ -599,7 +600,7 @@ func TestChecksDrainsAndAlerts(t *testing.T) {
 // TestSeedPlatformPolicy: the sample policy in docs parses, and every
 // asset in it is scheduled.
 func TestSeedPlatformPolicy(t *testing.T) {
-	p, err := policy.Load("../../docs/examples/seed-platform.yaml")
+	p, err := app.LoadPolicy("../../docs/examples/seed-platform.yaml", app.Kinds())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -175,7 +176,7 @@ func newHarness(t *testing.T, assets, extra string) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.cat.Close() })
-	h.cfg = Config{LoadPolicy: func() (*policy.Policy, error) { return policy.Load(h.path) }, ConfigPath: h.path,
+	h.cfg = Config{LoadPolicy: func() (*policy.Policy, error) { return app.LoadPolicy(h.path, app.Kinds()) }, ConfigPath: h.path,
 		Log: slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})), Clock: h.clock,
 		Runner: h.runner, Catalog: h.cat, Metrics: metrics.New(), Jobs: 2, StopTimeout: time.Minute, DrainInterval: 10 * time.Second}
 	return h

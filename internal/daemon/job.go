@@ -3,13 +3,13 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
@@ -120,10 +120,11 @@ func (d *Daemon) execute(j *job) {
 	}
 }
 
-// hookEnv is what the hooks find in their environment besides the
-// daemon's own.
+// hookEnv is the hooks' environment: the allow-listed part of the
+// daemon's (childenv.Base: PATH, HOME, locale, TZ), never its storage
+// keys, passphrases or alert secrets, and what Lifeboat tells them.
 func (d *Daemon) hookEnv(j *job) []string {
-	env := append(os.Environ(), "LIFEBOAT_ASSET="+j.rec.Asset, "LIFEBOAT_KIND="+j.rec.Kind,
+	env := childenv.Base("LIFEBOAT_ASSET="+j.rec.Asset, "LIFEBOAT_KIND="+j.rec.Kind,
 		"LIFEBOAT_TRIGGER="+j.rec.Trigger, "LIFEBOAT_RUN_ID="+strconv.FormatInt(j.rec.ID, 10), "LIFEBOAT_CONFIG="+d.cfg.ConfigPath)
 	if !j.rec.Slot.IsZero() {
 		env = append(env, "LIFEBOAT_SLOT="+j.rec.Slot.Format(time.RFC3339))

@@ -47,6 +47,9 @@ type Options struct {
 	// must treat segments after until (when not "") as not archived: the
 	// archive as it stood when the drill began.
 	RestoreCommand func(until string) (string, error)
+	// RestoreEnv is the environment RestoreCommand needs (the policy's
+	// variables, see childenv.Self).
+	RestoreEnv []string
 	// RunAs is the OS user throwaway servers run as when the drill runs as
 	// root; "" picks the data directory's owner, else postgres.
 	RunAs string
@@ -104,6 +107,10 @@ func Run(ctx context.Context, o Options) (*evidence.DrillReport, error) {
 	d.mark = o.Now()
 	runErr := o.Kind.Drill(ctx, d)
 	d.finish(runErr)
+	if runErr != nil && ctx.Err() != nil {
+		d.rep.Aborted = true
+		return d.rep, fmt.Errorf("drill %s of %s was stopped before it finished: %w", d.rep.ID, a.Name, context.Cause(ctx))
+	}
 	if !d.rep.Passed {
 		return d.rep, fmt.Errorf("drill %s of %s failed: %s", d.rep.ID, a.Name, d.rep.Error)
 	}
@@ -141,6 +148,8 @@ func (d *drill) RestoreCommand(until string) (string, error) {
 	}
 	return d.o.RestoreCommand(until)
 }
+
+func (d *drill) RestoreEnv() []string { return d.o.RestoreEnv }
 
 // Phase closes the phase under way now; PhaseEnded at a moment the kind
 // measured.

@@ -67,6 +67,10 @@ type DrillReport struct {
 	WALFiles int     `json:"wal_files,omitempty"`
 	Checks   []Check `json:"checks"`
 	Passed   bool    `json:"passed"`
+	// Aborted marks a drill stopped before it finished (an operator's
+	// stop, a shutdown of the daemon): it neither passed nor failed, and
+	// counts as neither.
+	Aborted bool `json:"aborted,omitempty"`
 	// Error is why the drill failed, on one line; "" when it passed.
 	Error string `json:"error,omitempty"`
 	// Issues lists every problem found (a failed check, a missed

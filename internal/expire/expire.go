@@ -80,12 +80,12 @@ type SnapshotVerdict struct {
 
 // Report is what a run decided and did.
 type Report struct {
-	Repository   string                         `json:"repository"`
-	DryRun       bool                           `json:"dry_run"`
-	Snapshots    []SnapshotVerdict              `json:"snapshots"`
+	Repository   string                          `json:"repository"`
+	DryRun       bool                            `json:"dry_run"`
+	Snapshots    []SnapshotVerdict               `json:"snapshots"`
 	WAL          map[string][]asset.ArchiveRange `json:"wal,omitempty"`
-	Sweep        *repo.SweepReport              `json:"sweep"`
-	LocksRemoved int                            `json:"locks_removed"`
+	Sweep        *repo.SweepReport               `json:"sweep"`
+	LocksRemoved int                             `json:"locks_removed"`
 }
 
 // walJob is the archive expiry of one asset with a PITR capability.

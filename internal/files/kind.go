@@ -29,7 +29,11 @@ func (kind) Name() lifeboat.AssetKind { return lifeboat.KindFiles }
 
 func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
 	a := b.Asset
-	snap, info, err := Backup(ctx, b.Repo, BackupOptions{Asset: a.Name, Paths: a.Paths, Exclude: a.Exclude,
+	cfg, err := configOf(a)
+	if err != nil {
+		return nil, err
+	}
+	snap, info, err := Backup(ctx, b.Repo, BackupOptions{Asset: a.Name, Paths: cfg.Paths, Exclude: cfg.Exclude,
 		LockWait: b.LockWait, Log: b.Log})
 	if errors.Is(err, ErrPaths) {
 		return nil, &asset.UsageError{Err: err}
@@ -74,7 +78,7 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 	s := r.Snapshot
 	res, err := Restore(ctx, r.Repo, s, RestoreOptions{Dir: r.To, Path: path, Delta: r.Flags.Bool("delta"), UID: r.UID, GID: r.GID,
 		Workers: r.Workers, Progress: func(w int64) {
-			r.Progress(fmt.Sprintf("restore %s: %s written", r.Asset.Name, asset.HumanBytes(w)))
+			r.Progress(asset.Progress{Line: fmt.Sprintf("restore %s: %s written", r.Asset.Name, asset.HumanBytes(w)), Done: w})
 		}})
 	if errors.Is(err, ErrNotInSnapshot) {
 		return nil, &asset.UsageError{Err: err}

@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -82,8 +80,7 @@ func Restore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, opts 
 	selected := func(p string) bool {
 		return sel == "" || p == sel || strings.HasPrefix(p, sel+"/") || strings.HasPrefix(sel, p+"/")
 	}
-	created, err := checkDir(opts.Dir, opts.Delta)
-	if err != nil {
+	if _, err := checkDir(opts.Dir, opts.Delta); err != nil {
 		return nil, err
 	}
 	idx, err := r.LoadIndex(ctx, nil)
@@ -91,35 +88,17 @@ func Restore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, opts 
 		return nil, err
 	}
 	// A first pass over the tree finds the path before anything is
-	// written, and refuses nodes below a symlink: a files backup never
-	// records them, and a restore would write them through the link,
-	// wherever it points.
+	// written. Nodes below a symlink are refused by the tree restore
+	// itself, before it writes anything.
 	res := &RestoreResult{Target: opts.Dir}
 	found := sel == ""
-	symlinks := map[string]bool{}
-	var links []*repo.Node
 	err = r.WalkTree(ctx, idx, snap.Tree, func(n *repo.Node) error {
-		for p := n.Path; ; {
-			i := strings.LastIndexByte(p, '/')
-			if i < 0 {
-				break
-			}
-			if p = p[:i]; symlinks[p] {
-				return fmt.Errorf("snapshot %s: %s lies below the symlink %s: %w", snap.ID.Short(), n.Path, p, repo.ErrCorrupt)
-			}
-		}
-		if n.Type == repo.NodeSymlink {
-			symlinks[n.Path] = true
-		}
 		if !selected(n.Path) {
 			return nil
 		}
 		res.Nodes++
 		if n.Path == sel {
 			found = true
-		}
-		if n.Type == repo.NodeSymlink {
-			links = append(links, n)
 		}
 		return nil
 	})
@@ -133,9 +112,20 @@ func Restore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, opts 
 	if sel != "" {
 		res.Target = filepath.Join(opts.Dir, filepath.FromSlash(sel))
 	}
-	if created {
-		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
-			return nil, fmt.Errorf("restore target: %w", err)
+	// The target is the restore's own: as root, one another user owns is
+	// root's and 0700 while the restore runs, and given back after.
+	dir, err := repo.OpenRestoreDir(opts.Dir, repo.DirOptions{Create: true, TakeOver: true})
+	if err != nil {
+		return nil, fmt.Errorf("restore target: %w", err)
+	}
+	defer dir.Close()
+	if !opts.Delta {
+		// Checked again on the open directory: nobody else can add a
+		// name to it any more.
+		if names, err := dir.Names(); err != nil {
+			return nil, err
+		} else if len(names) > 0 {
+			return nil, notEmpty(opts.Dir)
 		}
 	}
 	target := func(p string) string {
@@ -144,34 +134,15 @@ func Restore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, opts 
 		}
 		return filepath.Join(opts.Dir, filepath.FromSlash(p))
 	}
-	write := target
-	if opts.Delta {
-		// Files and directories already there may be read-only (a
-		// restored 0444 file, a 0555 directory): the owner may make them
-		// writable, and RestoreTree puts the recorded mode back after.
-		write = func(p string) string {
-			dst := target(p)
-			if fi, err := os.Lstat(dst); err == nil && (fi.Mode().IsRegular() || fi.IsDir()) && fi.Mode().Perm()&0o200 == 0 {
-				_ = os.Chmod(dst, fi.Mode()|0o200) // without the right to, the write below says so
-			}
-			return dst
-		}
-	}
-	res.Stats, err = r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Target: write, Dir: opts.Dir,
+	res.Stats, err = r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Root: dir, Target: target,
 		UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers, Progress: opts.Progress})
 	if err != nil {
 		return nil, err
 	}
-	// RestoreTree sets times through the link; a symlink's own time is
-	// set here. It changes no directory entry, so the times RestoreTree
-	// gave the directories stand.
-	for _, l := range links {
-		ts := unix.NsecToTimespec(l.MTime)
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, target(l.Path), []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return nil, fmt.Errorf("set times of %s: %w", target(l.Path), err)
-		}
+	if err := dir.Close(); err != nil {
+		return nil, err
 	}
-	if created {
+	if dir.Created() {
 		if err := durable.SyncDir(filepath.Dir(opts.Dir)); err != nil {
 			return nil, err
 		}
@@ -190,7 +161,11 @@ func checkDir(dir string, delta bool) (bool, error) {
 		return false, fmt.Errorf("restore target: %w", err)
 	}
 	if len(entries) > 0 && !delta {
-		return false, fmt.Errorf("%s is not empty: restore into an empty directory, or use --delta to write over what is there (rewriting only what differs)", dir)
+		return false, notEmpty(dir)
 	}
 	return false, nil
+}
+
+func notEmpty(dir string) error {
+	return fmt.Errorf("%s is not empty: restore into an empty directory, or use --delta to write over what is there (rewriting only what differs)", dir)
 }

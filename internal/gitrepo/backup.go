@@ -211,8 +211,9 @@ func (m *mirror) update(ctx context.Context, git *gitRunner) error {
 	// config is stored and restored as the repository's own.
 	quiet := []string{"-c", "gc.auto=0", "-c", "maintenance.auto=false", "-c", "fetch.writeCommitGraph=false",
 		"-c", "fetch.recurseSubmodules=false"}
-	fetch := slices.Concat(quiet, []string{"fetch", "--prune", "--no-write-fetch-head", "--quiet", "--", m.remote.URL, "+refs/*:refs/*"})
-	if _, err := git.run(ctx, m.dir, fetch...); err != nil {
+	remoteGit, remoteURL := git.forRemote(m.remote)
+	fetch := slices.Concat(quiet, []string{"fetch", "--prune", "--no-write-fetch-head", "--quiet", "--", remoteURL, "+refs/*:refs/*"})
+	if _, err := remoteGit.run(ctx, m.dir, fetch...); err != nil {
 		return err
 	}
 	if err := m.updateHead(ctx, git); err != nil {
@@ -317,7 +318,8 @@ func leftover(rel, name string) bool {
 // fetch does not do: a remote that changed its default branch is restored
 // with the new one.
 func (m *mirror) updateHead(ctx context.Context, git *gitRunner) error {
-	out, err := git.run(ctx, m.dir, "ls-remote", "--symref", "--", m.remote.URL, "HEAD")
+	remoteGit, remoteURL := git.forRemote(m.remote)
+	out, err := remoteGit.run(ctx, m.dir, "ls-remote", "--symref", "--", remoteURL, "HEAD")
 	if err != nil {
 		return err
 	}

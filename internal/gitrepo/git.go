@@ -15,11 +15,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 )
 
 // gitRunner runs the git binary with an environment fit for unattended
@@ -29,13 +33,25 @@ type gitRunner struct {
 	env []string
 }
 
-// repoEnv are the variables that point git at another repository, index
-// or object store: set by a hook that runs lifeboat, they would make every
-// command act on the wrong repository.
-var repoEnv = []string{
-	"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-	"GIT_COMMON_DIR", "GIT_NAMESPACE", "GIT_QUARANTINE_PATH", "GIT_PREFIX", "GIT_CEILING_DIRECTORIES",
-	"GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_REPLACE_REF_BASE", "GIT_NO_REPLACE_OBJECTS",
+// allowedProtocols are the transports git may use (GIT_ALLOW_PROTOCOL),
+// for the remotes and anything they lead to (submodules, redirects):
+// local paths, git://, ssh and https. Plain http is left out, since a
+// token would cross the network in the clear, and so are the "ext::"
+// and "fd::" transports, which run a command of the URL's choosing.
+const allowedProtocols = "file:git:ssh:https"
+
+// gitEnv are the variables of this process git keeps besides
+// childenv.Base: how it reaches ssh (an agent, a command of the
+// operator's choosing), which configuration it reads, proxies and
+// certificate authorities. Everything else, storage keys and
+// passphrases among it, stays out; so do the variables that point git at
+// another repository (GIT_DIR and the like: set by a hook that runs
+// lifeboat, they would make every command act on the wrong repository).
+var gitEnv = []string{
+	"SSH_AUTH_SOCK", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT",
+	"GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_GLOBAL", "XDG_CONFIG_HOME",
+	"GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+	"http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY",
 }
 
 func newGitRunner(bin string) (*gitRunner, error) {
@@ -46,23 +62,49 @@ func newGitRunner(bin string) (*gitRunner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("git is needed for git assets: %w", err)
 	}
-	env := make([]string, 0, len(os.Environ())+3)
+	var keep []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		drop := k == "LC_ALL" || k == "LANGUAGE"
-		for _, r := range repoEnv {
-			drop = drop || k == r
-		}
-		if !drop {
-			env = append(env, kv)
+		if slices.Contains(gitEnv, k) {
+			keep = append(keep, kv)
 		}
 	}
 	// Credentials come from wherever git takes them (ssh agent, keys,
-	// credential helpers); a prompt would hang a nightly run, so git is
-	// told never to ask. Messages in English are what errors are
-	// summarised from.
-	env = append(env, "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "LANGUAGE=C")
+	// credential helpers) or from the remote's URL (see forRemote); a
+	// prompt would hang a nightly run, so git is told never to ask.
+	// Messages in English are what errors are summarised from.
+	env := childenv.Base(keep...)
+	env = append(env, "GIT_TERMINAL_PROMPT=0", "LC_ALL=C", "LANGUAGE=C", "GIT_ALLOW_PROTOCOL="+allowedProtocols)
 	return &gitRunner{bin: path, env: env}, nil
+}
+
+// credentialHelper answers git's request for credentials from the
+// variables forRemote sets. git runs it through the shell, whose command
+// line holds only this text: the secret stays in the environment, which
+// only this user and root can read.
+const credentialHelper = `!f() { test "$1" = get && printf 'username=%s\npassword=%s\n' "$LIFEBOAT_GIT_USERNAME" "$LIFEBOAT_GIT_PASSWORD"; }; f`
+
+// forRemote returns the runner to use for commands that talk to r, and
+// the URL to give them. An http(s) URL's user and password leave the URL,
+// which would show in ps and /proc/<pid>/cmdline, for the environment,
+// where a credential helper given in GIT_CONFIG_* variables hands them to
+// git; the helpers of the system's and the user's configuration are
+// cleared first, so that none of them stores the credentials.
+func (g *gitRunner) forRemote(r Remote) (*gitRunner, string) {
+	u, err := url.Parse(r.URL)
+	if err != nil || u.User == nil || !strings.Contains(r.URL, "://") || (u.Scheme != "https" && u.Scheme != "http") {
+		return g, r.URL
+	}
+	user := u.User.Username()
+	pass, _ := u.User.Password()
+	u.User = nil
+	env := slices.Concat(g.env, []string{
+		"GIT_CONFIG_COUNT=2",
+		"GIT_CONFIG_KEY_0=credential.helper", "GIT_CONFIG_VALUE_0=",
+		"GIT_CONFIG_KEY_1=credential.helper", "GIT_CONFIG_VALUE_1=" + credentialHelper,
+		"LIFEBOAT_GIT_USERNAME=" + user, "LIFEBOAT_GIT_PASSWORD=" + pass,
+	})
+	return &gitRunner{bin: g.bin, env: env}, u.String()
 }
 
 // run runs git with args in dir and returns its standard output. Its

@@ -186,7 +186,7 @@ func TestFailedRemoteRecordsNothing(t *testing.T) {
 		{filepath.Join(f.dir, "gone.git"), "remote gone (" + filepath.Join(f.dir, "gone.git") + "): git fetch: fatal: "},
 		// Nothing listens on port 1: refused at once, and the password
 		// must not reach the message.
-		{"http://deploy:hunter2@127.0.0.1:1/drop/web.git", "remote web-"},
+		{"https://deploy:hunter2@127.0.0.1:1/drop/web.git", "remote web-"},
 	} {
 		_, err := f.backup(src, c.remote)
 		if err == nil || !strings.HasPrefix(err.Error(), c.want) || strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "hunter2") {

@@ -28,7 +28,11 @@ func (kind) Name() lifeboat.AssetKind { return lifeboat.KindGit }
 // mirrors are kept in the state directory between runs.
 func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
 	a := b.Asset
-	remotes, err := LoadRemotes(a.Remotes, a.RemotesFile)
+	cfg, err := configOf(a)
+	if err != nil {
+		return nil, err
+	}
+	remotes, err := LoadRemotes(cfg.Remotes, cfg.RemotesFile)
 	if err != nil {
 		return nil, &asset.UsageError{Err: err}
 	}

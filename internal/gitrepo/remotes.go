@@ -102,11 +102,16 @@ func checkRemote(s string) error {
 		return fmt.Errorf("remote %q starts with '-'", RedactText(s))
 	case strings.ContainsAny(s, "\x00\n\r"):
 		return fmt.Errorf("remote %q holds a control character", RedactText(s))
+	case transportPrefix.MatchString(s):
+		// git's "<transport>::<address>" runs a remote helper:
+		// ext:: runs any command the address names.
+		return fmt.Errorf("remote %q: git's <transport>::<address> form (ext::, fd::, ...) is refused: it can run a command on this host; give a URL, user@host:path or an absolute path", RedactText(s))
 	case strings.Contains(s, "://"):
-		if _, err := url.Parse(s); err != nil {
+		u, err := url.Parse(s)
+		if err != nil {
 			return fmt.Errorf("remote %q: not a valid URL", RedactText(s))
 		}
-		return nil
+		return checkURL(s, u)
 	case filepath.IsAbs(s):
 		return nil
 	}
@@ -114,6 +119,36 @@ func checkRemote(s string) error {
 		return nil // user@host:path, as git and ssh write it
 	}
 	return fmt.Errorf("remote %q: want a URL, user@host:path or an absolute path", RedactText(s))
+}
+
+// transportPrefix matches git's "<transport>::<address>" syntax.
+var transportPrefix = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9+.-]*::`)
+
+// checkURL accepts the transports git may use (allowedProtocols): file,
+// git, ssh (also git+ssh and ssh+git) and https. Credentials are kept in
+// an https URL only: git hands them to the server through a credential
+// helper; a password in any other URL would sit on git's command line and
+// is used by nothing.
+func checkURL(s string, u *url.URL) error {
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		if u.User != nil {
+			user := u.User.Username()
+			pass, _ := u.User.Password()
+			if strings.ContainsAny(user+pass, "\x00\n\r") {
+				return fmt.Errorf("remote %q: its user or password holds a control character", RedactText(s))
+			}
+		}
+		return nil
+	case "http":
+		return fmt.Errorf("remote %q: plain http is refused (credentials and code would cross the network unprotected): use https", RedactText(s))
+	case "file", "git", "ssh", "git+ssh", "ssh+git":
+		if _, has := u.User.Password(); u.User != nil && has {
+			return fmt.Errorf("remote %q: a password in a %s URL is not used by git and would show on its command line: remove it (ssh authenticates with keys)", RedactText(s), u.Scheme)
+		}
+		return nil
+	}
+	return fmt.Errorf("remote %q: transport %s is not one git may use here (file, git, ssh, https)", RedactText(s), u.Scheme)
 }
 
 // nameRemotes gives each remote a name from the last element of its path.

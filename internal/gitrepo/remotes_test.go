@@ -6,6 +6,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
 func TestParseRemotesFile(t *testing.T) {
@@ -31,6 +34,12 @@ https://git.example.com/drop/frag.git#keep-the-fragment
 		{"-uploadpack=evil\n", "1: remote \"-uploadpack=evil\" starts with '-'"},
 		{"https://a/x.git https://a/y.git\n", "1: \"https://a/x.git https://a/y.git\" is not one remote"},
 		{"\n\n  https://u:hunter2@a/x.git https://a/y.git\n", "3: \"https://u:***@a/x.git https://a/y.git\" is not one remote"},
+		// Remote helpers that run a command, and transports git may not use.
+		{"ext::sh%S-c%Stouch%S/tmp/pwned\n", "1: remote \"ext::sh%S-c%Stouch%S/tmp/pwned\": git's <transport>::<address> form"},
+		{"fd::7\n", "1: remote \"fd::7\": git's <transport>::<address> form"},
+		{"https://a/x.git\nhttp://u:hunter2@a/y.git\n", "2: remote \"http://u:***@a/y.git\": plain http is refused"},
+		{"ftp://a/x.git\n", "1: remote \"ftp://a/x.git\": transport ftp is not one git may use"},
+		{"ssh://git:hunter2@a/x.git\n", "1: remote \"ssh://git:***@a/x.git\": a password in a ssh URL"},
 	} {
 		_, err := ParseRemotesFile([]byte(c.in))
 		if err == nil || !strings.HasPrefix(err.Error(), c.err) {
@@ -117,5 +126,29 @@ func TestRedact(t *testing.T) {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestPolicyRefusesRemoteHelpers: a remote git may not be pointed at is
+// refused when the policy is read, naming the field and its line.
+func TestPolicyRefusesRemoteHelpers(t *testing.T) {
+	doc := `repositories:
+  - name: r
+    url: file:///srv/backup
+    passphrase: correct-horse-battery-staple-2024
+tiers:
+  t: { rpo: 1d, rto: 1h }
+assets:
+  - name: src
+    kind: git
+    tier: t
+    repositories: [r]
+    schedule: "@daily"
+    retention: { keep_within: 30d }
+    remotes: ["ext::sh%S-c%Stouch%S/tmp/pwned"]
+`
+	_, err := policy.Parse([]byte(doc), "lifeboat.yaml", policy.Kinds{lifeboat.KindGit: kind{}})
+	if err == nil || !strings.Contains(err.Error(), "lifeboat.yaml:") || !strings.Contains(err.Error(), "<transport>::<address>") {
+		t.Fatalf("policy with an ext:: remote: %v", err)
 	}
 }

@@ -77,46 +77,57 @@ func Restore(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, o Res
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The directory may hold other repositories and serve them: it is
+	// not taken over. Each repository is written into a private (0700)
+	// staging directory of its own, held open from the moment it is
+	// made, checked there, and only then renamed into place.
+	root, err := repo.OpenRestoreDir(dir, repo.DirOptions{Create: true})
+	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	temps := map[string]string{} // top-level tree directory -> where it is written
+	defer root.Close()
+	staged := map[string]*repo.RestoreDir{} // top-level tree directory -> its staging directory
+	defer func() {
+		for _, d := range staged {
+			d.Close()
+		}
+	}()
 	for _, ri := range repos {
-		tmp, err := os.MkdirTemp(dir, "."+ri.Name+".git.restoring-")
+		tmp, err := root.MkdirTemp("." + ri.Name + ".git.restoring-")
 		if err != nil {
 			return nil, fmt.Errorf("restore: %w", err)
 		}
-		temps[ri.Name+".git"] = tmp
+		staged[ri.Name+".git"] = tmp
 	}
 	idx, err := r.LoadIndex(ctx, nil)
 	if err != nil {
 		return nil, err
 	}
-	target := func(p string) string {
-		top, rest, _ := strings.Cut(p, "/")
-		tmp, ok := temps[top]
-		if !ok {
-			return ""
-		}
-		return filepath.Join(tmp, filepath.FromSlash(rest))
-	}
-	if _, err := r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Dir: dir, Target: target, UID: o.UID, GID: o.GID, Workers: o.Workers}); err != nil {
-		return nil, fmt.Errorf("restore: %w (partly written files are in %s)", err, strings.Join(sortedValues(temps), ", "))
+	// Every node of a chosen repository is placed by Mounts; the rest of
+	// the tree (other repositories) is left out.
+	skip := func(string) string { return "" }
+	if _, err := r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Root: root, Target: skip, Mounts: staged,
+		UID: o.UID, GID: o.GID, Workers: o.Workers}); err != nil {
+		return nil, fmt.Errorf("restore: %w (partly written files are in %s)", err, strings.Join(stagedPaths(staged), ", "))
 	}
 	var done []Restored
 	for _, ri := range repos {
-		tmp, final := temps[ri.Name+".git"], filepath.Join(dir, ri.Name+".git")
-		if err := verify(ctx, git, tmp, ri); err != nil {
-			return done, fmt.Errorf("restored %s.git does not match the backup: %w; the restored files are left in %s", ri.Name, err, tmp)
+		tmp, final := staged[ri.Name+".git"], filepath.Join(dir, ri.Name+".git")
+		// git works in the staging directory by its descriptor, so a
+		// rename of its name by another user of dir cannot point it at
+		// another repository.
+		if err := verify(ctx, git, tmp.ProcPath(), ri); err != nil {
+			return done, fmt.Errorf("restored %s.git does not match the backup: %w; the restored files are left in %s", ri.Name, err, tmp.Path())
 		}
-		// An empty directory in the way was allowed by checkTarget.
-		if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return done, fmt.Errorf("restore %s.git: %w; the checked repository is in %s", ri.Name, err, tmp)
-		}
-		if err := os.Rename(tmp, final); err != nil {
-			return done, fmt.Errorf("restore %s.git: %w; the checked repository is in %s", ri.Name, err, tmp)
+		// An empty directory in the way was allowed by checkTarget; a
+		// rename replaces it, and fails on anything else.
+		if err := root.Rename(filepath.Base(tmp.Path()), ri.Name+".git"); err != nil {
+			return done, fmt.Errorf("restore %s.git: %w; the checked repository is in %s", ri.Name, err, tmp.Path())
 		}
 		done = append(done, Restored{Name: ri.Name, Dir: final, Refs: len(ri.Refs), Head: ri.Head})
+	}
+	if err := root.Close(); err != nil {
+		return done, err
 	}
 	if err := durable.SyncDir(dir); err != nil {
 		return done, err
@@ -164,8 +175,10 @@ func checkTarget(p string) error {
 // follows every ref, and the refs and HEAD equal those recorded.
 func verify(ctx context.Context, git *gitRunner, dir string, want RepoInfo) error {
 	// The restored files may belong to another user (--owner); they are
-	// what this restore wrote, so git may trust them.
-	trust := []string{"-c", "safe.directory=" + dir}
+	// what this restore wrote, so git may trust them. dir names the open
+	// staging directory through /proc, which git's own check of the path
+	// would not match.
+	trust := []string{"-c", "safe.directory=*"}
 	if _, err := git.run(ctx, dir, slices.Concat(trust, []string{"fsck", "--no-dangling", "--no-progress"})...); err != nil {
 		return err
 	}
@@ -215,10 +228,10 @@ func diffRefs(want, got []Ref) string {
 	return strings.Join(diffs, ", ")
 }
 
-func sortedValues(m map[string]string) []string {
+func stagedPaths(m map[string]*repo.RestoreDir) []string {
 	var out []string
-	for _, v := range m {
-		out = append(out, v)
+	for _, d := range m {
+		out = append(out, d.Path())
 	}
 	slices.Sort(out)
 	return out

@@ -8,6 +8,7 @@ package health
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
@@ -23,6 +24,9 @@ const (
 	CheckDrill      = "drill"
 	CheckVerify     = "verify"
 	CheckRepository = "repository"
+	CheckAuthentic  = "authentic"
+	CheckVersioning = "versioning"
+	CheckSetup      = "setup"
 )
 
 // Result is the outcome of one check of one asset (or repository).
@@ -47,6 +51,13 @@ type Facts struct {
 	Verifies map[string]Verify
 	// Unreadable maps a repository that could not be read to why.
 	Unreadable map[string]string
+	// Unauthentic maps a repository to the objects met while gathering
+	// these facts that failed their hash or authentication (planted by a
+	// credential without the key, or damaged), one line each.
+	Unauthentic map[string][]string
+	// Versioning maps a repository whose store has versions (S3) to what
+	// is wrong with its versioning ("" when it is on).
+	Versioning map[string]string
 }
 
 // AssetFacts are the facts about one asset.
@@ -65,6 +76,16 @@ type AssetFacts struct {
 	// Drills are the asset's drill reports, newest first (at least those
 	// since the last drill slot).
 	Drills []*evidence.DrillReport
+	// Setup is what lifeboat doctor's read-only probes found of the
+	// asset's source; nil when none ran.
+	Setup *SetupFacts
+}
+
+// SetupFacts are the outcome of the read-only doctor probes of a source
+// (pgdata, clock, pg_wal space, who can read the policy).
+type SetupFacts struct {
+	Passed   []string // the probes that passed or only warned
+	Failures []string // one line each: what failed and the fix
 }
 
 // WALFacts describe archiving of one PostgreSQL asset.
@@ -121,6 +142,9 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		if af.PITR {
 			out = append(out, walLag(a, af, tier))
 		}
+		if af.Setup != nil {
+			out = append(out, setup(a, af.Setup))
+		}
 		out = append(out, copies(a, af, f.Now, tier, grace)...)
 		if r, ok := drill(a, af, f.Now, grace); ok {
 			out = append(out, r)
@@ -130,6 +154,10 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		if why, bad := f.Unreadable[rp.Name]; bad {
 			out = append(out, Result{Check: CheckRepository, Subject: rp.Name, Message: "cannot be read: " + why})
 			continue
+		}
+		out = append(out, authentic(rp.Name, f.Unauthentic[rp.Name]))
+		if problem, ok := f.Versioning[rp.Name]; ok {
+			out = append(out, versioning(rp.Name, problem))
 		}
 		v, ok := f.Verifies[rp.Name]
 		switch {
@@ -143,6 +171,47 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		}
 	}
 	return out
+}
+
+// setup: the source is set up as backups and archiving need (what
+// lifeboat doctor probes without writing).
+func setup(a *policy.Asset, s *SetupFacts) Result {
+	r := Result{Asset: a.Name, Check: CheckSetup}
+	switch {
+	case len(s.Failures) == 1:
+		r.Message = s.Failures[0] + " (lifeboat doctor)"
+	case len(s.Failures) > 1:
+		r.Message = fmt.Sprintf("%s (and %d more; lifeboat doctor)", s.Failures[0], len(s.Failures)-1)
+	default:
+		r.OK, r.Message = true, strings.Join(s.Passed, ", ")+" fine"
+	}
+	return r
+}
+
+// authentic: no object read from the repository failed its
+// authentication. Readers skip such objects and carry on, so this check is
+// where someone planting them (a put-only credential without the key) is
+// seen.
+func authentic(repository string, found []string) Result {
+	r := Result{Check: CheckAuthentic, Subject: repository}
+	switch len(found) {
+	case 0:
+		r.OK, r.Message = true, "no object that fails authentication met"
+	case 1:
+		r.Message = found[0] + " (run lifeboat verify)"
+	default:
+		r.Message = fmt.Sprintf("%s (and %d more objects; run lifeboat verify)", found[0], len(found)-1)
+	}
+	return r
+}
+
+// versioning: the bucket keeps earlier versions, so that an object
+// overwritten in place (a put-only credential can) comes back.
+func versioning(repository, problem string) Result {
+	if problem == "" {
+		return Result{Check: CheckVersioning, Subject: repository, OK: true, Message: "versioning is on"}
+	}
+	return Result{Check: CheckVersioning, Subject: repository, Message: problem}
 }
 
 // backup: the newest slot that is over (its grace passed) must have a
@@ -251,8 +320,8 @@ func drill(a *policy.Asset, af *AssetFacts, now time.Time, grace time.Duration) 
 	}
 	var newest *evidence.DrillReport
 	for _, d := range af.Drills {
-		if d.Started.Before(slot.Add(-slotSlack)) {
-			continue
+		if d.Started.Before(slot.Add(-slotSlack)) || d.Aborted {
+			continue // an aborted drill neither passed nor failed
 		}
 		if newest == nil {
 			newest = d

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -20,15 +21,12 @@ assets:
   - name: ledger
     kind: postgres
     tier: critical
-    pgdata: /var/lib/postgresql/15/main
-    dsn: "host=/run/postgresql"
     repositories: [main, dr]
     schedule: "CRON_TZ=UTC 0 3 * * *"
     drill:
       schedule: "CRON_TZ=UTC 0 4 1 * *"
   - name: cfg
     kind: files
-    paths: [/etc/app]
     repositories: [main]
 `
 
@@ -44,7 +42,9 @@ func find(t *testing.T, rs []Result, asset, check, subject string) Result {
 }
 
 func TestEvaluate(t *testing.T) {
-	p, err := policy.Parse([]byte(testPolicy), "lifeboat.yaml")
+	// The kinds' own keys (pgdata, paths) are no matter of health: the
+	// kinds here take none.
+	p, err := policy.Parse([]byte(testPolicy), "lifeboat.yaml", policy.Kinds{lifeboat.KindPostgres: nil, lifeboat.KindFiles: nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +135,33 @@ func TestEvaluate(t *testing.T) {
 	for _, r := range rs {
 		if r.Asset == "cfg" && r.Check == CheckBackup {
 			t.Errorf("unscheduled asset checked: %+v", r)
+		}
+	}
+}
+
+// TestSetup: the source's set-up is one line per asset, failing on the
+// first problem the probes found, and absent when none ran.
+func TestSetup(t *testing.T) {
+	t.Parallel()
+	p := &policy.Policy{Assets: []policy.Asset{{Name: "db", Kind: "postgres"}, {Name: "files", Kind: "files"}}}
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	f := Facts{Now: now, Assets: map[string]*AssetFacts{
+		"db":    {PrimaryRead: true, Setup: &SetupFacts{Passed: []string{"clock"}, Failures: []string{"pgdata: wrong", "archive_user: cannot read"}}},
+		"files": {PrimaryRead: true},
+	}}
+	var got []Result
+	for _, r := range Evaluate(p, f) {
+		if r.Check == CheckSetup {
+			got = append(got, r)
+		}
+	}
+	if len(got) != 1 || got[0].Asset != "db" || got[0].OK || !strings.Contains(got[0].Message, "pgdata: wrong (and 1 more; lifeboat doctor)") {
+		t.Fatalf("setup results %+v", got)
+	}
+	f.Assets["db"].Setup.Failures = nil
+	for _, r := range Evaluate(p, f) {
+		if r.Check == CheckSetup && (!r.OK || r.Message != "clock fine") {
+			t.Fatalf("passing setup: %+v", r)
 		}
 	}
 }

@@ -63,7 +63,8 @@ func under(prefixes ...string) func(string) bool {
 
 var rules = []rule{
 	{"the domain vocabulary and the leaf packages import no package of ours",
-		under("internal/lifeboat", "internal/durable", "internal/chunker", "internal/retention", "internal/hugemem", "internal/tlscert"),
+		under("internal/lifeboat", "internal/durable", "internal/chunker", "internal/retention", "internal/hugemem", "internal/tlscert",
+			"internal/childenv"),
 		func(_, _ string) bool { return true }},
 	{"nothing imports cmd/",
 		func(string) bool { return true },
@@ -100,7 +101,7 @@ var rules = []rule{
 // allowed are the known exceptions, each with its reason; the test fails
 // when one is no longer needed, so the list only shrinks.
 var allowed = map[[2]string]string{
-	{"cmd/lifeboat", "internal/postgres"}:    "wal-push and wal-fetch are PostgreSQL's archive_command and restore_command",
+	{"cmd/lifeboat", "internal/postgres"}: "wal-push and wal-fetch are PostgreSQL's archive_command and restore_command",
 }
 
 func TestImportRules(t *testing.T) {

@@ -268,8 +268,8 @@ func (m *Metrics) setRun(asset, kind, result string, start, end time.Time, bytes
 // targets (dropped when the report has none) and its phase times. It also
 // serves to seed the drill gauges from the catalog at start.
 func (m *Metrics) RecordDrill(r *evidence.DrillReport) {
-	if r == nil {
-		return
+	if r == nil || r.Aborted {
+		return // an aborted drill, stopped before it finished, passed nothing and failed nothing
 	}
 	end := r.Ended
 	if end.IsZero() {

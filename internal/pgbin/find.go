@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 )
 
 // EnvBin names the environment variable that points at a PostgreSQL bin
@@ -107,7 +109,9 @@ func defaultFinder() finder {
 func pgConfigBinDir(ctx context.Context) string {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "pg_config", "--bindir").Output()
+	cmd := exec.CommandContext(ctx, "pg_config", "--bindir")
+	cmd.Env = childenv.Base()
+	out, err := cmd.Output()
 	if err != nil {
 		return ""
 	}
@@ -284,7 +288,9 @@ var versionPattern = regexp.MustCompile(`\(PostgreSQL\) (\d+)(\.\d+)?`)
 func programVersion(ctx context.Context, path string) (Program, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.Env = childenv.Base("LC_ALL=C")
+	out, err := cmd.Output()
 	if err != nil {
 		return Program{}, fmt.Errorf("%s --version: %w", path, err)
 	}

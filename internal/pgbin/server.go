@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"math"
 	"net"
@@ -49,8 +50,10 @@ type Server struct {
 	// name=value), raw, unquoted. They override the configuration files
 	// and Start's own settings.
 	Settings map[string]string
-	// Env is added to the environment of the server (its restore_command
-	// and archive_command see it) and of the programs Command runs.
+	// Env is added to the server's environment (its restore_command and
+	// archive_command see it), which is otherwise User.Command's
+	// allow-list; the other programs (pg_ctl stop, psql, pg_amcheck) do
+	// without it.
 	Env []string
 }
 
@@ -170,12 +173,34 @@ func (s *Server) EnsureConf() error {
 	return s.writeOwned("postgresql.conf", "# written by lifeboat: the data directory held no postgresql.conf\n")
 }
 
+// writeOwned replaces name in the data directory, which may be a
+// snapshot's content: a symlink there (a forged snapshot's pg_hba.conf
+// pointing elsewhere) is replaced by the rename, never written through.
 func (s *Server) writeOwned(name, content string) error {
 	p := filepath.Join(s.DataDir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+	tmp := p + ".lifeboat-new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("write %s: %w", p, err)
 	}
-	return s.OS.Chown(p)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.OS.Chown(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
 }
 
 // Start starts the server and waits until it takes connections: after
@@ -206,6 +231,7 @@ func (s *Server) Start(ctx context.Context) error {
 	// pg_ctl -W returns at once: pg_ctl -w would return as soon as
 	// recovery starts when hot standby is off, and give up after a minute.
 	cmd := s.Command(ctx, "pg_ctl", "-D", s.DataDir, "-l", s.LogFile, "-W", "-o", s.options(), "start")
+	cmd.Env = append(cmd.Env, s.Env...) // pg_ctl starts the server with its own environment
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pg_ctl start %s: %v: %s%s", s.DataDir, err, firstLines(string(out), 3), s.logHint(from))
 	}
@@ -350,12 +376,10 @@ func (s *Server) ClientArgs() []string {
 	return []string{"-h", s.SocketDir, "-p", strconv.Itoa(s.Port), "-U", cmp.Or(s.User, DefaultUser)}
 }
 
-// Command builds a command that runs the program name of Bin as OS, with
-// Env (see User.Command).
+// Command builds a command that runs the program name of Bin as OS (see
+// User.Command).
 func (s *Server) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := s.OS.Command(ctx, s.Bin.Path(name), args...)
-	cmd.Env = append(cmd.Env, s.Env...)
-	return cmd
+	return s.OS.Command(ctx, s.Bin.Path(name), args...)
 }
 
 // Connect opens a connection to database db as User.

@@ -294,3 +294,40 @@ func TestRunAs(t *testing.T) {
 		t.Errorf("RunAs default = %+v", got)
 	}
 }
+
+// TestWriteOwnedReplacesLinks: a restored data directory is a snapshot's
+// content, and its pg_hba.conf or postgresql.conf may be a link (dangling
+// or not) to a file elsewhere; writing them replaces the link and leaves
+// the file it pointed to alone.
+func TestWriteOwnedReplacesLinks(t *testing.T) {
+	t.Parallel()
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	victim := filepath.Join(elsewhere, "victim")
+	if err := os.WriteFile(victim, []byte("untouched\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "pg_hba.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "created"), filepath.Join(dir, "postgresql.conf")); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{DataDir: dir}
+	if err := s.TrustLocal(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.EnsureConf(); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(victim); string(data) != "untouched\n" {
+		t.Errorf("written through the link: %q", data)
+	}
+	if _, err := os.Lstat(filepath.Join(elsewhere, "created")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a file was created through the dangling link: %v", err)
+	}
+	for _, name := range []string{"pg_hba.conf", "postgresql.conf"} {
+		if fi, err := os.Lstat(filepath.Join(dir, name)); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s: %v, %v", name, fi, err)
+		}
+	}
+}

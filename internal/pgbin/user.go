@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 )
 
 // User is an unprivileged OS account that PostgreSQL programs run as when
@@ -115,6 +117,7 @@ func EnsureUser(ctx context.Context, name, home, comment string) (*User, error) 
 		}
 		cmd := exec.CommandContext(ctx, useradd, "--system", "--user-group", "--no-create-home",
 			"--home-dir", home, "--shell", "/usr/sbin/nologin", "--comment", comment, name)
+		cmd.Env = childenv.Base()
 		if out, err = cmd.CombinedOutput(); err == nil {
 			continue
 		}
@@ -169,20 +172,16 @@ func (u *User) Credential() *syscall.Credential {
 	return &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID), Groups: []uint32{}}
 }
 
-// Command builds a command that runs path as u, in an environment without
-// the caller's PG* variables (a PGHOST or PGDATA of the caller must not
-// redirect it to another server), with messages in English (LC_ALL=C) and,
-// for another user, that user's USER and LOGNAME and a HOME it can write
-// (the temporary directory). Variables appended to its Env win over these.
+// Command builds a command that runs path as u, in an allow-listed
+// environment (childenv.Base: PATH, HOME, locale, TZ; no PG* variable of
+// the caller, whose PGHOST or PGDATA must not redirect it to another
+// server, and none of the caller's secrets, which another OS user must
+// not see), with messages in English (LC_ALL=C) and, for another user,
+// that user's USER and LOGNAME and a HOME it can write (the temporary
+// directory). Variables appended to its Env win over these.
 func (u *User) Command(ctx context.Context, path string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, path, args...)
-	env := make([]string, 0, len(os.Environ())+4)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "LC_ALL=C")
+	env := childenv.Base("LC_ALL=C")
 	if u != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.Credential()}
 		env = append(env, "HOME="+os.TempDir(), "USER="+u.Name, "LOGNAME="+u.Name)

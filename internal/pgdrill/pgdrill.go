@@ -23,19 +23,42 @@ import (
 )
 
 // settings override what a restored configuration says about archiving,
-// replication, extensions and TLS: a drill must never archive into the
-// asset's repository, and the target starts without what the production
-// host had around it. Without hot standby the server takes connections
-// only once recovery is over and it is promoted. pgbin adds that it
-// listens only on its private socket and logs to the drill's file.
+// replication, extensions, TLS and the commands it would run: a drill
+// must never archive into the asset's repository, nor run what the
+// snapshot's configuration names on the drill host (a standby's
+// archive_cleanup_command would clean its archive from here), and the
+// target starts without what the production host had around it. Given on
+// the command line, they win over every configuration file, whatever a
+// restored postgresql.auto.conf or an include says. Without hot standby
+// the server takes connections only once recovery is over and it is
+// promoted. pgbin adds that it listens only on its private socket and
+// logs to the drill's file. restore_command is the drill's own (written
+// at restore).
 func settings() map[string]string {
 	return map[string]string{
-		"archive_mode":             "off",
-		"hot_standby":              "off",
-		"max_wal_senders":          "0",
-		"shared_preload_libraries": "",
-		"ssl":                      "off",
+		"archive_mode":              "off",
+		"archive_command":           "",
+		"archive_library":           "",
+		"archive_cleanup_command":   "",
+		"recovery_end_command":      "",
+		"hot_standby":               "off",
+		"max_wal_senders":           "0",
+		"primary_conninfo":          "",
+		"shared_preload_libraries":  "",
+		"session_preload_libraries": "",
+		"local_preload_libraries":   "",
+		"ssl":                       "off",
+		"ssl_passphrase_command":    "",
 	}
+}
+
+// since is the major version a setting of settings first exists in; a
+// server of an older one refuses to start on a name it does not know.
+var since = map[string]int{
+	"archive_library":         15,
+	"archive_cleanup_command": 12, // in recovery.conf before
+	"recovery_end_command":    12,
+	"primary_conninfo":        12,
 }
 
 // RunAs picks the OS user the drill's servers run as (see pgbin.RunAs).
@@ -48,24 +71,37 @@ func RunAs(d asset.Drill, pgdata string) (*pgbin.User, error) {
 }
 
 // NewServer makes the private directories of a throwaway server in the
-// drill's work directory, owned by as, and returns the server to be: its
-// data directory is empty, and its programs and role are the caller's to
-// set.
+// drill's work directory and returns the server to be: its data directory
+// is empty, and its programs and role are the caller's to set. The data
+// directory and the work directory stay the current user's until
+// HandOver: a restore run as root writes into them first, and must not
+// write into a directory the run-as user already holds (that user could
+// swap a link in under the restore).
 func NewServer(d asset.Drill, as *pgbin.User) (*pgbin.Server, error) {
-	// The work directory is the run-as user's too, or it could not
-	// reach its own directories below it.
-	if err := as.Chown(d.WorkDir()); err != nil {
-		return nil, err
-	}
 	var dirs [3]string
 	for i, name := range []string{"data", "sock", "log"} {
 		dirs[i] = filepath.Join(d.WorkDir(), name)
-		if err := as.MkdirPrivate(dirs[i]); err != nil {
+		mk := as.MkdirPrivate
+		if name == "data" {
+			mk = func(p string) error { return os.Mkdir(p, 0o700) }
+		}
+		if err := mk(dirs[i]); err != nil {
 			return nil, fmt.Errorf("the drill's server: %w", err)
 		}
 	}
 	return &pgbin.Server{DataDir: dirs[0], SocketDir: dirs[1], LogFile: filepath.Join(dirs[2], "postgresql.log"),
 		OS: as, Settings: settings()}, nil
+}
+
+// HandOver gives the data directory and the work directory to the run-as
+// user, once everything root writes into them is written: the server
+// runs as that user, and reaches its directories through the work
+// directory.
+func HandOver(d asset.Drill, srv *pgbin.Server, as *pgbin.User) error {
+	if err := as.Chown(srv.DataDir, d.WorkDir()); err != nil {
+		return fmt.Errorf("the drill's server: %w", err)
+	}
+	return nil
 }
 
 // Start starts srv, which the drill stops (immediately: it is thrown
@@ -78,6 +114,11 @@ func Start(ctx context.Context, d asset.Drill, srv *pgbin.Server) error {
 			d.Log().Warn("drill: stop the throwaway server", "dir", srv.DataDir, "err", err)
 		}
 	})
+	for k, v := range since {
+		if srv.Bin.Major != 0 && srv.Bin.Major < v {
+			delete(srv.Settings, k)
+		}
+	}
 	if err := srv.Start(ctx); err != nil {
 		return fmt.Errorf("start the drill's server: %w", err)
 	}
@@ -89,6 +130,9 @@ func Start(ctx context.Context, d asset.Drill, srv *pgbin.Server) error {
 func FreshCluster(ctx context.Context, d asset.Drill, bin pgbin.Bin, as *pgbin.User) (*pgbin.Server, error) {
 	srv, err := NewServer(d, as)
 	if err != nil {
+		return nil, err
+	}
+	if err := HandOver(d, srv, as); err != nil {
 		return nil, err
 	}
 	srv.Bin = bin

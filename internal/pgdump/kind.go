@@ -28,12 +28,16 @@ func (kind) Name() lifeboat.AssetKind { return lifeboat.KindPGDump }
 
 func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
 	a := b.Asset
+	cfg, err := configOf(a)
+	if err != nil {
+		return nil, err
+	}
 	return Backup(ctx, b.Repo, BackupOptions{
-		Asset: a.Name, DSN: a.DSN, Databases: a.Databases, Schemas: a.Schemas, ExcludeSchemas: a.ExcludeSchemas,
-		ExcludeTableData: a.ExcludeTableData, Globals: a.Globals, Location: dumpLocation(a), LockWait: b.LockWait,
+		Asset: a.Name, DSN: cfg.DSN, Databases: cfg.Databases, Schemas: cfg.Schemas, ExcludeSchemas: cfg.ExcludeSchemas,
+		ExcludeTableData: cfg.ExcludeTableData, Globals: cfg.Globals, Location: dumpLocation(a), LockWait: b.LockWait,
 		Record: checkquery.RecordedChecks(a), Log: b.Log,
 		Progress: func(db string, n int64) {
-			b.Progress(fmt.Sprintf("dump %s: database %s, %s read", a.Name, db, asset.HumanBytes(n)))
+			b.Progress(asset.Progress{Line: fmt.Sprintf("dump %s: database %s, %s read", a.Name, db, asset.HumanBytes(n)), Done: n})
 		},
 	})
 }

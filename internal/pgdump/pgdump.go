@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -229,8 +228,12 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 		return nil, err
 	}
 	defer sess.Abort()
-	noPass, password := params.withoutPassword()
-	d := &dumper{o: o, sess: sess, conn: noPass, full: params, env: toolEnv(password), srv: srv, pgDump: pgDump,
+	tc, err := newToolConn(params)
+	if err != nil {
+		return nil, err
+	}
+	defer tc.Close()
+	d := &dumper{o: o, sess: sess, conn: tc.conn, full: params, env: tc.env, srv: srv, pgDump: pgDump,
 		pgDumpall: pgDumpall, first: dbs[0], rec: &info.Recorded}
 	for _, j := range jobs {
 		node := &repo.Node{Path: j.path, Type: repo.NodeFile, Mode: 0o600, UID: uint32(os.Getuid()),
@@ -258,8 +261,8 @@ func Backup(ctx context.Context, r *repo.Repository, o BackupOptions) (*repo.Sna
 type dumper struct {
 	o                 BackupOptions
 	sess              *treestore.Session
-	conn              *connParams // without the password, which is in env
-	full              *connParams // with it, for Lifeboat's own connections
+	conn              *connParams // without the secrets (see toolConn)
+	full              *connParams // with them, for Lifeboat's own connections
 	env               []string
 	first             string               // the database checks without one run in
 	rec               *checkquery.Recorded // where checks' values go
@@ -382,17 +385,6 @@ func interrupted(ctx context.Context) error {
 		why = " (" + cause.Error() + ")"
 	}
 	return fmt.Errorf("%w%s: the dump was stopped and no snapshot was recorded", ErrInterrupted, why)
-}
-
-// toolEnv is the environment of the PostgreSQL programs: this process's,
-// with the connection string's password, if any, in PGPASSWORD.
-func toolEnv(password string) []string {
-	env := os.Environ()
-	if password == "" {
-		return env
-	}
-	env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "PGPASSWORD=") })
-	return append(env, "PGPASSWORD="+password)
 }
 
 // toolRun is one run of a PostgreSQL program whose stdout is stored.

@@ -137,15 +137,20 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o Restor
 		return res, fmt.Errorf("scratch directory for the dump: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	noPass, password := params.withoutPassword()
-	rs := &pgRestoreRun{r: r, idx: idx, node: nodes[db.File], tool: pgRestore, env: toolEnv(password), conn: noPass,
+	tc, err := newToolConn(params)
+	if err != nil {
+		return res, err
+	}
+	defer tc.Close()
+	rs := &pgRestoreRun{r: r, idx: idx, node: nodes[db.File], tool: pgRestore, env: tc.env, conn: tc.conn,
 		file: filepath.Join(scratch, "database.dump"), tocEnd: db.TOCEnd, o: o, what: "pg_restore of " + db.Name}
 	if o.Globals {
 		file := filepath.Join(scratch, GlobalsFile)
 		if err := writeNode(ctx, r, idx, nodes[globalsPath], file, o.Workers); err != nil {
 			return res, err
 		}
-		if err := restoreGlobals(ctx, psql, noPass, rs.env, file, o.Log); err != nil {
+		name := fmt.Sprintf("the globals of snapshot %s (%s)", s.ID.Short(), globalsPath)
+		if err := restoreGlobals(ctx, psql, tc.conn, rs.env, name, file, o.Log); err != nil {
 			return res, err
 		}
 	}
@@ -367,10 +372,18 @@ func writeNode(ctx context.Context, r *repo.Repository, idx *repo.Index, n *repo
 // already has.
 var roleExists = regexp.MustCompile(`ERROR:\s+role ".*" already exists`)
 
-// restoreGlobals runs the globals through psql. It does not stop at the
-// first error, so that existing roles are skipped; any other error fails
-// the restore.
-func restoreGlobals(ctx context.Context, psql tool, p *connParams, env []string, file string, log *slog.Logger) error {
+// restoreGlobals runs the globals through psql, once checkGlobals found
+// nothing in them but SQL and the meta-commands pg_dumpall writes. It does
+// not stop at the first error, so that existing roles are skipped; any
+// other error fails the restore. name says which file, in errors.
+func restoreGlobals(ctx context.Context, psql tool, p *connParams, env []string, name, file string, log *slog.Logger) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	if err := checkGlobals(name, data); err != nil {
+		return err
+	}
 	args := []string{"-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "--dbname=" + p.String(), "-f", file}
 	isError := func(line string) bool {
 		return (strings.Contains(line, "ERROR:") || strings.Contains(line, "FATAL:") || strings.HasPrefix(line, "psql: error:")) &&

@@ -11,8 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
@@ -30,7 +33,7 @@ const (
 // set or LIFEBOAT_TEST_DISALLOW_SKIP=1: there a skip would hide untested code, so the test fails.
 func PGBin(t testing.TB) string {
 	t.Helper()
-	bin, err := pgbin.Find(context.Background(), 0)
+	bin, err := findBin()
 	if errors.Is(err, pgbin.ErrNotFound) {
 		testenv.SkipOrFail(t, "pgtest", err.Error()+" (or run scripts/install-test-deps.sh)")
 		return ""
@@ -39,6 +42,36 @@ func PGBin(t testing.TB) string {
 		t.Fatalf("pgtest: %v", err)
 	}
 	return bin.Dir
+}
+
+// found caches pgbin.Find by $LIFEBOAT_PG_BIN, the one input a test changes: a lookup runs
+// pg_config and postgres --version, some 80 ms of CPU, and every cluster asks.
+var found struct {
+	mu    sync.Mutex
+	byEnv map[string]foundBin
+}
+
+type foundBin struct {
+	bin pgbin.Bin
+	err error
+}
+
+func findBin() (pgbin.Bin, error) {
+	env := os.Getenv(pgbin.EnvBin)
+	found.mu.Lock()
+	defer found.mu.Unlock()
+	if f, ok := found.byEnv[env]; ok {
+		return f.bin, f.err
+	}
+	bin, err := pgbin.Find(context.Background(), 0)
+	if err != nil && !errors.Is(err, pgbin.ErrNotFound) {
+		return bin, err // perhaps passing (a timeout under load): the next test asks again
+	}
+	if found.byEnv == nil {
+		found.byEnv = map[string]foundBin{}
+	}
+	found.byEnv[env] = foundBin{bin, err}
+	return bin, err
 }
 
 // Options configures Start.
@@ -77,14 +110,36 @@ func newCluster(t testing.TB, dataDir, logFile string, settings map[string]strin
 		t.Fatalf("pgtest: %v", err)
 	}
 	srv := &pgbin.Server{Bin: pgbin.Bin{Dir: PGBin(t)}, DataDir: dataDir, SocketDir: socketDir(t), Port: port,
-		LogFile: logFile, User: superuser, Settings: settings}
+		LogFile: logFile, User: superuser, Settings: settings, Env: serverEnv()}
 	return &Cluster{DataDir: srv.DataDir, SocketDir: srv.SocketDir, Port: srv.Port, BinDir: srv.Bin.Dir,
 		LogFile: srv.LogFile, srv: srv}
 }
 
-// Start creates a cluster with initdb (UTF8, trust authentication, superuser "postgres") in a test
-// temporary directory and starts it on a Unix socket. fsync stays on: tests check durability. The
-// server is stopped (immediate mode) when the test ends.
+// ServerMarker is in the environment of every server pgtest starts, so
+// that a test scanning /proc can tell them from the servers Lifeboat
+// starts.
+const ServerMarker = "PGTEST_CLUSTER=1"
+
+// serverEnv is a test server's environment: the test process's (but its
+// PG* variables), as the environment the operator gives a production
+// server reaches its archive_command, which the tests point at lifeboat
+// wal-push with the policy's ${NAME}s set here. pgbin gives the servers
+// it starts only an allow-listed environment, which stands in for none.
+func serverEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, ServerMarker)
+}
+
+// Start creates a cluster as initdb does (UTF8, trust authentication, superuser "postgres") in a
+// test temporary directory and starts it on a Unix socket. Under RunMain the data directory is a
+// copy of a template initdb made once per test process, with a system identifier of its own (see
+// template.go). fsync stays on: tests check durability. The server is stopped (immediate mode)
+// when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	base := t.TempDir()
@@ -100,7 +155,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	// initdb's fsync only protects against an OS crash while the test runs; the server keeps fsync on.
-	if err := c.srv.Init(ctx, pgbin.InitOptions{Superuser: superuser, Checksums: opts.Checksums, Conf: conf}); err != nil {
+	if err := initCluster(ctx, c.srv, pgbin.InitOptions{Superuser: superuser, Checksums: opts.Checksums, Conf: conf}); err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	c.registerCleanup(t)
@@ -132,6 +187,7 @@ func (c *Cluster) Start(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
+	c.srv.Env = serverEnv() // as the test has set it by now
 	if err := c.srv.Start(ctx); err != nil {
 		t.Fatalf("pgtest: %v\n%s", err, c.logTail())
 	}
@@ -218,22 +274,68 @@ func (c *Cluster) psql(db, sql string) (string, error) {
 // example after a point-in-time restore that ends with promotion.
 func (c *Cluster) WaitRecoveryDone(t testing.TB, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
+	if last, ok := c.pollQuery("postgres", "select pg_is_in_recovery()", timeout, func(v string) bool { return v == "f" }); !ok {
+		t.Fatalf("pgtest: server in %s still in recovery after %v (last: %s)\n%s", c.DataDir, timeout, last, c.logTail())
+	}
+}
+
+// WaitArchived waits until the archiver reports seg, or a later segment, archived
+// (pg_stat_archiver.last_archived_wal).
+func (c *Cluster) WaitArchived(t testing.TB, seg string, timeout time.Duration) {
+	t.Helper()
+	q := "select coalesce(last_archived_wal, '') from pg_stat_archiver"
+	if last, ok := c.pollQuery("postgres", q, timeout, func(v string) bool { return v >= seg }); !ok {
+		t.Fatalf("pgtest: segment %s not archived within %v (last archived: %s): %s", seg, timeout, last,
+			c.Psql(t, "postgres", "select * from pg_stat_archiver"))
+	}
+}
+
+// pollInterval is how often pollQuery asks. A query on an open connection costs the server
+// microseconds, so the wait ends close to the moment the condition holds.
+const pollInterval = 20 * time.Millisecond
+
+// pollQuery runs query, whose first column of the first row it reads as text, in database db
+// until done accepts the value or timeout passes. It keeps one connection, opening another when
+// that fails (a server still starting, or restarted by the test). It returns the last value, or
+// the last error, and whether done accepted it.
+func (c *Cluster) pollQuery(db, query string, timeout time.Duration, done func(string) bool) (string, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	last := "no answer yet"
 	for {
-		out, err := c.psql("postgres", "select pg_is_in_recovery()")
-		switch {
-		case err == nil && out == "f":
-			return
-		case err != nil:
+		var err error
+		if conn == nil {
+			conn, err = c.srv.Connect(ctx, db)
+		}
+		if err == nil {
+			var v *string
+			if err = conn.QueryRow(ctx, query, pgx.QueryExecModeSimpleProtocol).Scan(&v); err == nil {
+				last = "NULL"
+				if v != nil {
+					last = *v
+				}
+				if done(last) {
+					return last, true
+				}
+			} else {
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		if err != nil && ctx.Err() == nil {
 			last = err.Error()
-		default:
-			last = "pg_is_in_recovery() = " + out
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgtest: server in %s still in recovery after %v (last: %s)\n%s", c.DataDir, timeout, last, c.logTail())
+		select {
+		case <-ctx.Done():
+			return last, false
+		case <-time.After(pollInterval):
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

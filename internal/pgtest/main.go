@@ -28,6 +28,9 @@ const (
 	// envPIDDir names a directory where Start records postmaster PIDs, so the root parent can stop
 	// servers that a crashed or timed-out test process left running.
 	envPIDDir = "LIFEBOAT_PGTEST_PID_DIR"
+	// envTemplateDir names a directory of the root parent's for the template clusters (see
+	// template.go), which it removes even when the test process crashed.
+	envTemplateDir = "LIFEBOAT_PGTEST_TEMPLATE_DIR"
 )
 
 // TestUser is the unprivileged OS account RunMain switches to when the tests run as root, because
@@ -74,7 +77,7 @@ func RunMain(m *testing.M, opts MainOptions) int {
 // runHere builds the binaries unless an ancestor already did, then runs the tests in this process.
 func runHere(m *testing.M, opts MainOptions) int {
 	if dir := os.Getenv(envBinDir); dir != "" && os.Getenv(envBuilt) == dir {
-		return m.Run()
+		return withTemplates(m.Run)
 	}
 	dir, err := os.MkdirTemp("", "lifeboat-pgtest-bin-")
 	if err != nil {
@@ -93,7 +96,7 @@ func runHere(m *testing.M, opts MainOptions) int {
 			return 1
 		}
 	}
-	return m.Run()
+	return withTemplates(m.Run)
 }
 
 // runAsTestUser prepares the shared directory and runs the test binary as TestUser.
@@ -129,11 +132,11 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 	if err := copyFile(self, testBin, 0o755); err != nil {
 		return 0, fmt.Errorf("copy test binary: %w", err)
 	}
-	var home, scratch, pidDir string
+	var home, scratch, pidDir, tplDir string
 	for _, d := range []struct {
 		p    *string
 		name string
-	}{{&home, "home"}, {&scratch, "out"}, {&pidDir, "pids"}} {
+	}{{&home, "home"}, {&scratch, "out"}, {&pidDir, "pids"}, {&tplDir, "templates"}} {
 		*d.p = filepath.Join(shared, d.name)
 		if err := mkdirOwned(*d.p, uid, gid); err != nil {
 			return 0, err
@@ -164,7 +167,7 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 	}
 	for k, v := range map[string]string{
 		"HOME": home, "USER": TestUser, "LOGNAME": TestUser,
-		envBinDir: shared, envBuilt: shared, envPIDDir: pidDir,
+		envBinDir: shared, envBuilt: shared, envPIDDir: pidDir, envTemplateDir: tplDir,
 	} {
 		env = setEnv(env, k, v)
 	}

@@ -22,15 +22,23 @@ type converter struct {
 	problems  []*FieldError
 	failed    map[string]bool // paths whose value could not be converted
 	kinds     Kinds
+	// envRefs are the variables ${NAME} refers to outside the alerts.
+	envRefs map[string]bool
 }
 
 func (c *converter) convert(raw *fileYAML) *Policy {
-	p := &Policy{Source: c.source, lines: c.idx.lines(), StateDir: DefaultStateDir, kinds: c.kinds}
+	if c.envRefs == nil {
+		c.envRefs = map[string]bool{}
+	}
+	p := &Policy{Source: c.source, lines: c.idx.lines(), StateDir: DefaultStateDir, StateDirDefault: true, kinds: c.kinds, envRefs: c.envRefs}
+	if p.kinds == nil {
+		p.kinds = Kinds{} // read knowing no kind, not built in code: every kind is unknown
+	}
 	if d := c.nonEmpty("state_dir", raw.StateDir); d != "" {
 		if !filepath.IsAbs(d) {
 			d = filepath.Join(c.base, d)
 		}
-		p.StateDir = filepath.Clean(d)
+		p.StateDir, p.StateDirDefault = filepath.Clean(d), false
 	}
 	for i, r := range raw.Repositories {
 		p.Repositories = append(p.Repositories, c.repository(itemPath("repositories", i), &r))
@@ -61,6 +69,10 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 	}
 	return p
 }
+
+// envRef finds the names of ${NAME} references (and, harmlessly, of an
+// escaped $${NAME}, which only adds a variable to those passed on).
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
 // errUnsetEnv matches expandEnv's messages for unset variables.
 var errUnsetEnv = regexp.MustCompile(`^environment variables? .* (is|are) not set$`)
@@ -192,19 +204,8 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 	asset.Name = c.expand(path+".name", a.Name)
 	asset.Kind = lifeboat.AssetKind(c.expand(path+".kind", a.Kind))
 	asset.Tier = c.expand(path+".tier", a.Tier)
-	if pg := c.expand(path+".pgdata", a.PGData); pg != "" {
-		asset.PGData = filepath.Clean(pg)
-	}
-	asset.DSN = c.expand(path+".dsn", a.DSN)
 	for j, name := range a.Repositories {
 		asset.Repositories = append(asset.Repositories, c.expand(itemPath(path+".repositories", j), name))
-	}
-	if s := c.expand(path+".block_size", a.BlockSize); s != "" {
-		n, err := parseBlockSize(s)
-		if err != nil {
-			c.fail(path+".block_size", asset.Line, err.Error())
-		}
-		asset.BlockSize = n
 	}
 	asset.Schedule = c.expand(path+".schedule", a.Schedule)
 	if a.Drill != nil {
@@ -213,39 +214,6 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 	if h := a.Hooks; h != nil {
 		asset.Hooks = Hooks{Pre: c.expand(path+".hooks.pre", h.Pre), Post: c.expand(path+".hooks.post", h.Post),
 			Timeout: c.duration(path+".hooks.timeout", h.Timeout)}
-	}
-	list := func(key string, raw []string) []string {
-		var out []string
-		for j, v := range raw {
-			out = append(out, c.expand(itemPath(path+"."+key, j), v))
-		}
-		return out
-	}
-	asset.Databases = list("databases", a.Databases)
-	asset.Schemas = list("schemas", a.Schemas)
-	asset.ExcludeSchemas = list("exclude_schemas", a.ExcludeSchemas)
-	asset.ExcludeTableData = list("exclude_table_data", a.ExcludeTableData)
-	asset.Globals = asset.Kind == lifeboat.KindPGDump
-	if g := c.expand(path+".globals", a.Globals); g != "" {
-		v, err := strconv.ParseBool(g)
-		if err != nil {
-			c.fail(path+".globals", asset.Line, fmt.Sprintf("%q is not true or false", g))
-		}
-		asset.Globals = v
-	}
-	if p := c.expand(path+".path", a.Path); p != "" {
-		asset.Path = filepath.Clean(p)
-	}
-	for _, p := range list("paths", a.Paths) {
-		asset.Paths = append(asset.Paths, filepath.Clean(p))
-	}
-	asset.Exclude = list("exclude", a.Exclude)
-	asset.Remotes = list("remotes", a.Remotes)
-	if f := c.expand(path+".remotes_file", a.RemotesFile); f != "" {
-		if !filepath.IsAbs(f) {
-			f = filepath.Join(c.base, f)
-		}
-		asset.RemotesFile = filepath.Clean(f)
 	}
 	if r := a.Retention; r != nil {
 		rp := path + ".retention"
@@ -266,6 +234,11 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 // expand returns raw with environment references expanded, or "" after
 // recording a problem.
 func (c *converter) expand(path, raw string) string {
+	if c.envRefs != nil && !strings.HasPrefix(path, "alerts") {
+		for _, m := range envRef.FindAllStringSubmatch(raw, -1) {
+			c.envRefs[m[1]] = true
+		}
+	}
 	s, err := expandEnv(raw, c.lookupEnv)
 	if err != nil {
 		c.fail(path, 0, err.Error())
@@ -408,19 +381,4 @@ func validEnvName(name string) bool {
 		}
 	}
 	return true
-}
-
-// parseBlockSize reads a size written like "16KiB". Whether the size is
-// allowed is Validate's business.
-func parseBlockSize(s string) (int, error) {
-	errBad := fmt.Errorf("invalid block_size %q: use one of %s", s, blockSizeList())
-	digits, ok := strings.CutSuffix(s, "KiB")
-	if !ok {
-		return 0, errBad
-	}
-	n, err := strconv.Atoi(digits)
-	if err != nil || n <= 0 || n > 1<<20 || digits[0] == '+' {
-		return 0, errBad
-	}
-	return n << 10, nil
 }

@@ -98,30 +98,13 @@ type assetYAML struct {
 	Name         string         `yaml:"name"`
 	Kind         string         `yaml:"kind"`
 	Tier         string         `yaml:"tier"`
-	PGData       string         `yaml:"pgdata"`
-	DSN          string         `yaml:"dsn"`
 	Repositories []string       `yaml:"repositories"`
-	BlockSize    string         `yaml:"block_size"`
 	Retention    *retentionYAML `yaml:"retention"`
 	Schedule     string         `yaml:"schedule"`
 	Hooks        *hooksYAML     `yaml:"hooks"`
 	Drill        *drillYAML     `yaml:"drill"`
-	// pg_dump
-	Databases        []string `yaml:"databases"`
-	Schemas          []string `yaml:"schemas"`
-	ExcludeSchemas   []string `yaml:"exclude_schemas"`
-	ExcludeTableData []string `yaml:"exclude_table_data"`
-	Globals          string   `yaml:"globals"`
-	// sqlite
-	Path string `yaml:"path"`
-	// files
-	Paths   []string `yaml:"paths"`
-	Exclude []string `yaml:"exclude"`
-	// git
-	Remotes     []string `yaml:"remotes"`
-	RemotesFile string   `yaml:"remotes_file"`
-	// Extra holds the keys of kinds that decode their own section
-	// (KindDecoder); for any other kind they are unknown keys.
+	// Extra holds the keys of the asset's kind, which the kind reads
+	// (KindDecoder); a key no kind takes is unknown.
 	Extra map[string]yaml.Node `yaml:",inline"`
 }
 

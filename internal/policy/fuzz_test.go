@@ -34,7 +34,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, src string) {
-		p, err := parse([]byte(src), "fuzz.yaml", "/etc/lifeboat", lookupIn(testEnv))
+		p, err := parse([]byte(src), "fuzz.yaml", "/etc/lifeboat", lookupIn(testEnv), testKinds)
 		if err != nil {
 			if p != nil {
 				t.Fatal("policy returned with an error")

@@ -8,8 +8,15 @@
 // Secrets such as passphrases are held in the Secret type, which redacts
 // itself wherever it is printed or serialised.
 //
+// The package knows the keys every asset shares (name, kind, tier,
+// repositories, retention, schedule, hooks, drill). The other keys of an
+// asset belong to its kind, which reads and checks them through a Section
+// (KindDecoder); the kinds are passed in by whoever loads the policy
+// (internal/app, with its registry), so a policy is always read knowing
+// every kind it may name.
+//
 // The package only translates the file into data; turning that data into
-// repositories, backends and sources is the job of cmd/lifeboat.
+// repositories, backends and sources is the job of internal/app.
 package policy
 
 import (
@@ -17,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,10 +44,14 @@ type Policy struct {
 	// StateDir holds what Lifeboat keeps on this host: the queue of WAL
 	// files still to reach the copy repositories. A relative state_dir is
 	// resolved against the policy file's directory.
-	StateDir     string
-	Repositories []Repository
-	Tiers        map[string]Tier
-	Assets       []Asset
+	StateDir string
+	// StateDirDefault says the policy does not set state_dir: StateDir is
+	// DefaultStateDir, which the caller may replace with the user's own
+	// state directory when this user cannot write it.
+	StateDirDefault bool
+	Repositories    []Repository
+	Tiers           map[string]Tier
+	Assets          []Asset
 	// Alerts are where problems found by check are sent.
 	Alerts []Alert
 	// Check says how often serve checks every asset's health and how late
@@ -49,13 +61,25 @@ type Policy struct {
 	// exposes none.
 	MetricsListen string
 
-	// kinds are the kinds beyond the built-in ones that this policy
-	// was read with.
+	// kinds are the kinds this policy was read with; nil for a policy
+	// built in code, whose kinds Validate takes as they are.
 	kinds Kinds
+
+	// envRefs are the environment variables the policy refers to outside
+	// its alerts (see EnvRefs).
+	envRefs map[string]bool
 
 	// lines maps a field path such as "assets[0].tier" to the line it was
 	// written on, so that Validate can point at the exact line.
 	lines map[string]int
+}
+
+// EnvRefs are the names of the environment variables the policy refers to
+// (${NAME}) outside its alerts: what a child that loads the same policy
+// to reach a repository (a restored server's restore_command, lifeboat
+// wal-fetch) needs from the environment, and no alert's secret.
+func (p *Policy) EnvRefs() []string {
+	return slices.Sorted(maps.Keys(p.envRefs))
 }
 
 // DefaultStateDir is StateDir when the policy does not set state_dir.
@@ -89,6 +113,10 @@ type Repository struct {
 	LockFor Duration
 	// Line is where the repository is declared; 0 when unknown.
 	Line int
+	// WriteAsOwner is not read from the file: the command line sets it
+	// (--as-owner) to let root write a file:// repository another user
+	// owns, on that user's behalf.
+	WriteAsOwner bool
 }
 
 // Tier is a service tier as written in the policy: the recovery point and
@@ -104,19 +132,9 @@ type Asset struct {
 	Kind lifeboat.AssetKind
 	// Tier names an entry of Policy.Tiers; empty when the asset has none.
 	Tier string
-	// PGData is the absolute path of the PostgreSQL data directory
-	// (postgres assets).
-	PGData string
-	// DSN is the libpq connection string used to reach the server
-	// (postgres assets). It may hold a password: pass it through RedactDSN
-	// before printing it.
-	DSN string
 	// Repositories names the repositories the asset is backed up to, at
 	// least one.
 	Repositories []string
-	// BlockSize is the block size in bytes, or 0 for the repository's
-	// default.
-	BlockSize int
 	// Retention says which snapshots and WAL expire keeps; the zero value
 	// keeps everything.
 	Retention Retention
@@ -130,33 +148,10 @@ type Asset struct {
 	// policy sets none (a drill can still be run by hand).
 	Drill *Drill
 
-	// Databases, Schemas, ExcludeSchemas and ExcludeTableData shape a
-	// pg_dump asset: the databases dumped (default: the DSN's), the
-	// schemas included or left out, and the tables whose definition is
-	// kept but whose rows are not (patterns as pg_dump takes them).
-	Databases        []string
-	Schemas          []string
-	ExcludeSchemas   []string
-	ExcludeTableData []string
-	// Globals says whether a pg_dump asset also keeps roles (without
-	// passwords) and tablespaces; true unless the policy says false.
-	Globals bool
-
-	// Path is the database file of a sqlite asset (absolute).
-	Path string
-	// Paths are the directories and files of a files asset (absolute),
-	// Exclude the glob patterns left out (matched against the base name
-	// and against the path below each root).
-	Paths   []string
-	Exclude []string
-	// Remotes are the repositories of a git asset (URLs or absolute
-	// paths); RemotesFile names a file listing more, one per line.
-	Remotes     []string
-	RemotesFile string
-
-	// Config is the typed configuration of a kind that decodes its own
-	// section of the policy (KindDecoder); nil for the built-in kinds,
-	// whose keys are the fields above.
+	// Config is what the asset's kind read from the keys that are its
+	// own (KindDecoder), typed by the kind: postgres.Config, files.Config,
+	// ...; nil for a kind without keys of its own. Only the kind's
+	// package reads it.
 	Config any
 
 	// Line is where the asset is declared; 0 when unknown.
@@ -317,11 +312,6 @@ func (r Retention) IsZero() bool {
 	return r.PITRWindow == 0 && r.KeepWithin == 0 && r.Daily == 0 && r.Weekly == 0 && r.Monthly == 0 && r.Yearly == 0
 }
 
-// Load reads the policy file at path, expands ${NAME} references from the
-// process environment and validates the result. Relative key_file paths
-// are resolved against the directory holding the file.
-func Load(path string) (*Policy, error) { return LoadKinds(path, nil) }
-
 func readPolicy(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -331,14 +321,6 @@ func readPolicy(path string) ([]byte, error) {
 }
 
 var lookupEnv = os.LookupEnv
-
-// Parse parses and validates a policy held in memory. source names it in
-// error messages; relative key_file paths are resolved against the
-// directory of source (the working directory when source has none).
-// ${NAME} references are expanded from the process environment.
-func Parse(data []byte, source string) (*Policy, error) {
-	return parseKinds(data, source, baseDir(source), lookupEnv, nil)
-}
 
 // baseDir is the absolute directory relative key_file paths are resolved
 // against, so they stay right even if the process later changes directory.
@@ -352,32 +334,35 @@ func baseDir(source string) string {
 
 // parse is Parse with the directory and the environment passed in, so
 // tests need not touch the process environment.
-func parse(data []byte, source, base string, lookupEnv func(string) (string, bool)) (*Policy, error) {
-	return parseKinds(data, source, base, lookupEnv, nil)
-}
-
-func parseKinds(data []byte, source, base string, lookupEnv func(string) (string, bool), kinds Kinds) (*Policy, error) {
+func parse(data []byte, source, base string, lookupEnv func(string) (string, bool), kinds Kinds) (*Policy, error) {
 	doc, err := parseDocument(data, source)
 	if err != nil {
 		return nil, err
 	}
 	idx := newNodeIndex(doc)
+	c := &converter{source: source, base: base, lookupEnv: lookupEnv, idx: idx, failed: map[string]bool{}, kinds: kinds}
 
 	var raw fileYAML
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
+	var shape []*FieldError
 	if err := dec.Decode(&raw); err != nil {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, joinProblems(append(idx.rewriteTypeErrors(source, te), extraKeyProblems(&raw, idx, source, kinds)...))
+		if !errors.As(err, &te) {
+			return nil, syntaxError(source, err)
 		}
-		return nil, syntaxError(source, err)
+		shape = idx.rewriteTypeErrors(source, te)
 	}
-	if extra := extraKeyProblems(&raw, idx, source, kinds); len(extra) > 0 {
-		return nil, joinProblems(extra)
+	// A value of the wrong shape or an unknown key stops the reading
+	// here, before a field left empty by it is called missing. yaml.v3
+	// does not see into the keys of the assets' kinds: the kinds' own
+	// reading says what is wrong with them.
+	unknown, skip := c.unknownKeys(&raw)
+	if len(shape) > 0 || len(unknown) > 0 {
+		c.kindSections(&raw, skip)
+		return nil, joinProblems(slices.Concat(shape, unknown, c.problems))
 	}
 
-	c := &converter{source: source, base: base, lookupEnv: lookupEnv, idx: idx, failed: map[string]bool{}, kinds: kinds}
 	p := c.convert(&raw)
 	problems := c.problems
 	for _, fe := range p.problems() {

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -33,7 +32,7 @@ func lookupIn(env map[string]string) func(string) (string, bool) {
 // testEnv as the environment.
 func parseText(tb testing.TB, src string) (*Policy, error) {
 	tb.Helper()
-	return parse([]byte(src), "lifeboat.yaml", "/etc/lifeboat", lookupIn(testEnv))
+	return parse([]byte(src), "lifeboat.yaml", "/etc/lifeboat", lookupIn(testEnv), testKinds)
 }
 
 // problemsOf unpacks a joined error into its problems, failing the test if
@@ -62,7 +61,7 @@ func TestParseValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := parse(data, "testdata/lifeboat.yaml", "/etc/lifeboat", lookupIn(testEnv))
+	p, err := parse(data, "testdata/lifeboat.yaml", "/etc/lifeboat", lookupIn(testEnv), testKinds)
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
@@ -83,18 +82,19 @@ func TestParseValid(t *testing.T) {
 	if !reflect.DeepEqual(p.Tiers, wantTiers) {
 		t.Errorf("Tiers = %v, want %v", p.Tiers, wantTiers)
 	}
+	// The kind's keys reach it expanded (the wiki's password), and only
+	// through Config.
 	wantAssets := []Asset{
 		{
 			Name: "ledger", Kind: lifeboat.KindPostgres, Tier: "critical",
-			PGData:       "/var/lib/postgresql/15/main",
-			DSN:          "host=/var/run/postgresql port=5432 user=postgres dbname=postgres",
-			Repositories: []string{"primary", "offsite"}, BlockSize: 16 << 10, Line: 17,
+			Repositories: []string{"primary", "offsite"}, Line: 17,
+			Config: map[string]any{"pgdata": "/var/lib/postgresql/15/main",
+				"dsn": "host=/var/run/postgresql port=5432 user=postgres dbname=postgres", "block_size": "16KiB"},
 		},
 		{
 			Name: "wiki", Kind: lifeboat.KindPostgres, Tier: "standard",
-			PGData:       "/srv/wiki/pgdata",
-			DSN:          "postgres://backup:s3cr3t@localhost:5433/wiki",
 			Repositories: []string{"primary"}, Line: 24,
+			Config: map[string]any{"pgdata": "/srv/wiki/pgdata/", "dsn": "postgres://backup:s3cr3t@localhost:5433/wiki"},
 		},
 	}
 	if !reflect.DeepEqual(p.Assets, wantAssets) {
@@ -111,14 +111,14 @@ func TestAccessors(t *testing.T) {
 	if err := os.Unsetenv("LIFEBOAT_PASSPHRASE"); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Load("testdata/lifeboat.yaml")
+	p, err := Load("testdata/lifeboat.yaml", testKinds)
 	if err == nil || !strings.Contains(err.Error(), "LIFEBOAT_PASSPHRASE") {
 		t.Fatalf("Load without the environment: err = %v, want an unset-variable error", err)
 	}
 	for k, v := range testEnv {
 		t.Setenv(k, v)
 	}
-	p, err = Load("testdata/lifeboat.yaml")
+	p, err = Load("testdata/lifeboat.yaml", testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ assets:
 		}
 	}
 
-	p, err := Load(path)
+	p, err := Load(path, testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,12 +206,12 @@ assets:
 	// A relative policy path must still resolve against the policy's
 	// directory, and to an absolute path.
 	t.Chdir(filepath.Dir(dir))
-	p, err = Load(filepath.Join(filepath.Base(dir), "lifeboat.yaml"))
+	p, err = Load(filepath.Join(filepath.Base(dir), "lifeboat.yaml"), testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
 	check(p)
-	p, err = Parse([]byte(src), filepath.Join(filepath.Base(dir), "lifeboat.yaml"))
+	p, err = Parse([]byte(src), filepath.Join(filepath.Base(dir), "lifeboat.yaml"), testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ assets:
 }
 
 func TestLoadMissingFile(t *testing.T) {
-	_, err := Load(filepath.Join(t.TempDir(), "absent.yaml"))
+	_, err := Load(filepath.Join(t.TempDir(), "absent.yaml"), testKinds)
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "read policy: ") {
 		t.Errorf("Load(absent) = %v, want a wrapped not-exist error", err)
 	}
@@ -239,7 +239,7 @@ assets:
     dsn: host=/tmp
     repositories: [primary]
 `
-	p, err := Parse([]byte(src), "lifeboat.yaml")
+	p, err := Parse([]byte(src), "lifeboat.yaml", testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,31 +248,8 @@ assets:
 	}
 }
 
-// TestDocsExample keeps docs/policy.md honest: its complete example must
-// parse.
-func TestDocsExample(t *testing.T) {
-	doc, err := os.ReadFile("../../docs/policy.md")
-	if err != nil {
-		t.Fatalf("read docs: %v", err)
-	}
-	const start, end = "<!-- example:begin -->\n```yaml\n", "```\n<!-- example:end -->"
-	_, rest, ok := strings.Cut(string(doc), start)
-	example, _, ok2 := strings.Cut(rest, end)
-	if !ok || !ok2 {
-		t.Fatalf("docs/policy.md has no example between %q and %q", start, end)
-	}
-	p, err := parseText(t, example)
-	if err != nil {
-		t.Fatalf("docs example does not parse:\n%v", err)
-	}
-	if len(p.Assets) == 0 || len(p.Repositories) == 0 {
-		t.Errorf("docs example parsed to %+v", p)
-	}
-}
-
-// TestParseAssetKinds reads the asset kinds of logical dumps, SQLite,
-// files and git in the shape the daemon issue gives.
-func TestParseAssetKinds(t *testing.T) {
+// TestSchedules reads schedules with and without CRON_TZ.
+func TestSchedules(t *testing.T) {
 	src := `repositories:
   - name: primary
     url: file:///r
@@ -281,44 +258,23 @@ assets:
   - name: nightly-dump
     kind: pg_dump
     dsn: "host=/var/run/postgresql dbname=dropapp user=postgres"
-    exclude_table_data: [pgboss.job, staff_sessions]
     schedule: "CRON_TZ=Asia/Singapore 30 3 * * *"
     retention: { keep_within: 90d }
     hooks: { pre: "systemctl is-active postgresql", timeout: 30s }
     repositories: [primary]
-  - name: staging-db
-    kind: sqlite
-    path: /app/data/drop.db
-    repositories: [primary]
-  - name: app-config
-    kind: files
-    paths: [/etc/drop, /srv/drop/config/]
-    exclude: ["*.tmp"]
-    repositories: [primary]
   - name: source
     kind: git
-    remotes: [https://git.example.com/drop/web.git, /srv/git/infra.git]
-    remotes_file: org-repos.txt
+    remotes: [https://git.example.com/drop/web.git]
     schedule: "0 2 * * *"
     repositories: [primary]
 `
-	p, err := Parse([]byte(src), "/etc/lifeboat/lifeboat.yaml")
+	p, err := Parse([]byte(src), "/etc/lifeboat/lifeboat.yaml", testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dump, sqlite, files, git := p.Assets[0], p.Assets[1], p.Assets[2], p.Assets[3]
-	if !dump.Globals || fmt.Sprint(dump.ExcludeTableData) != "[pgboss.job staff_sessions]" || dump.Hooks.Pre == "" ||
-		dump.Hooks.Timeout.Std() != 30*time.Second || dump.Retention.KeepWithin.Std() != 90*24*time.Hour {
+	dump, git := p.Assets[0], p.Assets[1]
+	if dump.Hooks.Pre == "" || dump.Hooks.Timeout.Std() != 30*time.Second || dump.Retention.KeepWithin.Std() != 90*24*time.Hour {
 		t.Errorf("pg_dump asset: %+v", dump)
-	}
-	if sqlite.Path != "/app/data/drop.db" || sqlite.Globals {
-		t.Errorf("sqlite asset: %+v", sqlite)
-	}
-	if fmt.Sprint(files.Paths) != "[/etc/drop /srv/drop/config]" || fmt.Sprint(files.Exclude) != "[*.tmp]" {
-		t.Errorf("files asset: %+v", files)
-	}
-	if len(git.Remotes) != 2 || git.RemotesFile != "/etc/lifeboat/org-repos.txt" {
-		t.Errorf("git asset: %+v", git)
 	}
 	// The schedule fires at 03:30 in Singapore, 19:30 UTC the day before.
 	s, err := ParseSchedule(dump.Schedule)

@@ -134,7 +134,7 @@ assets:
     pgdata: /pg
     dsn: host=/tmp
     repositories: [primary]
-`), "lifeboat.yaml")
+`), "lifeboat.yaml", testKinds)
 	if err != nil {
 		t.Fatal(err)
 	}

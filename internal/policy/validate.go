@@ -48,28 +48,12 @@ func (e *FieldError) Error() string {
 // up in object keys, file names and metric labels.
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
-// knownKinds lists the asset kinds the policy accepts.
-func knownKinds() []lifeboat.AssetKind {
-	return []lifeboat.AssetKind{lifeboat.KindPostgres, lifeboat.KindPGDump, lifeboat.KindSQLite, lifeboat.KindFiles, lifeboat.KindGit}
-}
-
-// kindKeys are the asset keys that belong to one kind only.
-var kindKeys = map[lifeboat.AssetKind][]string{
-	lifeboat.KindPostgres: {"pgdata", "block_size"},
-	lifeboat.KindPGDump:   {"databases", "schemas", "exclude_schemas", "exclude_table_data", "globals"},
-	lifeboat.KindSQLite:   {"path"},
-	lifeboat.KindFiles:    {"paths", "exclude"},
-	lifeboat.KindGit:      {"remotes", "remotes_file"},
-}
-
-// blockSizes are the accepted block sizes: powers of two from 8 KiB, the
-// PostgreSQL page size, to 128 KiB.
-func blockSizes() []int { return []int{8 << 10, 16 << 10, 32 << 10, 64 << 10, 128 << 10} }
-
 // Validate checks the policy's meaning: names, references between sections,
 // required fields and allowed values. It returns every problem found,
 // joined with errors.Join, each a *FieldError naming the line (when the
 // policy came from a file) and the field path. Load and Parse call it.
+// The keys of the assets' kinds are checked by the kinds, when the policy
+// is read; a policy built in code has its kind names taken as they are.
 func (p *Policy) Validate() error {
 	problems := p.problems()
 	if len(problems) == 0 {
@@ -121,11 +105,10 @@ func (c *checker) alerts() {
 			continue // refused by whatever sends alerts, not here
 		}
 		needURL := func(key, what string) {
-			switch u, err := url.Parse(a.URL); {
-			case a.URL == "":
+			if a.URL == "" {
 				c.add(path+"."+key, a.Line, "%s is required for a %s alert", key, a.Kind)
-			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-				c.add(path+"."+key, a.Line, "%s must be an http or https URL (%s)", key, what)
+			} else if err := CheckAlertURL(a.URL); err != nil {
+				c.add(path+"."+key, a.Line, "%s %v (%s)", key, err, what)
 			}
 		}
 		switch a.Kind {
@@ -354,104 +337,22 @@ func (c *checker) assets() {
 				c.add(path+".tier", a.Line, "unknown tier %q (known: %s)", a.Tier, knownList(c.tierNames()))
 			}
 		}
-		switch a.Kind {
-		case "":
+		_, known := c.p.kinds[a.Kind]
+		known = known || c.p.kinds == nil
+		switch {
+		case a.Kind == "":
 			c.add(path+".kind", a.Line, "kind is required (known kinds: %s)", c.kindList())
-		case lifeboat.KindPostgres:
-			c.postgres(path, a)
-		case lifeboat.KindPGDump:
-			c.pgDump(path, a)
-		case lifeboat.KindSQLite:
-			c.absolutePath(path+".path", a.Line, "path", a.Path, "the database file of a sqlite asset")
-		case lifeboat.KindFiles:
-			c.files(path, a)
-		case lifeboat.KindGit:
-			if len(a.Remotes) == 0 && a.RemotesFile == "" {
-				c.add(path+".remotes", a.Line, "a git asset needs remotes (URLs or absolute paths) or a remotes_file")
-			}
-		default:
-			if _, ok := c.p.kinds[a.Kind]; !ok {
-				c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, c.kindList())
+		case !known:
+			c.add(path+".kind", a.Line, "unknown asset kind %q (known kinds: %s)", a.Kind, c.kindList())
+		case a.Kind != lifeboat.KindPostgres:
+			if _, written := c.p.lines[path+".retention.pitr_window"]; written {
+				c.add(path+".retention.pitr_window", a.Line, "pitr_window applies to postgres assets only (a %s asset has no WAL to replay)", a.Kind)
 			}
 		}
-		c.kindKeys(path, a)
 		c.schedule(path, a)
 		c.drill(path+".drill", a)
 		c.assetRepositories(path+".repositories", a)
 		c.retention(path+".retention", a)
-		if a.BlockSize != 0 && !slices.Contains(blockSizes(), a.BlockSize) {
-			c.add(path+".block_size", a.Line, "block_size must be one of %s", blockSizeList())
-		}
-	}
-}
-
-func (c *checker) postgres(path string, a *Asset) {
-	switch {
-	case a.PGData == "":
-		c.add(path+".pgdata", a.Line, "pgdata is required for a postgres asset: the absolute path of the data directory")
-	case !filepath.IsAbs(a.PGData):
-		c.add(path+".pgdata", a.Line, "pgdata %q must be an absolute path", a.PGData)
-	}
-	if a.DSN == "" {
-		c.add(path+".dsn", a.Line, `dsn is required for a postgres asset, e.g. "host=/var/run/postgresql user=postgres dbname=postgres"`)
-	}
-}
-
-// kindKeys refuses keys of another kind than the asset's, which would
-// otherwise be ignored without a word.
-func (c *checker) kindKeys(path string, a *Asset) {
-	if _, own := c.p.kinds[a.Kind]; !own && !slices.Contains(knownKinds(), a.Kind) {
-		return
-	}
-	for kind, keys := range kindKeys {
-		if kind == a.Kind {
-			continue
-		}
-		for _, k := range keys {
-			if _, written := c.p.lines[path+"."+k]; written {
-				c.add(path+"."+k, a.Line, "%s is a key of %s assets, not of %s assets", k, kind, a.Kind)
-			}
-		}
-	}
-	if _, written := c.p.lines[path+".retention.pitr_window"]; written && a.Kind != lifeboat.KindPostgres {
-		c.add(path+".retention.pitr_window", a.Line, "pitr_window applies to postgres assets only (a %s asset has no WAL to replay)", a.Kind)
-	}
-}
-
-func (c *checker) absolutePath(path string, line int, key, value, what string) {
-	switch {
-	case value == "":
-		c.add(path, line, "%s is required: %s", key, what)
-	case !filepath.IsAbs(value):
-		c.add(path, line, "%s %q must be an absolute path", key, value)
-	}
-}
-
-func (c *checker) pgDump(path string, a *Asset) {
-	if a.DSN == "" {
-		c.add(path+".dsn", a.Line, `dsn is required for a pg_dump asset, e.g. "host=/var/run/postgresql user=postgres dbname=app"`)
-	}
-	for key, list := range map[string][]string{"databases": a.Databases, "schemas": a.Schemas,
-		"exclude_schemas": a.ExcludeSchemas, "exclude_table_data": a.ExcludeTableData} {
-		for j, v := range list {
-			if strings.TrimSpace(v) == "" {
-				c.add(itemPath(path+"."+key, j), a.Line, "empty name in %s", key)
-			}
-		}
-	}
-}
-
-func (c *checker) files(path string, a *Asset) {
-	if len(a.Paths) == 0 {
-		c.add(path+".paths", a.Line, "a files asset needs paths: the absolute directories and files to back up")
-	}
-	for j, p := range a.Paths {
-		c.absolutePath(itemPath(path+".paths", j), a.Line, "path", p, "a directory or file")
-	}
-	for j, pat := range a.Exclude {
-		if _, err := filepath.Match(pat, ""); err != nil || pat == "" {
-			c.add(itemPath(path+".exclude", j), a.Line, "invalid pattern %q: use shell globs such as *.tmp or cache/*", pat)
-		}
 	}
 }
 
@@ -526,26 +427,7 @@ func (c *checker) tierNames() []string {
 	return names
 }
 
-func (c *checker) kindList() string {
-	var s []string
-	for _, k := range knownKinds() {
-		s = append(s, string(k))
-	}
-	for k := range c.p.kinds {
-		s = append(s, string(k))
-	}
-	sort.Strings(s[len(knownKinds()):])
-	return strings.Join(s, ", ")
-}
-
-func blockSizeList() string {
-	sizes := blockSizes()
-	s := make([]string, len(sizes))
-	for i, b := range sizes {
-		s[i] = fmt.Sprintf("%dKiB", b>>10)
-	}
-	return strings.Join(s, ", ")
-}
+func (c *checker) kindList() string { return strings.Join(orderKinds(c.p.kinds), ", ") }
 
 // sortProblems orders problems by line; problems without a line, which
 // concern the file as a whole, come first.

@@ -84,8 +84,11 @@ type BackupOptions struct {
 	// ArchiveTimeout bounds the wait for the last WAL segment to be
 	// archived at the end of the backup.
 	ArchiveTimeout time.Duration
-	Progress       func(BackupProgress)
-	Log            *slog.Logger
+	// PolicyPath is the policy file archive_command must name; "" skips
+	// that check.
+	PolicyPath string
+	Progress   func(BackupProgress)
+	Log        *slog.Logger
 }
 
 // BackupProgress is reported while a backup runs.
@@ -128,12 +131,21 @@ func Backup(ctx context.Context, r *repo.Repository, opts BackupOptions) (*repo.
 	if err := checkServer(opts, si); err != nil {
 		return nil, err
 	}
+	// The cluster is checked first: another cluster's broken archiving is
+	// beside the point.
 	if err := ensureIdentity(ctx, r, opts.Asset, Identity{SystemID: strconv.FormatUint(si.SystemID, 10), WALSegmentSize: si.WALSegmentSize}); err != nil {
+		return nil, err
+	}
+	if err := checkArchiving(ctx, conn, opts, si); err != nil {
 		return nil, err
 	}
 	lock, err := r.Lock(ctx, "asset/"+opts.Asset, "backup of "+opts.Asset, true, opts.LockWait)
 	if err != nil {
-		return nil, fmt.Errorf("another backup of %s is running: %w", opts.Asset, err)
+		if errors.Is(err, repo.ErrLocked) {
+			return nil, fmt.Errorf("another backup of %s is running: %w", opts.Asset, err)
+		}
+		// A repository this user may not write is not another backup.
+		return nil, fmt.Errorf("backup of %s: take the asset's lock in %s: %w", opts.Asset, r.Location(), err)
 	}
 	defer lock.Unlock()
 
@@ -155,10 +167,6 @@ func checkServer(opts BackupOptions, si ServerInfo) error {
 	}
 	if si.InRecovery {
 		return fmt.Errorf("asset %s: the server is a standby or in recovery; back up the primary", opts.Asset)
-	}
-	if si.ArchiveMode == "off" {
-		return fmt.Errorf("asset %s: archive_mode is off: set archive_mode = on and archive_command = 'lifeboat -c <policy> wal-push %s %%p' (a backup without its WAL cannot be restored): %w",
-			opts.Asset, opts.Asset, ErrArchiving)
 	}
 	return nil
 }

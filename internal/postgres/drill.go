@@ -1,17 +1,9 @@
 package postgres
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
-	"regexp"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,11 +29,15 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	if len(snaps) == 0 {
 		return fmt.Errorf("asset %s has no snapshot in %s", a.Name, rp.Location())
 	}
-	as, err := pgdrill.RunAs(d, a.PGData)
+	own, err := ConfigOf(a)
 	if err != nil {
 		return err
 	}
-	cfg, err := pgx.ParseConfig(a.DSN)
+	as, err := pgdrill.RunAs(d, own.PGData)
+	if err != nil {
+		return err
+	}
+	cfg, err := pgx.ParseConfig(own.DSN)
 	if err != nil {
 		return fmt.Errorf("asset %s: dsn: %w", a.Name, err)
 	}
@@ -67,7 +63,7 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		t := at.UTC()
 		target.Time, r.Target = &t, t
 	case policy.DrillRandom:
-		t, err := randomPoint(ctx, d, snaps)
+		t, err := randomPoint(ctx, d)
 		if err != nil {
 			return err
 		}
@@ -91,6 +87,10 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	if err != nil {
 		return err
 	}
+	// The server's restore_command calls lifeboat back: it gets what
+	// that needs to load the policy, and none of the drill's other
+	// variables.
+	srv.Env = d.RestoreEnv()
 	uid, gid := as.IDs()
 	var chosen *repo.Snapshot
 	res, err := Restore(ctx, rp, RestoreOptions{
@@ -128,6 +128,11 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		return err
 	}
 	if err := srv.TrustLocal(); err != nil {
+		return err
+	}
+	// Restored and configured as root in a directory only root reaches:
+	// only now does the run-as user get it.
+	if err := pgdrill.HandOver(d, srv, as); err != nil {
 		return err
 	}
 
@@ -188,92 +193,27 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 // consistent point and the newest commit in the archived WAL: every moment
 // in between must be restorable, and one after the newest commit would
 // end recovery before its target.
-func randomPoint(ctx context.Context, d asset.Drill, snaps []*repo.Snapshot) (time.Time, error) {
-	var lo time.Time
-	var newest *SnapshotInfo
-	for _, s := range snaps {
-		info, err := Info(s)
-		if err != nil {
-			continue
-		}
-		if lo.IsZero() || info.StopTime.Before(lo) {
-			lo = info.StopTime
-		}
-		if newest == nil || info.StopLSN > newest.StopLSN {
-			newest = info
-		}
-	}
-	if newest == nil {
-		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot to drill", d.Asset().Name)
-	}
-	bin, err := pgbin.Find(ctx, newest.PGVersion/10000)
+func randomPoint(ctx context.Context, d asset.Drill) (time.Time, error) {
+	windows, err := Windows(ctx, d.Repo(), d.Asset().Name, d.WorkDir())
 	if err != nil {
 		return time.Time{}, err
 	}
-	hi, err := lastCommit(ctx, d, bin, newest)
-	if err != nil {
-		return time.Time{}, err
+	if len(windows) == 0 {
+		return time.Time{}, fmt.Errorf("asset %s: no PostgreSQL snapshot with its WAL to drill", d.Asset().Name)
+	}
+	// The newest timeline is the history the asset lives on now.
+	w := windows[len(windows)-1]
+	lo, hi := w.EarliestTime, w.LatestTime
+	if !w.LatestExact {
+		// No commit was read after the newest snapshot (none was made, or
+		// pg_waldump is missing): stay before that snapshot.
+		hi = w.NewestTime
 	}
 	if !hi.After(lo) {
 		return lo.UTC(), nil
 	}
+	// Recovery to a time stops at the first commit after it, so the point
+	// lies before the newest commit.
 	span := hi.Sub(lo)
 	return lo.Add(time.Duration(rand.Int64N(int64(span)))).UTC().Truncate(time.Microsecond), nil
-}
-
-// commitPattern finds a commit record's timestamp in pg_waldump's output.
-var commitPattern = regexp.MustCompile(`desc: COMMIT (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC`)
-
-// lastCommit returns the time of the newest commit in the archived WAL
-// after the newest snapshot, reading the newest segments with pg_waldump
-// until one holds a commit; the snapshot's own moment when none does.
-func lastCommit(ctx context.Context, d asset.Drill, bin pgbin.Bin, info *SnapshotInfo) (time.Time, error) {
-	name := d.Asset().Name
-	var segs []string
-	if err := d.Repo().ListNamed(ctx, "wal", name, "", func(rel string, _ int64) error {
-		base := rel[strings.LastIndex(rel, "/")+1:]
-		if n, err := ParseWALFileName(base, info.WALSegmentSize); err == nil && n.Kind == WALSegment && base >= info.StopWAL {
-			segs = append(segs, base)
-		}
-		return nil
-	}); err != nil {
-		return time.Time{}, fmt.Errorf("list WAL of %s: %w", name, err)
-	}
-	sort.Strings(segs)
-	dir, err := os.MkdirTemp(d.WorkDir(), "waldump-")
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer os.RemoveAll(dir)
-	const maxLook = 8
-	for i := len(segs) - 1; i >= 0 && i >= len(segs)-maxLook; i-- {
-		seg := segs[i]
-		dest := filepath.Join(dir, seg)
-		if err := FetchWAL(ctx, d.Repo(), name, seg, dest); err != nil {
-			return time.Time{}, err
-		}
-		cmd := (*pgbin.User)(nil).Command(ctx, bin.Path("pg_waldump"), "--rmgr=Transaction", dest)
-		cmd.Env = append(cmd.Env, "TZ=UTC")
-		// pg_waldump exits non-zero at the end of what it can read (the next
-		// segment is not there); the records it printed are still good.
-		out, _ := cmd.Output()
-		os.Remove(dest)
-		var last time.Time
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			if m := commitPattern.FindStringSubmatch(sc.Text()); m != nil {
-				if t, err := time.Parse("2006-01-02 15:04:05.999999999", m[1]); err == nil && t.After(last) {
-					last = t
-				}
-			}
-		}
-		if !last.IsZero() {
-			return last.UTC(), nil
-		}
-	}
-	if len(segs) == 0 {
-		return time.Time{}, errors.New("no archived WAL after the newest snapshot: is archiving set up?")
-	}
-	return info.StopTime.UTC(), nil
 }

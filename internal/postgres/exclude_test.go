@@ -142,6 +142,7 @@ func TestUnloggedRelations(t *testing.T) {
 // the unlogged table's main fork is dropped and its init fork kept, the
 // logged table is kept, and the running server's own files are left out.
 func TestExcluderRealCluster(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{})
 	c.Psql(t, "postgres", `
 create unlogged table u as select g from generate_series(1, 1000) g;

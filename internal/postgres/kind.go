@@ -26,12 +26,17 @@ func (kind) Name() lifeboat.AssetKind { return lifeboat.KindPostgres }
 
 func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
 	a := b.Asset
+	cfg, err := ConfigOf(a)
+	if err != nil {
+		return nil, err
+	}
 	snap, err := Backup(ctx, b.Repo, BackupOptions{
-		Asset: a.Name, PGData: a.PGData, DSN: a.DSN, Full: b.Full, Workers: b.Workers,
-		BlockSize: a.BlockSize, LockWait: b.LockWait, Log: b.Log,
+		Asset: a.Name, PGData: cfg.PGData, DSN: cfg.DSN, Full: b.Full, Workers: b.Workers,
+		BlockSize: cfg.BlockSize, LockWait: b.LockWait, PolicyPath: b.PolicyPath, Log: b.Log,
 		Progress: func(pr BackupProgress) {
-			b.Progress(fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
-				asset.HumanBytes(pr.BytesRead), asset.HumanBytes(pr.BytesTotal), asset.HumanBytes(pr.BytesNew)))
+			b.Progress(asset.Progress{Line: fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
+				asset.HumanBytes(pr.BytesRead), asset.HumanBytes(pr.BytesTotal), asset.HumanBytes(pr.BytesNew)),
+				Done: pr.BytesRead, Total: pr.BytesTotal})
 		},
 	})
 	if err != nil {
@@ -91,7 +96,8 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 		Asset: a.Name, Dir: r.To, Target: target, Snapshot: r.SnapshotID, Delta: f.Bool("delta"), Workers: r.Workers,
 		RestoreCommand: restoreCmd, Tablespaces: ts, ArchiveOff: f.Bool("archive-off"), UID: r.UID, GID: r.GID, Log: r.Log,
 		Progress: func(w, total int64) {
-			r.Progress(fmt.Sprintf("restore %s: %s of %s written", a.Name, asset.HumanBytes(w), asset.HumanBytes(total)))
+			r.Progress(asset.Progress{Line: fmt.Sprintf("restore %s: %s of %s written", a.Name, asset.HumanBytes(w), asset.HumanBytes(total)),
+				Done: w, Total: total})
 		},
 	})
 	if err != nil {
@@ -120,9 +126,13 @@ func (kind) Archiving(ctx context.Context, a *policy.Asset, newestWAL string, ne
 	if !newestAt.IsZero() {
 		age = max(0, now.Sub(newestAt).Seconds())
 	}
+	cfg, err := ConfigOf(a)
+	if err != nil {
+		return &asset.Archiving{LagSeconds: age, Detail: "age of the newest archived WAL: " + oneLine(err)}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	st, err := archiverState(cctx, a.DSN)
+	st, err := archiverState(cctx, cfg.DSN)
 	switch {
 	case err != nil && st == nil:
 		return &asset.Archiving{LagSeconds: age, Detail: "server unreachable, age of the newest archived WAL: " + oneLine(err)}
@@ -217,7 +227,11 @@ func (kind) VerifyArchive(ctx context.Context, r *repo.Repository, assetName str
 }
 
 func (kind) RestorePoint(ctx context.Context, r *repo.Repository, a *policy.Asset, name string) (*asset.RestorePoint, error) {
-	rp, err := RecordRestorePoint(ctx, r, a.Name, a.DSN, name)
+	cfg, err := ConfigOf(a)
+	if err != nil {
+		return nil, err
+	}
+	rp, err := RecordRestorePoint(ctx, r, a.Name, cfg.DSN, name)
 	if err != nil {
 		return nil, err
 	}

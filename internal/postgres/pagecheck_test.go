@@ -209,6 +209,7 @@ func verifyRelationFiles(t *testing.T, dataDir string) (checked int, failures []
 // TestVerifyPageRealCluster checks the checksum implementation against
 // pages written by PostgreSQL itself, and against pg_checksums.
 func TestVerifyPageRealCluster(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Checksums: true})
 	c.Psql(t, "postgres", `
 create table big as select g, md5(g::text) as h from generate_series(1, 20000) g;

@@ -169,6 +169,7 @@ func TestParseControlFile(t *testing.T) {
 // TestSegmentHeaderRealCluster reads pg_control and WAL written by a real
 // server and checks them against pg_controldata and the server's own view.
 func TestSegmentHeaderRealCluster(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{})
 	c.Psql(t, "postgres", "create table t as select g from generate_series(1, 1000) g")
 	lsn := mustLSN(t, c.Psql(t, "postgres", "select pg_current_wal_lsn()"))

@@ -32,6 +32,10 @@ const (
 		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
 		last_archived_time, last_failed_time, last_failed_wal from pg_stat_archiver`
 	sqlNow = `select now()`
+	// doctor's WAL round trip: a transaction with an xid writes a commit
+	// record, so the switch after it always completes a segment.
+	sqlAssignXID     = `select txid_current()`
+	sqlSwitchWALFile = `select pg_walfile_name(pg_switch_wal())`
 )
 
 // MinServerVersionNum is the oldest server supported: the backup functions

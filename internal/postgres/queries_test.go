@@ -57,6 +57,7 @@ func TestSettingBytes(t *testing.T) {
 // a full pg_backup_start/pg_backup_stop round trip in one session, and
 // checks the names this package computes against what PostgreSQL archives.
 func TestQueriesRealCluster(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	c, archive := startArchivingCluster(t)
 	conn := connect(t, c)

@@ -55,6 +55,22 @@ func recoveryKeys() []string {
 	}
 }
 
+// neutralKeys are settings of a restored configuration that would run a
+// command on the restore host or load a library into every session:
+// archive_cleanup_command runs at every restartpoint of the recovery (a
+// standby's cleans its archive, which a drill host must never touch),
+// recovery_end_command when it ends; session_preload_libraries and
+// local_preload_libraries load code at each connection. What the snapshot
+// says is not trusted to run: WriteRecoveryConfig empties each in
+// postgresql.auto.conf, which wins over postgresql.conf and its includes.
+// An operator who wants them back sets them again after the restore.
+// shared_preload_libraries is kept on a restore (the data may need an
+// extension's library, such as TimescaleDB's) and blanked on the
+// command line of a drill's server (internal/pgdrill).
+func neutralKeys() []string {
+	return []string{"archive_cleanup_command", "recovery_end_command", "session_preload_libraries", "local_preload_libraries"}
+}
+
 // recoveryTimeLayout is an ISO 8601 timestamp with an explicit offset, which
 // PostgreSQL's timestamptz input reads regardless of the server's TimeZone.
 const recoveryTimeLayout = "2006-01-02 15:04:05.999999-07:00"
@@ -140,7 +156,8 @@ func (t RecoveryTarget) settings() [][2]string {
 // WriteRecoveryConfig prepares a restored data directory for archive
 // recovery (PostgreSQL 12 and later): it writes the recovery settings into
 // postgresql.auto.conf, replacing earlier values of the same settings and
-// keeping everything else, and creates recovery.signal. extra adds further
+// keeping everything else, and creates recovery.signal. It also blanks the
+// settings neutralKeys lists. extra adds further
 // settings (for example hot_standby or archive_mode) the same way. Files
 // are replaced atomically and take the owner of the data directory, since a
 // restore often runs as root for a server running as postgres.
@@ -152,6 +169,11 @@ func WriteRecoveryConfig(dataDir string, restoreCommand string, t RecoveryTarget
 		return fmt.Errorf("write recovery config: %w", err)
 	}
 	settings := append([][2]string{{"restore_command", restoreCommand}}, t.settings()...)
+	for _, k := range neutralKeys() {
+		if _, ok := extra[k]; !ok {
+			settings = append(settings, [2]string{k, ""})
+		}
+	}
 	extraKeys := make([]string, 0, len(extra))
 	for k := range extra {
 		extraKeys = append(extraKeys, k)
@@ -193,7 +215,7 @@ func WriteRecoveryConfig(dataDir string, restoreCommand string, t RecoveryTarget
 		return fmt.Errorf("write recovery config: %w", err)
 	}
 
-	drop := recoveryKeys()
+	drop := append(recoveryKeys(), neutralKeys()...)
 	for _, k := range extraKeys {
 		drop = append(drop, strings.ToLower(k))
 	}

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,11 +101,14 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		if err := checkNoGap(ctx, r, opts.Asset, info); err != nil {
 			return nil, err
 		}
+	} else if err := checkReachable(ctx, r, opts.Asset, opts.Target, info); err != nil {
+		return nil, err
 	}
-	tsDirs, err := prepareDirs(opts, info)
+	dirs, err := prepareDirs(opts, info)
 	if err != nil {
 		return nil, err
 	}
+	defer dirs.close()
 	// Two passes over the index keep only this snapshot's blobs in
 	// memory, however large the repository is.
 	treeIdx, err := r.LoadIndex(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
@@ -129,21 +134,18 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	if opts.Delta {
 		// Files a later state of the cluster left behind (old WAL, new
 		// relations, signal files) would mislead recovery.
-		if err := removeExtra(opts.Dir, treePaths, tsDirs); err != nil {
+		if err := removeExtra(dirs, treePaths); err != nil {
 			return nil, err
 		}
 	}
 	if opts.Writing != nil {
 		opts.Writing(snap)
 	}
+	// The tablespaces are the only links the restore writes through:
+	// pg_tblspc/<oid> is restored as a link to its directory, and what
+	// lies below it is written into that directory, confined there.
 	ro := repo.RestoreOptions{
-		Dir: opts.Dir, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers,
-		Link: func(p, recorded string) string {
-			if d, ok := tsDirs[p]; ok {
-				return d
-			}
-			return recorded
-		},
+		Root: dirs.data, Mounts: dirs.ts, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers,
 	}
 	if opts.Progress != nil {
 		total := snap.Stats.BytesTotal
@@ -153,7 +155,10 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err)
 	}
-	if err := finishDataDir(opts, info, tsDirs); err != nil {
+	if err := finishDataDir(opts, info, dirs); err != nil {
+		return nil, err
+	}
+	if err := dirs.close(); err != nil {
 		return nil, err
 	}
 	return &RestoreResult{Snapshot: snap, Info: info, Stats: st}, nil
@@ -279,14 +284,36 @@ func archivedSegments(ctx context.Context, r *repo.Repository, asset string, seg
 	return out, nil
 }
 
+// restoreDirs are the directories a restore writes, held open from the
+// checks to the end: the data directory and the tablespaces by tree path
+// (pg_tblspc/<oid>). As root, one another user owns (the postgres user,
+// usually) is root's and 0700 while the restore runs, so nothing that
+// user does meanwhile can steer a write, and given to the owner of the
+// restored global/ at the end.
+type restoreDirs struct {
+	data *repo.RestoreDir
+	ts   map[string]*repo.RestoreDir
+	locs map[string]string // tree path -> location as named
+}
+
+func (d *restoreDirs) close() error {
+	var first error
+	for _, rd := range append([]*repo.RestoreDir{d.data}, slices.Collect(maps.Values(d.ts))...) {
+		if err := rd.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // prepareDirs checks the data directory and the tablespace locations,
-// then creates what is missing; it returns the link target of every
-// tablespace by tree path. Nothing is created unless every check passes.
-func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (map[string]string, error) {
+// then creates what is missing and opens them. Nothing is created unless
+// every check passes; the checks are made again on the open directories.
+func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (*restoreDirs, error) {
 	if err := checkDir(opts.Dir, opts.Delta); err != nil {
 		return nil, err
 	}
-	ts := make(map[string]string)
+	locs := make(map[string]string)
 	for _, t := range info.Tablespaces {
 		oid := strconv.FormatUint(uint64(t.OID), 10)
 		loc := t.Location
@@ -301,22 +328,42 @@ func prepareDirs(opts RestoreOptions, info *SnapshotInfo) (map[string]string, er
 		if err := checkDir(loc, opts.Delta); err != nil {
 			return nil, fmt.Errorf("tablespace %s: %w (map it elsewhere with --tablespace %s=DIR)", t.Name, err, t.Name)
 		}
-		ts["pg_tblspc/"+oid] = loc
+		locs["pg_tblspc/"+oid] = loc
 	}
-	for _, d := range append([]string{opts.Dir}, mapValues(ts)...) {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+	dirs := &restoreDirs{ts: map[string]*repo.RestoreDir{}, locs: locs}
+	open := func(p string) (*repo.RestoreDir, error) {
+		d, err := repo.OpenRestoreDir(p, repo.DirOptions{Create: true, TakeOver: true})
+		if err != nil {
+			return nil, fmt.Errorf("restore target: %w", err)
 		}
+		if _, err := d.Lstat("postmaster.pid"); err == nil {
+			d.Close()
+			return nil, fmt.Errorf("%s holds postmaster.pid: a server may be running there; stop it first", p)
+		}
+		if !opts.Delta {
+			if names, err := d.Names(); err != nil || len(names) > 0 {
+				d.Close()
+				if err != nil {
+					return nil, err
+				}
+				return nil, fmt.Errorf("%s is not empty: restore into an empty directory, or use --delta to rewrite only what differs", p)
+			}
+		}
+		return d, nil
 	}
-	return ts, nil
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
+	var err error
+	if dirs.data, err = open(opts.Dir); err != nil {
+		return nil, err
 	}
-	return out
+	for tp, loc := range locs {
+		d, err := open(loc)
+		if err != nil {
+			dirs.close()
+			return nil, err
+		}
+		dirs.ts[tp] = d
+	}
+	return dirs, nil
 }
 
 // checkDir accepts an absent or empty directory, or with delta any
@@ -338,80 +385,61 @@ func checkDir(dir string, delta bool) error {
 	return nil
 }
 
-// removeExtra deletes what is below dir (and the tablespaces) but not in
-// the snapshot.
-func removeExtra(dir string, keep map[string]bool, tsDirs map[string]string) error {
-	roots := map[string]string{dir: ""}
-	for treePath, loc := range tsDirs {
-		roots[loc] = treePath
+// removeExtra deletes what is below the data directory (and the
+// tablespaces) but not in the snapshot, following no link.
+func removeExtra(dirs *restoreDirs, keep map[string]bool) error {
+	if err := dirs.data.RemoveUnlisted(func(rel string) bool { return keep[rel] }); err != nil {
+		return fmt.Errorf("delta: clean %s: %w", dirs.data.Path(), err)
 	}
-	for root, prefix := range roots {
-		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			if rel == "." {
-				return nil
-			}
-			rel = filepath.ToSlash(rel)
-			if prefix != "" {
-				rel = prefix + "/" + rel
-			}
-			if keep[rel] {
-				if _, isTS := tsDirs[rel]; isTS {
-					return filepath.SkipDir // walked as its own root
-				}
-				return nil
-			}
-			if err := os.RemoveAll(p); err != nil {
-				return err
-			}
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("delta: clean %s: %w", root, err)
+	for tp, d := range dirs.ts {
+		if err := d.RemoveUnlisted(func(rel string) bool { return keep[tp+"/"+rel] }); err != nil {
+			return fmt.Errorf("delta: clean %s: %w", d.Path(), err)
 		}
 	}
 	return nil
 }
 
 // finishDataDir writes backup_label, tablespace_map and the recovery
-// settings, and gives the data directory the mode PostgreSQL demands.
-func finishDataDir(opts RestoreOptions, info *SnapshotInfo, tsDirs map[string]string) error {
-	dir := opts.Dir
+// settings, and gives the data directory the owner of global/ and the
+// mode PostgreSQL demands. The data directory is still held (root's while
+// a root restore runs), so the files written by name at its top cannot be
+// redirected; what lies deeper is reached through the open directory.
+func finishDataDir(opts RestoreOptions, info *SnapshotInfo, dirs *restoreDirs) error {
+	dir, data := opts.Dir, dirs.data
 	for _, d := range []string{"pg_wal", "pg_wal/archive_status"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+		if err := data.MkdirAll(d); err != nil {
 			return err
 		}
 	}
-	owner, err := os.Stat(filepath.Join(dir, "global"))
+	owner, err := data.Lstat("global")
 	if err != nil {
 		return fmt.Errorf("restored data directory has no global/: %w", err)
 	}
-	if st, ok := owner.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
-		for _, p := range []string{dir, filepath.Join(dir, "pg_wal"), filepath.Join(dir, "pg_wal/archive_status")} {
-			if err := os.Chown(p, int(st.Uid), int(st.Gid)); err != nil {
-				return err
-			}
-		}
-		for _, loc := range tsDirs {
-			if err := os.Chown(loc, int(st.Uid), int(st.Gid)); err != nil {
-				return err
-			}
-		}
+	// postgresql.auto.conf is read and rewritten below by name: a link
+	// in its place (only a forged snapshot holds one) would be followed.
+	if fi, err := data.Lstat("postgresql.auto.conf"); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("the snapshot's postgresql.auto.conf is not a regular file (%s): %w", fi.Mode().Type(), repo.ErrCorrupt)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return err
+	st, _ := owner.Sys().(*syscall.Stat_t)
+	asRoot := st != nil && os.Geteuid() == 0
+	if asRoot {
+		for _, p := range []string{"pg_wal", "pg_wal/archive_status"} {
+			if err := data.Chown(p, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+		for _, d := range dirs.ts {
+			d.GiveTo(int(st.Uid), int(st.Gid), 0)
+		}
+		data.GiveTo(int(st.Uid), int(st.Gid), 0o700)
+	} else {
+		data.GiveTo(-1, -1, 0o700)
 	}
 	if err := writeFileAtomic(filepath.Join(dir, "backup_label"), []byte(info.BackupLabel), 0o600, owner); err != nil {
 		return err
 	}
 	if info.TablespaceMap != "" {
-		if err := writeFileAtomic(filepath.Join(dir, "tablespace_map"), []byte(remapTablespaceMap(info.TablespaceMap, tsDirs)), 0o600, owner); err != nil {
+		if err := writeFileAtomic(filepath.Join(dir, "tablespace_map"), []byte(remapTablespaceMap(info.TablespaceMap, dirs.locs)), 0o600, owner); err != nil {
 			return err
 		}
 	}
@@ -427,9 +455,9 @@ func finishDataDir(opts RestoreOptions, info *SnapshotInfo, tsDirs map[string]st
 	if err := WriteRecoveryConfig(dir, opts.RestoreCommand, t, extra); err != nil {
 		return err
 	}
-	if st, ok := owner.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+	if asRoot {
 		for _, f := range []string{"postgresql.auto.conf", "recovery.signal"} {
-			if err := os.Chown(filepath.Join(dir, f), int(st.Uid), int(st.Gid)); err != nil {
+			if err := data.Chown(f, int(st.Uid), int(st.Gid)); err != nil {
 				return err
 			}
 		}

@@ -35,12 +35,15 @@ func WALPrefix(asset string) string { return walArea + "/" + asset + "/" }
 // NewestWAL returns the name of the newest archived WAL segment of an
 // asset and when the repository stored it; "" when none is archived.
 // Segment names grow with timeline and position, so the newest is the
-// greatest name.
+// greatest name. Listing through the repository also notes the names a
+// squatter holds (a file stored under its alternate name), and the
+// identity is listed too for the same reason: status and check call this,
+// and report what was noted.
 func NewestWAL(ctx context.Context, r *repo.Repository, asset string) (string, time.Time, error) {
 	var name string
 	var at time.Time
-	err := r.Backend().List(ctx, WALPrefix(asset), func(oi storage.ObjectInfo) error {
-		base := path.Base(oi.Name)
+	err := r.ListNamedInfo(ctx, walArea, asset, "", func(rel string, oi storage.ObjectInfo) error {
+		base := path.Base(rel)
 		if isSegmentFileName(base) && base > name {
 			name, at = base, oi.ModTime
 		}
@@ -48,6 +51,9 @@ func NewestWAL(ctx context.Context, r *repo.Repository, asset string) (string, t
 	})
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("list WAL of %s: %w", asset, err)
+	}
+	if err := r.ListNamed(ctx, "meta", asset, "identity", func(string, int64) error { return nil }); err != nil {
+		return "", time.Time{}, fmt.Errorf("list identity of %s: %w", asset, err)
 	}
 	return name, at, nil
 }
@@ -66,7 +72,10 @@ func walRel(n WALName) string {
 // fallback when nothing was recorded yet.
 func segSizeFor(ctx context.Context, r *repo.Repository, asset string, fallback uint64) (uint64, *Identity, error) {
 	id, err := LoadIdentity(ctx, r, asset)
-	if errors.Is(err, storage.ErrNotFound) {
+	// An identity that does not authenticate, with no genuine one under
+	// its alternate name, was planted before the first genuine write:
+	// there is none yet, and the write goes to the alternate.
+	if errors.Is(err, storage.ErrNotFound) || errors.Is(err, repo.ErrUnauthentic) {
 		return fallback, nil, nil
 	}
 	if err != nil {
@@ -80,6 +89,10 @@ type PushResult struct {
 	Name    string
 	Bytes   int
 	Existed bool // the archive already held this file with identical content
+	// Alternate is the storage name the file went to because its own name
+	// was taken by an object that is not authentic (a squatter); "" when
+	// it went to its own name. wal-fetch finds it there.
+	Alternate string
 }
 
 // PushWAL archives the WAL file at path (archive_command's %p). It returns
@@ -137,7 +150,17 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string, stored
 	}
 	// S2 rather than zstd: archive_command latency matters more than the
 	// last third of compression.
-	existed, err := r.PutNamedThen(ctx, walArea, asset, walRel(n), data, repo.CodecS2, stored)
+	then := func(name string, b []byte) error {
+		// The name is valid here: PutNamedThen checked it before storing.
+		if name != r.NamedObject(walArea, asset, walRel(n)) {
+			res.Alternate = name
+		}
+		if stored != nil {
+			return stored(name, b)
+		}
+		return nil
+	}
+	existed, err := r.PutNamedThen(ctx, walArea, asset, walRel(n), data, repo.CodecS2, then)
 	if errors.Is(err, repo.ErrConflict) {
 		return res, fmt.Errorf("wal-push %s: already archived with different content; the archived file is kept (is another cluster archiving into asset %s?): %w", name, asset, err)
 	}

@@ -2,9 +2,14 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 // FrameLoc says where a sealed frame lives.
@@ -26,19 +31,29 @@ type BlobLoc struct {
 }
 
 // Index maps blob IDs to their places. It is safe for concurrent reads
-// once loaded.
+// once loaded. A blob stored more than once keeps every place: a genuine
+// but old index object put back by someone (a replay) must not hide the
+// place the blob lives now, and a read falls back to another place when
+// one fails.
 type Index struct {
 	mu     sync.RWMutex
 	frames []FrameLoc
-	blobs  map[ID]BlobLoc
-	packs  map[ID]int // pack → frames count, for verify
+	blobs  map[ID]BlobLoc   // the first place of every blob
+	more   map[ID][]BlobLoc // the other places of blobs stored more than once
+	packs  map[ID]int       // pack → frames count, for verify
+}
+
+// Location is one place of a blob.
+type Location struct {
+	Blob  BlobLoc
+	Frame FrameLoc
 }
 
 func newIndex() *Index {
-	return &Index{blobs: make(map[ID]BlobLoc), packs: make(map[ID]int)}
+	return &Index{blobs: make(map[ID]BlobLoc), more: make(map[ID][]BlobLoc), packs: make(map[ID]int)}
 }
 
-// Lookup finds a blob.
+// Lookup finds a blob's first place; Locations lists them all.
 func (x *Index) Lookup(id ID) (BlobLoc, FrameLoc, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -47,6 +62,21 @@ func (x *Index) Lookup(id ID) (BlobLoc, FrameLoc, bool) {
 		return BlobLoc{}, FrameLoc{}, false
 	}
 	return bl, x.frames[bl.Frame], true
+}
+
+// Locations lists every place of a blob, the one Lookup returns first.
+func (x *Index) Locations(id ID) []Location {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	bl, ok := x.blobs[id]
+	if !ok {
+		return nil
+	}
+	out := []Location{{bl, x.frames[bl.Frame]}}
+	for _, m := range x.more[id] {
+		out = append(out, Location{m, x.frames[m.Frame]})
+	}
+	return out
 }
 
 // Has reports whether the index knows blob id.
@@ -68,8 +98,16 @@ func (x *Index) Packs() map[ID]int {
 	return out
 }
 
+// samePlace reports whether bl is the place of a blob at inner in the frame
+// of pack at offset.
+func (x *Index) samePlace(bl BlobLoc, pack ID, offset int64, inner uint32) bool {
+	f := x.frames[bl.Frame]
+	return f.Pack == pack && f.Offset == offset && bl.Offset == inner
+}
+
 // add records a pack's frames; keep selects which blobs to remember (nil
-// keeps all).
+// keeps all). A place already known (the same pack named by two index
+// objects) is recorded once.
 func (x *Index) add(p packEntry, keep func(BlobType, ID) bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -80,12 +118,22 @@ func (x *Index) add(p packEntry, keep func(BlobType, ID) bool) {
 		var inner uint32
 		for _, b := range f.Blobs {
 			if keep == nil || keep(b.Type, b.ID) {
-				if _, dup := x.blobs[b.ID]; !dup {
+				first, dup := x.blobs[b.ID]
+				known := dup && x.samePlace(first, p.ID, off, inner)
+				for _, m := range x.more[b.ID] {
+					known = known || x.samePlace(m, p.ID, off, inner)
+				}
+				if !known {
 					if fi < 0 {
 						x.frames = append(x.frames, FrameLoc{Pack: p.ID, Offset: off, Sealed: f.SealedLen, RawLen: f.RawLen, Flags: f.Flags})
 						fi = int32(len(x.frames) - 1)
 					}
-					x.blobs[b.ID] = BlobLoc{Frame: fi, Type: b.Type, Offset: inner, Len: b.Len}
+					bl := BlobLoc{Frame: fi, Type: b.Type, Offset: inner, Len: b.Len}
+					if dup {
+						x.more[b.ID] = append(x.more[b.ID], bl)
+					} else {
+						x.blobs[b.ID] = bl
+					}
 				}
 			}
 			inner += b.Len
@@ -98,63 +146,134 @@ func (x *Index) add(p packEntry, keep func(BlobType, ID) bool) {
 // to hold in memory (a backup needs only tree blobs; a restore only the
 // blobs of its snapshot), so memory follows what the caller needs rather
 // than the repository's size.
-// Entries of packs a sweep deleted are left out: only an interrupted
-// backup can have written them, and another copy of their blobs may exist.
+// Entries of packs that are not stored are left out: a sweep deleted them
+// (only an interrupted backup, or an old index object put back, can name
+// them), and another copy of their blobs may exist.
 func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool) (*Index, error) {
-	swept, err := r.sweptPacks(ctx)
+	stored, err := r.storedPacks(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return r.loadIndex(ctx, keep, func(p ID) bool { return !swept[p] })
+	return r.loadIndex(ctx, keep, func(p ID) bool { return stored[p] })
 }
+
+// storedPacks lists the packs in storage. It is listed before the index
+// objects are: a pack an index object names is stored before the object,
+// so the only entries a later listing could add are those of a backup
+// that has not committed yet.
+func (r *Repository) storedPacks(ctx context.Context) (map[ID]bool, error) {
+	stored := map[ID]bool{}
+	err := r.be.List(ctx, "data/", func(oi storage.ObjectInfo) error {
+		if id, err := ParseID(oi.Name[strings.LastIndex(oi.Name, "/")+1:]); err == nil && oi.Name == packName(id) {
+			stored[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	return stored, nil
+}
+
+// indexReadBudget bounds the bytes of index objects read at once: they
+// are read side by side, and a planted object may be as large as the cap.
+const indexReadBudget = maxIndexSize
 
 // loadIndex is LoadIndex that also leaves out the packs usePack refuses.
 func (r *Repository) loadIndex(ctx context.Context, keep func(BlobType, ID) bool, usePack func(ID) bool) (*Index, error) {
 	x := newIndex()
-	names, err := r.listNames(ctx, "index/")
+	err := r.eachIndexObject(ctx, func(_ string, packs []packEntry) {
+		for _, p := range packs {
+			if usePack == nil || usePack(p.ID) {
+				x.add(p, keep)
+			}
+		}
+	})
 	if err != nil {
 		return nil, err
+	}
+	return x, nil
+}
+
+// eachIndexObject reads every index object and hands its entries to fn,
+// in name order, one call at a time. An object that fails its hash or
+// authentication is skipped and noted; any other failure stops it.
+func (r *Repository) eachIndexObject(ctx context.Context, fn func(name string, packs []packEntry)) error {
+	var objs []storage.ObjectInfo
+	if err := r.be.List(ctx, "index/", func(oi storage.ObjectInfo) error {
+		objs = append(objs, oi)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index: %w", err)
 	}
 	type result struct {
 		packs []packEntry
 		err   error
 	}
-	results := make([]result, len(names))
+	results := make([]result, len(objs))
+	budget := semaphore.NewWeighted(indexReadBudget)
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
-	for i, n := range names {
+	for i, oi := range objs {
+		// The listed size is what the store says; the cap on the read
+		// itself holds whatever it says.
+		w := min(max(oi.Size, 1), indexReadBudget)
+		if err := budget.Acquire(ctx, w); err != nil {
+			wg.Wait()
+			return err
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			packs, err := r.readIndexFile(ctx, n)
+			defer budget.Release(w)
+			packs, err := r.readIndexFile(ctx, oi.Name)
 			results[i] = result{packs, err}
 		}()
 	}
 	wg.Wait()
 	for i, res := range results {
+		name := objs[i].Name
 		if res.err != nil {
-			return nil, fmt.Errorf("index %s: %w", strings.TrimPrefix(names[i], "index/"), res.err)
-		}
-		for _, p := range res.packs {
-			if usePack == nil || usePack(p.ID) {
-				x.add(p, keep)
+			if errors.Is(res.err, storage.ErrNotFound) || r.skippable(name, res.err) {
+				continue // deleted by a sweep meanwhile, or not authentic
 			}
+			return fmt.Errorf("index %s: %w", strings.TrimPrefix(name, "index/"), res.err)
 		}
+		fn(name, res.packs)
 	}
-	return x, nil
+	return nil
 }
 
+// readIndexFile reads, checks and decodes one index object.
 func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packEntry, error) {
-	plain, err := readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
-		if want := strings.TrimPrefix(name, "index/"); hashObject(data).String() != want {
-			return nil, fmt.Errorf("content does not match its name: %w", ErrCorrupt)
-		}
-		return r.crypt.openObject("index", data)
-	})
+	id, err := ParseID(strings.TrimPrefix(name, "index/"))
+	if err == nil && "index/"+id.String() != name {
+		err = errors.New("not lower-case")
+	}
+	if err != nil {
+		return nil, asUnauthentic(fmt.Errorf("%s is not named by a hash: %w", name, ErrCorrupt))
+	}
+	plain, err := r.getContentObject(ctx, "index", id)
 	if err != nil {
 		return nil, err
 	}
 	return decodeIndex(plain)
+}
+
+// maxIndexPayload is the size at which writers close an index object, far
+// below what readers accept (maxIndexSize).
+const maxIndexPayload = 64 << 20
+
+// indexPayloadSize is about the size of packs' index entries, encoded.
+func indexPayloadSize(packs []packEntry) int {
+	n := 0
+	for _, p := range packs {
+		n += 32 + 4
+		for _, f := range p.Frames {
+			n += 12 + 36*len(f.Blobs)
+		}
+	}
+	return n
 }

@@ -289,7 +289,10 @@ func releasedTokens(infos []*LockInfo) map[string]bool {
 	return released
 }
 
-// lockObjects reads every lock object, release records included.
+// lockObjects reads every lock object, release records included. An
+// object that does not authenticate is no lock (anyone with a put-only
+// credential could plant one to block every backup): it is skipped and
+// noted.
 func (r *Repository) lockObjects(ctx context.Context) ([]*LockInfo, error) {
 	names, err := r.listNames(ctx, "locks/")
 	if err != nil {
@@ -300,6 +303,9 @@ func (r *Repository) lockObjects(ctx context.Context) ([]*LockInfo, error) {
 		plain, err := r.getObject(ctx, n)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue // released meanwhile
+		}
+		if err != nil && r.skippable(n, err) {
+			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read lock %s: %w", n, err)

@@ -95,23 +95,41 @@ func (r *Repository) loadMark(ctx context.Context, name string) (*mark, error) {
 	return &m, nil
 }
 
-// latestMark returns the newest mark, or an empty one when no sweep ever
-// condemned anything.
+// latestMark returns the newest mark: of the marks that authenticate, the
+// one with the newest time in its payload. Marks that do not authenticate
+// (a put-only credential can put junk under any name, including one that
+// sorts after every genuine mark) are skipped and noted. A mark is sealed
+// with its name, and its writer puts the time of its payload in its name,
+// so names are read newest first and the first mark that authenticates
+// with the time of its name ends the search. An empty mark stands for no
+// sweep ever having condemned anything.
 func (r *Repository) latestMark(ctx context.Context, names []string) (*mark, error) {
-	if len(names) == 0 {
-		return &mark{Condemned: map[string]time.Time{}, Swept: map[string]time.Time{}}, nil
+	var best *mark
+	for i := len(names) - 1; i >= 0; i-- {
+		m, err := r.loadMark(ctx, names[i])
+		if errors.Is(err, storage.ErrNotFound) || err != nil && r.skippable(names[i], err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if best == nil || m.Created.After(best.Created) {
+			best = m
+		}
+		if at, ok := markTime(names[i]); ok && at.Equal(m.Created) {
+			break // every genuine mark named earlier is older
+		}
 	}
-	m, err := r.loadMark(ctx, names[len(names)-1])
-	if err != nil {
-		return nil, err
+	if best == nil {
+		best = &mark{}
 	}
-	if m.Condemned == nil {
-		m.Condemned = map[string]time.Time{}
+	if best.Condemned == nil {
+		best.Condemned = map[string]time.Time{}
 	}
-	if m.Swept == nil {
-		m.Swept = map[string]time.Time{}
+	if best.Swept == nil {
+		best.Swept = map[string]time.Time{}
 	}
-	return m, nil
+	return best, nil
 }
 
 // WriteView is what a backup saw of the repository when it started: the
@@ -136,7 +154,14 @@ func (r *Repository) OpenWriteView(ctx context.Context, keep func(BlobType, ID) 
 		return nil, err
 	}
 	condemned := latest.packSet(true)
-	idx, err := r.loadIndex(ctx, keep, func(pack ID) bool { return !condemned[pack] })
+	// Only stored packs: an old index object put back under its name
+	// after its packs were swept must not make the backup reuse blobs
+	// that are gone.
+	stored, err := r.storedPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := r.loadIndex(ctx, keep, func(pack ID) bool { return stored[pack] && !condemned[pack] })
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +195,9 @@ func (r *Repository) CommitSnapshot(ctx context.Context, v *WriteView, s *Snapsh
 			continue
 		}
 		m, err := r.loadMark(ctx, n)
+		if errors.Is(err, storage.ErrNotFound) || err != nil && r.skippable(n, err) {
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -187,17 +215,9 @@ func (r *Repository) CommitSnapshot(ctx context.Context, v *WriteView, s *Snapsh
 
 // checkNotDoomed fails when a blob of s exists only in doomed packs.
 func (r *Repository) checkNotDoomed(ctx context.Context, s *Snapshot, doomed map[ID]bool) error {
-	names, err := r.listNames(ctx, "index/")
-	if err != nil {
-		return err
-	}
 	safe := make(map[ID]bool)
 	full := newIndex()
-	for _, n := range names {
-		packs, err := r.readIndexFile(ctx, n)
-		if err != nil {
-			return fmt.Errorf("index %s: %w", strings.TrimPrefix(n, "index/"), err)
-		}
+	err := r.eachIndexObject(ctx, func(_ string, packs []packEntry) {
 		for _, p := range packs {
 			if doomed[p.ID] {
 				continue
@@ -209,6 +229,9 @@ func (r *Repository) checkNotDoomed(ctx context.Context, s *Snapshot, doomed map
 				}
 			}
 		}
+	})
+	if err != nil {
+		return err
 	}
 	for _, t := range s.Tree {
 		if !safe[t] {

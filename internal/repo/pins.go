@@ -82,9 +82,13 @@ func (r *Repository) Pins(ctx context.Context) (map[ID]*Pin, error) {
 	for _, n := range names {
 		id, err := ParseID(strings.TrimPrefix(n, pinArea))
 		if err != nil {
-			return nil, fmt.Errorf("unexpected object %s: %w", n, ErrCorrupt)
+			r.noteUnauthentic(n, asUnauthentic(fmt.Errorf("%s is not named by a snapshot ID: %w", n, ErrCorrupt)))
+			continue
 		}
 		plain, err := r.getObject(ctx, n)
+		if errors.Is(err, storage.ErrNotFound) || err != nil && r.skippable(n, err) {
+			continue // unpinned meanwhile, or planted
+		}
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", n, err)
 		}

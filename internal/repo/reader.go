@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -40,8 +41,17 @@ func (r *Repository) openFrameInto(dst, sealed []byte, fl FrameLoc) ([]byte, err
 	return plain, nil
 }
 
-// ReadFrame fetches and opens one frame.
+// ReadFrame fetches and opens one frame. A pack overwritten in place is
+// read from its authentic earlier version (versions.go).
 func (r *Repository) ReadFrame(ctx context.Context, fl FrameLoc) ([]byte, error) {
+	out, err := r.readFrame(ctx, fl)
+	if err != nil && r.recoverPack(ctx, fl.Pack, err) {
+		return r.readFrame(ctx, fl)
+	}
+	return out, err
+}
+
+func (r *Repository) readFrame(ctx context.Context, fl FrameLoc) ([]byte, error) {
 	sealed := make([]byte, fl.Sealed)
 	for attempt := 0; ; attempt++ {
 		if err := r.readRange(ctx, fl.Pack, fl.Offset, sealed); err != nil {
@@ -57,7 +67,7 @@ func (r *Repository) ReadFrame(ctx context.Context, fl FrameLoc) ([]byte, error)
 
 // readRange fills buf from the pack at offset.
 func (r *Repository) readRange(ctx context.Context, pack ID, offset int64, buf []byte) error {
-	rc, err := r.be.GetRange(ctx, packName(pack), offset, int64(len(buf)))
+	rc, err := r.reads().GetRange(ctx, packName(pack), offset, int64(len(buf)))
 	if err != nil {
 		return fmt.Errorf("read pack %s: %w", pack.Short(), err)
 	}
@@ -77,13 +87,38 @@ func (r *Repository) checkBlob(id ID, data []byte) error {
 	return nil
 }
 
-// LoadBlob reads one blob through idx and checks its hash.
+// LoadBlob reads one blob through idx and checks its hash. A blob stored
+// in more than one place is read from the next place when one fails (its
+// pack is gone, or the frame or blob fails its check); the first failure
+// is returned when all do.
 func (r *Repository) LoadBlob(ctx context.Context, idx *Index, id ID) ([]byte, error) {
-	bl, fl, ok := idx.Lookup(id)
-	if !ok {
+	locs := idx.Locations(id)
+	if len(locs) == 0 {
 		return nil, fmt.Errorf("blob %s is not in the index: %w", id.Short(), ErrMissing)
 	}
-	frame, err := r.ReadFrame(ctx, fl)
+	var first error
+	for i, l := range locs {
+		data, err := r.loadBlobAt(ctx, id, l)
+		if err == nil {
+			if i > 0 {
+				r.log.Warn("read a blob from another place after the first failed", "blob", id.Short(), "err", first)
+			}
+			return data, nil
+		}
+		if first == nil {
+			first = err
+		}
+		if !damaged(err) && !errors.Is(err, storage.ErrNotFound) {
+			break
+		}
+	}
+	return nil, first
+}
+
+// loadBlobAt reads one blob from one place and checks its hash.
+func (r *Repository) loadBlobAt(ctx context.Context, id ID, l Location) ([]byte, error) {
+	bl := l.Blob
+	frame, err := r.ReadFrame(ctx, l.Frame)
 	if err != nil {
 		return nil, err
 	}
@@ -108,15 +143,23 @@ type PackContents struct {
 // ReadPackHeader reads and opens the header at the end of a pack; verify
 // uses it to check the index against the packs.
 func (r *Repository) ReadPackHeader(ctx context.Context, id ID) (*PackContents, error) {
+	pc, err := r.readPackHeader(ctx, id)
+	if err != nil && r.recoverPack(ctx, id, err) {
+		return r.readPackHeader(ctx, id)
+	}
+	return pc, err
+}
+
+func (r *Repository) readPackHeader(ctx context.Context, id ID) (*PackContents, error) {
 	name := packName(id)
-	st, err := r.be.Stat(ctx, name)
+	st, err := r.reads().Stat(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	if st.Size < 4 {
 		return nil, fmt.Errorf("pack %s: %d bytes: %w", id.Short(), st.Size, ErrCorrupt)
 	}
-	rc, err := r.be.GetRange(ctx, name, st.Size-4, 4)
+	rc, err := r.reads().GetRange(ctx, name, st.Size-4, 4)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +170,10 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id ID) (*PackContents, 
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}
 	hl := int64(binary.LittleEndian.Uint32(l[:]))
-	if hl > st.Size-4 {
+	if hl > st.Size-4 || hl > r.maxPackSize() {
 		return nil, fmt.Errorf("pack %s: header length %d exceeds pack: %w", id.Short(), hl, ErrCorrupt)
 	}
-	rc, err = r.be.GetRange(ctx, name, st.Size-4-hl, hl)
+	rc, err = r.reads().GetRange(ctx, name, st.Size-4-hl, hl)
 	if err != nil {
 		return nil, err
 	}
@@ -163,12 +206,18 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id ID) (*PackContents, 
 // ReadPackVerified reads a whole pack, checks its hash against its name,
 // and opens every frame, checking every blob.
 func (r *Repository) ReadPackVerified(ctx context.Context, id ID) (blobs int, err error) {
-	data, err := storage.ReadAll(ctx, r.be, packName(id))
+	data, err := readCapped(ctx, r.reads(), packName(id), r.maxPackSize())
+	if err == nil && hashObject(data) != id {
+		err = fmt.Errorf("pack %s: content does not match its name: %w", id.Short(), ErrCorrupt)
+	}
+	if err != nil && r.recoverPack(ctx, id, err) {
+		data, err = readCapped(ctx, r.reads(), packName(id), r.maxPackSize())
+		if err == nil && hashObject(data) != id {
+			err = fmt.Errorf("pack %s: content does not match its name: %w", id.Short(), ErrCorrupt)
+		}
+	}
 	if err != nil {
 		return 0, err
-	}
-	if hashObject(data) != id {
-		return 0, fmt.Errorf("pack %s: content does not match its name: %w", id.Short(), ErrCorrupt)
 	}
 	pc, err := r.ReadPackHeader(ctx, id)
 	if err != nil {

@@ -49,12 +49,15 @@ type InitOptions struct {
 type Repository struct {
 	be     storage.Backend
 	mk     *masterKey
+	keyObj string // the key object that opened the repository
 	crypt  *crypter
 	cfg    Config
 	log    *slog.Logger
 	Clock  func() time.Time
-	Holder string    // who takes locks ("host:pid"), for messages
-	life   *lifetime // shared by copies of the struct
+	Holder string        // who takes locks ("host:pid"), for messages
+	life   *lifetime     // shared by copies of the struct
+	met    *metObjects   // unauthentic objects met; shared likewise
+	vers   *versionState // earlier versions read instead (versions.go); shared likewise
 }
 
 // Init creates a repository on be, sealed by secret s. It refuses when the
@@ -119,7 +122,7 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	mk, err := findMasterKey(ctx, be, s)
+	mk, keyName, err := findMasterKey(ctx, be, s, log)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +130,9 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	plain, err := readVerified(ctx, be, log, configName, func(data []byte) ([]byte, error) {
+	r := &Repository{be: be, mk: mk, keyObj: keyName, crypt: c, log: log, Clock: time.Now, life: &lifetime{},
+		met: &metObjects{objects: map[string]metObject{}}, vers: newVersionState(be)}
+	plain, err := r.readObject(ctx, configName, maxConfigSize, func(data []byte) ([]byte, error) {
 		return c.openObject(configName, data)
 	})
 	if errors.Is(err, storage.ErrNotFound) {
@@ -143,7 +148,8 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if cfg.Version != formatVersion {
 		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d)", cfg.Version, formatVersion)
 	}
-	return &Repository{be: be, mk: mk, crypt: c, cfg: cfg, log: log, Clock: time.Now, life: &lifetime{}}, nil
+	r.cfg = cfg
+	return r, nil
 }
 
 // ChunkerSeed seeds the content-defined chunker of streams stored in this
@@ -183,41 +189,6 @@ func (r *Repository) putContentObject(ctx context.Context, kind string, payload 
 		return id, fmt.Errorf("store %s: %w", name, err)
 	}
 	return id, nil
-}
-
-// getContentObject reads kind/<id>, checks its hash and opens it.
-func (r *Repository) getContentObject(ctx context.Context, kind string, id ID) ([]byte, error) {
-	name := kind + "/" + id.String()
-	return readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
-		if hashObject(data) != id {
-			return nil, fmt.Errorf("%s: content does not match its name: %w", name, ErrCorrupt)
-		}
-		return r.crypt.openObject(kind, data)
-	})
-}
-
-// getObject reads and opens a sealed object.
-func (r *Repository) getObject(ctx context.Context, name string) ([]byte, error) {
-	return readVerified(ctx, r.be, r.log, name, func(data []byte) ([]byte, error) {
-		return r.crypt.openObject(name, data)
-	})
-}
-
-// readVerified reads an object and opens it with open. A read that fails
-// a check is read once more: damage on the way (a flipped bit in a proxy,
-// an error page instead of the object) passes with a second read, damage
-// at rest fails it too and is reported then.
-func readVerified(ctx context.Context, be storage.Backend, log *slog.Logger, name string, open func([]byte) ([]byte, error)) ([]byte, error) {
-	for attempt := 0; ; attempt++ {
-		data, err := storage.ReadAll(ctx, be, name)
-		if err == nil {
-			data, err = open(data)
-		}
-		if err == nil || attempt > 0 || !damaged(err) {
-			return data, err
-		}
-		log.Info("read failed its check; reading it again", "object", name, "err", err)
-	}
 }
 
 func damaged(err error) bool {

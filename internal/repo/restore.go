@@ -8,30 +8,43 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // RestoreOptions shape RestoreTree.
 type RestoreOptions struct {
-	// Target maps a tree path to the absolute path it is written to, or
-	// to "" to leave the node out (restoring part of a tree); nil writes
-	// everything below Dir.
+	// Dir is the directory the tree is written below: nothing is written
+	// outside it, or outside a directory of Mounts. It is opened with
+	// OpenRestoreDir (made when missing) unless Root is given.
+	Dir string
+	// Root, when not nil, is Dir already opened; RestoreTree leaves it
+	// open for the caller.
+	Root *RestoreDir
+	// Target maps a tree path to the absolute path it is written to,
+	// which must lie below Dir, or to "" to leave the node out (restoring
+	// part of a tree); nil writes everything at its tree path below Dir.
+	// Nodes at or below a path of Mounts are placed by Mounts instead.
 	Target func(treePath string) string
-	Dir    string
 	// UID and GID, when >= 0, own every restored file instead of the
 	// recorded owners.
 	UID, GID int
-	// Link, when not nil, gives the target a symlink node is restored
-	// with (tablespaces restored elsewhere).
-	Link func(treePath, recorded string) string
+	// Mounts maps tree paths to directories of their own. A symlink node
+	// at such a path is restored as a link to the directory (a
+	// tablespace), a directory node as the directory itself, and the
+	// nodes below it are written below the directory. These are the only
+	// links a restore writes through: a node below any other symlink of
+	// the tree is refused as corrupt before anything is written.
+	Mounts map[string]*RestoreDir
 	// Delta keeps existing files and rewrites only the blocks that differ.
 	Delta   bool
 	Workers int
@@ -47,10 +60,20 @@ type RestoreStats struct {
 	BytesFetched int64 // bytes read from storage
 }
 
+// placed is where a node goes: a name below one of the restore's
+// directories, and the inode the restore made or checked there.
+type placed struct {
+	node *Node
+	dir  *RestoreDir
+	rel  string // slash-separated, below dir; "." is dir itself
+	id   fileID
+}
+
+func (p *placed) name() string { return p.dir.join(p.rel) }
+
 type restoreFile struct {
-	node   *Node
-	target string
-	keep   []bool // Delta: blocks already right on disk
+	placed
+	keep []bool // Delta: blocks already right on disk
 }
 
 type blockTarget struct {
@@ -64,60 +87,57 @@ type blockTarget struct {
 // RestoreTree writes the tree made of blobs treeIDs to disk. Every blob is
 // checked against its ID before it is written; a missing or damaged blob
 // fails the restore, naming it.
-func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, opts RestoreOptions) (RestoreStats, error) {
-	var st RestoreStats
+//
+// Every write goes through a RestoreDir: names are resolved beneath the
+// restore's directory without following any symlink, files are made
+// afresh (O_EXCL) unless Delta finds one it may reuse, and owners, modes
+// and times are set on descriptors whose inode is checked against the one
+// the restore made. A link another user plants or swaps in while the
+// restore runs fails the restore; it never redirects a write.
+func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, opts RestoreOptions) (st RestoreStats, err error) {
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.NumCPU()
 	}
-	target := opts.Target
-	if target == nil {
-		target = func(p string) string { return filepath.Join(opts.Dir, filepath.FromSlash(p)) }
+	root := opts.Root
+	if root == nil {
+		if opts.Dir == "" {
+			return st, errors.New("restore: no directory to restore below")
+		}
+		if root, err = OpenRestoreDir(opts.Dir, DirOptions{Create: true}); err != nil {
+			return st, fmt.Errorf("restore target: %w", err)
+		}
+		defer func() {
+			if cerr := root.Close(); err == nil && cerr != nil {
+				err = cerr
+			}
+		}()
 	}
-	var files []*restoreFile
-	var dirs []*Node
-	err := r.WalkTree(ctx, idx, treeIDs, func(n *Node) error {
-		dst := target(n.Path)
-		if dst == "" {
-			return nil
-		}
-		switch n.Type {
-		case NodeDir:
-			if err := os.MkdirAll(dst, 0o700); err != nil {
-				return fmt.Errorf("create directory: %w", err)
-			}
-			dirs = append(dirs, n)
-		case NodeSymlink:
-			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-				return fmt.Errorf("create directory: %w", err)
-			}
-			link := n.Link
-			if opts.Link != nil {
-				link = opts.Link(n.Path, n.Link)
-			}
-			if cur, err := os.Readlink(dst); err == nil && cur == link {
-				break
-			}
-			if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("replace %s: %w", dst, err)
-			}
-			if err := os.Symlink(link, dst); err != nil {
-				return fmt.Errorf("create symlink: %w", err)
-			}
-			if err := r.chown(dst, n, opts, true); err != nil {
-				return err
-			}
-		case NodeFile:
-			files = append(files, &restoreFile{node: n, target: dst})
-			st.Files++
-			st.Bytes += n.Size
-		}
-		return nil
-	})
-	if err != nil {
+	rs := &treeRestore{r: r, opts: opts, root: root}
+	if err := rs.collect(ctx, idx, treeIDs); err != nil {
 		return st, err
 	}
+	st.Files = int64(len(rs.files))
+	for _, f := range rs.files {
+		st.Bytes += f.node.Size
+	}
+	for _, d := range rs.dirs {
+		if err := rs.makeDir(d); err != nil {
+			return st, err
+		}
+	}
+	for _, l := range rs.links {
+		if err := rs.makeLink(l); err != nil {
+			return st, err
+		}
+	}
+	files := rs.files
 	if opts.Delta {
-		if err := r.markUnchanged(ctx, files, opts.Workers); err != nil {
+		if err := rs.markUnchanged(ctx, opts.Workers); err != nil {
+			return st, err
+		}
+	}
+	for _, f := range files {
+		if err := rs.createFile(f); err != nil {
 			return st, err
 		}
 	}
@@ -125,11 +145,6 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	plan, frames, err := r.planRestore(idx, files, opts.Delta)
 	if err != nil {
 		return st, err
-	}
-	for _, f := range files {
-		if err := createFile(f, opts.Delta); err != nil {
-			return st, err
-		}
 	}
 	planned := time.Now()
 	fdc := newFDCache(256)
@@ -150,7 +165,14 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	for i := 0; i < opts.Workers; i++ {
 		g.Go(func() error {
 			for run := range work {
-				if err := r.restoreRun(gctx, run, frames, plan, files, fdc, &st, opts); err != nil {
+				err := r.restoreRun(gctx, run, frames, plan, files, fdc, &st, opts)
+				// A run reads one pack; one overwritten in place is read
+				// again from its authentic version (versions.go), and
+				// writing the run again writes the same bytes.
+				if err != nil && r.recoverPack(gctx, frames[run[0]].Pack, err) {
+					err = r.restoreRun(gctx, run, frames, plan, files, fdc, &st, opts)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -166,28 +188,246 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	written := time.Now()
 	r.log.Debug("restore: data written", "files", len(files), "frames", len(frames), "writes", fdc.writes,
 		"plan", planned.Sub(began), "write", written.Sub(planned))
-	if err := r.finishFiles(ctx, files, opts); err != nil {
+	if err := rs.finishFiles(ctx); err != nil {
 		return st, err
 	}
 	r.log.Debug("restore: files synced", "sync", time.Since(written))
 	// Directories last and deepest first: writing into a directory
 	// changes its mtime, and a read-only mode would stop later writes.
-	sort.Slice(dirs, func(i, j int) bool { return dirs[i].Path > dirs[j].Path })
-	for _, d := range dirs {
-		dst := target(d.Path)
-		if err := syncPath(dst); err != nil {
-			return st, err
-		}
-		if err := r.applyMeta(dst, d, opts); err != nil {
+	sort.Slice(rs.dirs, func(i, j int) bool { return rs.dirs[i].node.Path > rs.dirs[j].node.Path })
+	for _, d := range rs.dirs {
+		if err := rs.finish(d, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
 			return st, err
 		}
 	}
-	if opts.Dir != "" {
-		if err := syncPath(opts.Dir); err != nil {
-			return st, err
+	for _, d := range append([]*RestoreDir{root}, mapDirs(opts.Mounts)...) {
+		if err := d.f.Sync(); err != nil {
+			return st, fmt.Errorf("sync %s: %w", d.path, err)
 		}
 	}
 	return st, nil
+}
+
+func mapDirs(m map[string]*RestoreDir) []*RestoreDir {
+	out := make([]*RestoreDir, 0, len(m))
+	for _, d := range m {
+		out = append(out, d)
+	}
+	return out
+}
+
+// treeRestore is one run of RestoreTree.
+type treeRestore struct {
+	r     *Repository
+	opts  RestoreOptions
+	root  *RestoreDir
+	dirs  []*placed
+	links []*placed
+	files []*restoreFile
+}
+
+// collect walks the tree once, placing every node and refusing, before
+// anything is written, a node below a symlink no mount maps and a node
+// placed outside the restore's directories.
+func (rs *treeRestore) collect(ctx context.Context, idx *Index, treeIDs []ID) error {
+	symlinks := map[string]bool{}
+	return rs.r.WalkTree(ctx, idx, treeIDs, func(n *Node) error {
+		for p := n.Path; ; {
+			i := strings.LastIndexByte(p, '/')
+			if i < 0 {
+				break
+			}
+			if p = p[:i]; symlinks[p] {
+				return fmt.Errorf("%s lies below the symlink %s, and a restore writes through no link: %w", n.Path, p, ErrCorrupt)
+			}
+		}
+		_, mounted := rs.opts.Mounts[n.Path]
+		if n.Type == NodeSymlink && !mounted {
+			symlinks[n.Path] = true
+		}
+		pl, err := rs.place(n)
+		if err != nil || pl == nil {
+			return err
+		}
+		switch n.Type {
+		case NodeDir:
+			rs.dirs = append(rs.dirs, pl)
+		case NodeSymlink:
+			rs.links = append(rs.links, pl)
+		case NodeFile:
+			if pl.rel == "." {
+				return fmt.Errorf("%s: a file cannot take the place of directory %s: %w", n.Path, pl.dir.path, ErrCorrupt)
+			}
+			rs.files = append(rs.files, &restoreFile{placed: *pl})
+		}
+		return nil
+	})
+}
+
+// place finds where node n goes; nil leaves it out.
+func (rs *treeRestore) place(n *Node) (*placed, error) {
+	for m, d := range rs.opts.Mounts {
+		switch {
+		case n.Path == m && n.Type == NodeDir:
+			return &placed{node: n, dir: d, rel: "."}, nil
+		case n.Path == m && n.Type == NodeFile:
+			return nil, fmt.Errorf("%s is a file where a directory or link is expected: %w", n.Path, ErrCorrupt)
+		case strings.HasPrefix(n.Path, m+"/"):
+			return &placed{node: n, dir: d, rel: n.Path[len(m)+1:]}, nil
+		}
+	}
+	if rs.opts.Target == nil {
+		return &placed{node: n, dir: rs.root, rel: n.Path}, nil
+	}
+	dst := rs.opts.Target(n.Path)
+	if dst == "" {
+		return nil, nil
+	}
+	rel, err := filepath.Rel(rs.root.path, dst)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("restore: %s would be written to %s, outside %s", n.Path, dst, rs.root.path)
+	}
+	return &placed{node: n, dir: rs.root, rel: filepath.ToSlash(rel)}, nil
+}
+
+// owner is the owner a restored node gets.
+func (rs *treeRestore) owner(n *Node) (uid, gid int) {
+	uid, gid = int(n.UID), int(n.GID)
+	if rs.opts.UID >= 0 {
+		uid = rs.opts.UID
+	}
+	if rs.opts.GID >= 0 {
+		gid = rs.opts.GID
+	}
+	return uid, gid
+}
+
+// chown gives the open file fd to the node's owner. Without root a
+// restore cannot give files away; they stay the restoring user's, which
+// is what PostgreSQL run by that user needs.
+func (rs *treeRestore) chown(fd int, p *placed) error {
+	uid, gid := rs.owner(p.node)
+	if uid == os.Geteuid() && gid == os.Getegid() {
+		return nil
+	}
+	if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil && os.Geteuid() == 0 {
+		return fmt.Errorf("set owner of %s: %w", p.name(), err)
+	}
+	return nil
+}
+
+// makeDir makes a directory node, or takes the one there: a symlink or
+// file in its place is removed, never followed.
+func (rs *treeRestore) makeDir(d *placed) error {
+	fd, err := d.dir.mkdirAll(d.rel)
+	if errors.Is(err, ErrUnsafeTarget) && d.rel != "." {
+		// Something else has the name (the parents are directories, or
+		// mkdirAll would have failed on them first): replace it.
+		pfd, base, perr := d.dir.parent(d.rel)
+		if perr != nil {
+			return fmt.Errorf("create directory %s: %w", d.name(), notDir(perr))
+		}
+		err = removeAllAt(pfd, base)
+		unix.Close(pfd)
+		if err != nil {
+			return fmt.Errorf("replace %s: %w", d.name(), err)
+		}
+		fd, err = d.dir.mkdirAll(d.rel)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	id, st, err := statID(fd)
+	if err != nil {
+		return fmt.Errorf("create directory %s: %w", d.name(), err)
+	}
+	d.id = id
+	if os.Geteuid() != 0 && st.Mode&0o700 != 0o700 && st.Uid == uint32(os.Geteuid()) {
+		// A read-only directory of ours from an earlier restore: the
+		// recorded mode is put back once everything below is written.
+		wfd, err := d.dir.open(d.rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err == nil {
+			err = unix.Fchmod(wfd, st.Mode&0o7777|0o700)
+			unix.Close(wfd)
+		}
+		if err != nil {
+			return fmt.Errorf("make %s writable: %w", d.name(), err)
+		}
+	}
+	return nil
+}
+
+// makeLink restores a symlink node as a link (through which nothing is
+// written): a mounted one points to its directory.
+func (rs *treeRestore) makeLink(l *placed) error {
+	link := l.node.Link
+	if d, ok := rs.opts.Mounts[l.node.Path]; ok {
+		link = d.path
+	}
+	if l.rel == "." {
+		return fmt.Errorf("%s: a symlink cannot take the place of directory %s: %w", l.node.Path, l.dir.path, ErrCorrupt)
+	}
+	if dir, _ := path.Split(l.rel); dir != "" {
+		fd, err := l.dir.mkdirAll(strings.TrimSuffix(dir, "/"))
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+	}
+	pfd, base, err := l.dir.parent(l.rel)
+	if err != nil {
+		return fmt.Errorf("create symlink %s: %w", l.name(), notDir(err))
+	}
+	defer unix.Close(pfd)
+	if cur, err := readlinkAt(pfd, base); err != nil || cur != link {
+		if err := removeAllAt(pfd, base); err != nil {
+			return fmt.Errorf("replace %s: %w", l.name(), err)
+		}
+		if err := unix.Symlinkat(link, pfd, base); err != nil {
+			return fmt.Errorf("create symlink %s: %w", l.name(), err)
+		}
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open symlink %s: %w", l.name(), err)
+	}
+	defer unix.Close(fd)
+	id, st, err := statID(fd)
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return fmt.Errorf("symlink %s was replaced while the restore ran: %w", l.name(), ErrUnsafeTarget)
+	}
+	if err := rs.chown(fd, l); err != nil {
+		return err
+	}
+	// A symlink's times are set by name: no descriptor of a link takes
+	// them. The name is checked to be the link just made first; at worst
+	// a swap in between moves a timestamp, never an owner, mode or byte.
+	ts := unix.NsecToTimespec(l.node.MTime)
+	if again, _, err := statAt(pfd, base); err != nil || again != id {
+		return fmt.Errorf("symlink %s was replaced while the restore ran: %w", l.name(), ErrUnsafeTarget)
+	}
+	if err := unix.UtimesNanoAt(pfd, base, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", l.name(), err)
+	}
+	return nil
+}
+
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+func statAt(dirfd int, name string) (fileID, *unix.Stat_t, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fileID{}, nil, err
+	}
+	return fileID{uint64(st.Dev), st.Ino}, &st, nil
 }
 
 // planRestore maps every block to write onto the frame that holds it.
@@ -319,7 +559,7 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 				end += targets[j].length
 				j++
 			}
-			if err := fdc.writeAt(files[t.file].target, int(t.file), frame[t.inner:end], t.off); err != nil {
+			if err := fdc.writeAt(files[t.file], int(t.file), frame[t.inner:end], t.off); err != nil {
 				return err
 			}
 			w := atomic.AddInt64(&st.BytesWritten, int64(end-t.inner))
@@ -357,55 +597,99 @@ var runBuffers = sync.Pool{New: func() any { b := make([]byte, 0); return &b }}
 // frameBuffers recycles the buffers frames are decompressed into.
 var frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0); return &b }}
 
-func createFile(f *restoreFile, delta bool) error {
-	if err := os.MkdirAll(filepath.Dir(f.target), 0o700); err != nil {
-		return fmt.Errorf("create directory: %w", err)
+// createFile makes the file a node is written to: a new one (O_EXCL,
+// 0600, after removing whatever had the name), or with Delta the one
+// markUnchanged found reusable, checked to be still the same inode.
+func (rs *treeRestore) createFile(f *restoreFile) error {
+	if dir, _ := path.Split(f.rel); dir != "" {
+		fd, err := f.dir.mkdirAll(strings.TrimSuffix(dir, "/"))
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
 	}
-	flags := os.O_WRONLY | os.O_CREATE
-	if !delta {
-		flags |= os.O_TRUNC
+	pfd, base, err := f.dir.parent(f.rel)
+	if err != nil {
+		return fmt.Errorf("create file %s: %w", f.name(), notDir(err))
 	}
-	if fi, err := os.Lstat(f.target); err == nil && !fi.Mode().IsRegular() {
-		if err := os.RemoveAll(f.target); err != nil {
-			return fmt.Errorf("replace %s: %w", f.target, err)
+	defer unix.Close(pfd)
+	var fd int
+	if f.keep != nil {
+		fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", f.name(), err)
+		}
+		if id, _, err := statID(fd); err != nil || id != f.id {
+			unix.Close(fd)
+			return fmt.Errorf("%s was replaced while the restore ran: %w", f.name(), ErrUnsafeTarget)
+		}
+	} else {
+		if err := removeAllAt(pfd, base); err != nil {
+			return fmt.Errorf("replace %s: %w", f.name(), err)
+		}
+		fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fmt.Errorf("create file %s: %w", f.name(), err)
+		}
+		if f.id, _, err = statID(fd); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("create file %s: %w", f.name(), err)
 		}
 	}
-	fh, err := os.OpenFile(f.target, flags, 0o600)
-	if err != nil {
-		return fmt.Errorf("create file: %w", err)
-	}
-	err = fh.Truncate(f.node.Size)
-	if err == nil && !delta && f.node.Size > 0 {
+	err = unix.Ftruncate(fd, f.node.Size)
+	if err == nil && f.keep == nil && f.node.Size > 0 {
 		// Reserve the file's blocks in one piece: blocks arrive out of
 		// order (an incremental's pages land in the holes of its parent's
 		// frames), and allocating them as they are written back fragments
 		// the file and slows the disk. Without support it just stays sparse.
-		_ = syscall.Fallocate(int(fh.Fd()), 0, 0, f.node.Size)
+		_ = unix.Fallocate(fd, 0, 0, f.node.Size)
 	}
-	if cerr := fh.Close(); err == nil {
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("size %s: %w", f.target, err)
+		return fmt.Errorf("size %s: %w", f.name(), err)
 	}
 	return nil
 }
 
-// markUnchanged hashes the blocks of files already on disk, so Delta
-// rewrites only the blocks that differ.
-func (r *Repository) markUnchanged(ctx context.Context, files []*restoreFile, workers int) error {
+// reusable says whether Delta may write into the file st describes
+// rather than replace it: a regular file with no other name (a hard link
+// could lead anywhere) that already belongs to the user it is restored
+// for, and that this user may write.
+func (rs *treeRestore) reusable(n *Node, st *unix.Stat_t) bool {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		return false
+	}
+	if os.Geteuid() != 0 {
+		return st.Uid == uint32(os.Geteuid()) && st.Mode&0o200 != 0
+	}
+	uid, _ := rs.owner(n)
+	return st.Uid == uint32(uid)
+}
+
+// markUnchanged hashes the blocks of files already on disk that Delta may
+// reuse, so it rewrites only the blocks that differ; any other file in
+// the way is replaced.
+func (rs *treeRestore) markUnchanged(ctx context.Context, workers int) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
-	for _, f := range files {
+	for _, f := range rs.files {
 		g.Go(func() error {
-			fh, err := os.Open(f.target)
-			if errors.Is(err, fs.ErrNotExist) {
+			fd, err := f.dir.open(f.rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				return nil // absent, or not a file reached without a link: made anew
+			}
+			fh := os.NewFile(uintptr(fd), f.name())
+			defer fh.Close()
+			id, st, err := statID(fd)
+			if err != nil {
+				return fmt.Errorf("delta: %s: %w", f.name(), err)
+			}
+			if !rs.reusable(f.node, st) {
 				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("delta: %w", err)
-			}
-			defer fh.Close()
+			f.id = id
 			f.keep = make([]bool, len(f.node.Blocks))
 			var off int64
 			buf := make([]byte, 0, 64<<10)
@@ -420,9 +704,9 @@ func (r *Repository) markUnchanged(ctx context.Context, files []*restoreFile, wo
 					if err == io.EOF {
 						break
 					}
-					return fmt.Errorf("delta: read %s: %w", f.target, err)
+					return fmt.Errorf("delta: read %s: %w", f.name(), err)
 				}
-				f.keep[i] = r.crypt.blobID(buf) == b.ID
+				f.keep[i] = rs.r.crypt.blobID(buf) == b.ID
 			}
 			return nil
 		})
@@ -430,70 +714,40 @@ func (r *Repository) markUnchanged(ctx context.Context, files []*restoreFile, wo
 	return g.Wait()
 }
 
-func (r *Repository) finishFiles(ctx context.Context, files []*restoreFile, opts RestoreOptions) error {
+func (rs *treeRestore) finishFiles(ctx context.Context) error {
 	g, _ := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Workers * 4)
-	for _, f := range files {
-		g.Go(func() error {
-			if err := syncPath(f.target); err != nil {
-				return err
-			}
-			return r.applyMeta(f.target, f.node, opts)
-		})
+	g.SetLimit(rs.opts.Workers * 4)
+	for _, f := range rs.files {
+		g.Go(func() error { return rs.finish(&f.placed, unix.O_WRONLY|unix.O_NONBLOCK) })
 	}
 	return g.Wait()
 }
 
-func (r *Repository) chown(path string, n *Node, opts RestoreOptions, link bool) error {
-	uid, gid := int(n.UID), int(n.GID)
-	if opts.UID >= 0 {
-		uid = opts.UID
+// finish syncs a file or directory the restore made and gives it its
+// recorded owner, mode and times, all on one descriptor of the inode the
+// restore made.
+func (rs *treeRestore) finish(p *placed, flags int) error {
+	fd, err := p.dir.open(p.rel, flags, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", p.name(), notDir(err))
 	}
-	if opts.GID >= 0 {
-		gid = opts.GID
+	f := os.NewFile(uintptr(fd), p.name())
+	defer f.Close()
+	if id, _, err := statID(fd); err != nil || id != p.id {
+		return fmt.Errorf("%s was replaced while the restore ran: %w", p.name(), ErrUnsafeTarget)
 	}
-	if uid == os.Geteuid() && gid == os.Getegid() {
-		return nil
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", p.name(), err)
 	}
-	var err error
-	if link {
-		err = os.Lchown(path, uid, gid)
-	} else {
-		err = os.Chown(path, uid, gid)
-	}
-	if err != nil && os.Geteuid() == 0 {
-		return fmt.Errorf("set owner of %s: %w", path, err)
-	}
-	// Without root a restore cannot give files away; they stay the
-	// restoring user's, which is what PostgreSQL run by that user needs.
-	return nil
-}
-
-func (r *Repository) applyMeta(path string, n *Node, opts RestoreOptions) error {
-	if err := r.chown(path, n, opts, false); err != nil {
+	if err := rs.chown(fd, p); err != nil {
 		return err
 	}
-	if err := os.Chmod(path, n.Mode.Perm()|n.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
-		return fmt.Errorf("set mode of %s: %w", path, err)
+	n := p.node
+	if err := f.Chmod(n.Mode.Perm() | n.Mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+		return fmt.Errorf("set mode of %s: %w", p.name(), err)
 	}
-	mt := time.Unix(0, n.MTime)
-	if err := os.Chtimes(path, mt, mt); err != nil {
-		return fmt.Errorf("set times of %s: %w", path, err)
-	}
-	return nil
-}
-
-func syncPath(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
+	if err := futimens(fd, n.MTime); err != nil {
+		return fmt.Errorf("set times of %s: %w", p.name(), err)
 	}
 	return nil
 }
@@ -515,19 +769,26 @@ type cachedFD struct {
 
 func newFDCache(max int) *fdCache { return &fdCache{max: max, open: make(map[int]*cachedFD)} }
 
-func (c *fdCache) writeAt(path string, key int, data []byte, off int64) error {
+// writeAt writes into the file the restore made for rf, reopened beneath
+// its directory and checked to be the same inode.
+func (c *fdCache) writeAt(rf *restoreFile, key int, data []byte, off int64) error {
 	c.mu.Lock()
 	e, ok := c.open[key]
 	if !ok {
 		if len(c.open) >= c.max {
 			c.evictLocked()
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		fd, err := rf.dir.open(rf.rel, unix.O_WRONLY|unix.O_NONBLOCK, 0)
 		if err != nil {
 			c.mu.Unlock()
-			return fmt.Errorf("open %s: %w", path, err)
+			return fmt.Errorf("open %s: %w", rf.name(), notDir(err))
 		}
-		e = &cachedFD{f: f}
+		if id, _, err := statID(fd); err != nil || id != rf.id {
+			unix.Close(fd)
+			c.mu.Unlock()
+			return fmt.Errorf("%s was replaced while the restore ran: %w", rf.name(), ErrUnsafeTarget)
+		}
+		e = &cachedFD{f: os.NewFile(uintptr(fd), rf.name())}
 		c.open[key] = e
 	}
 	e.refs++
@@ -540,13 +801,13 @@ func (c *fdCache) writeAt(path string, key int, data []byte, off int64) error {
 	e.refs--
 	c.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", rf.name(), err)
 	}
 	return nil
 }
 
 // evictLocked closes the least recently used idle file. Files are synced
-// later by path, so closing early loses nothing.
+// later (finish), so closing early loses nothing.
 func (c *fdCache) evictLocked() {
 	var victim int
 	var best *cachedFD

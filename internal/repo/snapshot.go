@@ -53,6 +53,11 @@ func (r *Repository) SaveSnapshot(ctx context.Context, s *Snapshot) error {
 	if err != nil {
 		return err
 	}
+	// Readers refuse larger manifests unread (as a planted object could
+	// be one): storing one would store a snapshot nobody can read.
+	if len(payload) > maxSnapshotSize-4096 {
+		return fmt.Errorf("snapshot of %s: the manifest has %d bytes, more than the %d a manifest may have", s.Asset, len(payload), maxSnapshotSize-4096)
+	}
 	id, err := r.putContentObject(ctx, "snapshots", payload)
 	if err != nil {
 		return err
@@ -78,13 +83,18 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id ID) (*Snapshot, error)
 	return &s, nil
 }
 
-// SnapshotIDs lists the IDs of all manifests.
+// SnapshotIDs lists the IDs of all manifests. An object under snapshots/
+// whose name is not an ID cannot be a manifest: it is skipped and noted.
 func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
 	var ids []ID
 	err := r.be.List(ctx, "snapshots/", func(oi storage.ObjectInfo) error {
 		id, err := ParseID(strings.TrimPrefix(oi.Name, "snapshots/"))
+		if err == nil && "snapshots/"+id.String() != oi.Name {
+			err = errors.New("not lower-case")
+		}
 		if err != nil {
-			return fmt.Errorf("unexpected object %s: %w", oi.Name, err)
+			r.noteUnauthentic(oi.Name, asUnauthentic(fmt.Errorf("%s is not named by a hash: %w", oi.Name, ErrCorrupt)))
+			return nil
 		}
 		ids = append(ids, id)
 		return nil
@@ -96,7 +106,9 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
 }
 
 // Snapshots loads every manifest (of one asset when asset is not empty),
-// ordered by end time. A damaged manifest is an error, not a silent gap.
+// ordered by end time. A manifest that fails its hash or authentication
+// (planted, or damaged at rest) is skipped and noted, for verify and check
+// to report; any other failure to read one is an error, not a silent gap.
 func (r *Repository) Snapshots(ctx context.Context, asset string) ([]*Snapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
@@ -112,7 +124,11 @@ func (r *Repository) Snapshots(ctx context.Context, asset string) ([]*Snapshot, 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i], errs[i] = r.LoadSnapshot(ctx, id)
+			s, err := r.LoadSnapshot(ctx, id)
+			if errors.Is(err, storage.ErrNotFound) || err != nil && r.skippable("snapshots/"+id.String(), err) {
+				return // deleted by expire meanwhile, or not authentic
+			}
+			out[i], errs[i] = s, err
 		}()
 	}
 	wg.Wait()
@@ -121,7 +137,7 @@ func (r *Repository) Snapshots(ctx context.Context, asset string) ([]*Snapshot, 
 	}
 	var res []*Snapshot
 	for _, s := range out {
-		if asset == "" || s.Asset == asset {
+		if s != nil && (asset == "" || s.Asset == asset) {
 			res = append(res, s)
 		}
 	}
@@ -148,6 +164,19 @@ func (r *Repository) FindSnapshot(ctx context.Context, prefix string) (*Snapshot
 		if strings.HasPrefix(id.String(), strings.ToLower(prefix)) {
 			match = append(match, id)
 		}
+	}
+	if len(match) > 1 {
+		// Only genuine manifests count: an object planted under a name
+		// sharing the prefix must not make a genuine one ambiguous.
+		var genuine []ID
+		for _, id := range match {
+			_, err := r.LoadSnapshot(ctx, id)
+			if err != nil && (errors.Is(err, storage.ErrNotFound) || r.skippable("snapshots/"+id.String(), err)) {
+				continue
+			}
+			genuine = append(genuine, id)
+		}
+		match = genuine
 	}
 	switch len(match) {
 	case 0:

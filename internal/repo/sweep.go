@@ -59,6 +59,7 @@ type SweepReport struct {
 	Young            int   // unused packs left alone: younger than the grace period or written under a live lock
 	Repacked         int   // partly used packs whose live blobs were copied, condemned since
 	RepackedBytes    int64 // live bytes copied by the repack
+	TempRemoved      int   // temporary files of killed writes removed (verify_tidy.go)
 }
 
 // sweepState is what one sweep works from.
@@ -196,6 +197,7 @@ func (r *Repository) Sweep(ctx context.Context, opts SweepOptions) (*SweepReport
 	if err := r.deletePacks(ctx, st, deleting, rep); err != nil {
 		return rep, err
 	}
+	r.removeTemporaries(ctx, now.Add(-opts.Grace), rep)
 	if len(opts.KeepUntil) > 0 {
 		if err := r.extendRetention(ctx, st, opts, rep); err != nil {
 			return rep, err
@@ -322,44 +324,57 @@ func sortIDs(ids []ID) {
 
 // loadSweepIndex reads every index object and lists the stored packs.
 // Unlike a backup's view it must be complete: a blob the sweep cannot find
-// would make its pack look unused.
+// would make its pack look unused. An index object that does not
+// authenticate is skipped (and noted): it cannot name genuine data, and a
+// blob only it could place is missing for the sweep, which then deletes
+// nothing.
 func (r *Repository) loadSweepIndex(ctx context.Context, st *sweepState) error {
-	names, err := r.listNames(ctx, "index/")
-	if err != nil {
+	st.stored = map[ID]storage.ObjectInfo{}
+	if err := r.be.List(ctx, "data/", func(oi storage.ObjectInfo) error {
+		id, err := ParseID(oi.Name[strings.LastIndex(oi.Name, "/")+1:])
+		if err != nil || oi.Name != packName(id) {
+			r.noteUnauthentic(oi.Name, asUnauthentic(fmt.Errorf("%s is not named like a pack: %w", oi.Name, ErrCorrupt)))
+			return nil
+		}
+		st.stored[id] = oi
+		return nil
+	}); err != nil {
 		return err
 	}
-	st.indexes = make(map[string][]packEntry, len(names))
+	st.indexes = map[string][]packEntry{}
 	st.idx = newIndex()
 	st.where = map[ID]ID{}
 	condemned := st.prev.packSet(true)
-	for _, n := range names {
-		packs, err := r.readIndexFile(ctx, n)
-		if err != nil {
-			return fmt.Errorf("index %s: %w (run lifeboat verify; expire deletes nothing while the index is damaged)", strings.TrimPrefix(n, "index/"), err)
+	// A blob stored twice counts in one pack only, preferring one that
+	// is stored (an old index object put back may name a deleted pack)
+	// and then one that is not condemned.
+	rank := func(p ID) int {
+		_, stored := st.stored[p]
+		switch {
+		case !stored:
+			return 0
+		case condemned[p]:
+			return 1
 		}
+		return 2
+	}
+	err := r.eachIndexObject(ctx, func(n string, packs []packEntry) {
 		st.indexes[n] = packs
 		for _, p := range packs {
 			st.idx.add(p, nil)
 			for _, f := range p.Frames {
 				for _, b := range f.Blobs {
-					// A blob stored twice counts in one pack only,
-					// preferring one that is not condemned.
-					if cur, ok := st.where[b.ID]; !ok || (condemned[cur] && !condemned[p.ID]) {
+					if cur, ok := st.where[b.ID]; !ok || rank(p.ID) > rank(cur) {
 						st.where[b.ID] = p.ID
 					}
 				}
 			}
 		}
-	}
-	st.stored = map[ID]storage.ObjectInfo{}
-	return r.be.List(ctx, "data/", func(oi storage.ObjectInfo) error {
-		id, err := ParseID(oi.Name[strings.LastIndex(oi.Name, "/")+1:])
-		if err != nil {
-			return fmt.Errorf("unexpected object %s in the pack area", oi.Name)
-		}
-		st.stored[id] = oi
-		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("%w (run lifeboat verify; expire deletes nothing while the index is damaged)", err)
+	}
+	return nil
 }
 
 // markUsed walks every snapshot and records the packs it needs. A tree
@@ -524,10 +539,18 @@ func (r *Repository) rewriteIndexes(ctx context.Context, st *sweepState, gone ma
 		return nil
 	}
 	sort.Strings(affected)
-	if len(keep) > 0 {
-		if _, err := r.putContentObject(ctx, "index", encodeIndex(keep)); err != nil {
+	// In objects of bounded size: readers refuse an index object beyond
+	// maxIndexSize unread.
+	for len(keep) > 0 {
+		n, size := 1, indexPayloadSize(keep[:1])
+		for n < len(keep) && size+indexPayloadSize(keep[n:n+1]) <= maxIndexPayload {
+			size += indexPayloadSize(keep[n : n+1])
+			n++
+		}
+		if _, err := r.putContentObject(ctx, "index", encodeIndex(keep[:n])); err != nil {
 			return fmt.Errorf("rewrite index: %w", err)
 		}
+		keep = keep[n:]
 	}
 	for _, n := range affected {
 		if err := r.be.Delete(ctx, n); err != nil && !errors.Is(err, storage.ErrNotFound) {

@@ -24,9 +24,17 @@ type VerifyReport struct {
 	Packs        int
 	Blobs        int
 	BytesRead    int64
-	Unreferenced []string // packs no index names: harmless leftovers of interrupted backups
-	StaleEntries int      // index entries of packs expire deleted, left by a backup that then refused to commit
-	Problems     []string
+	Leftovers        // unreferenced packs and temporary files (verify_tidy.go)
+	StaleEntries int // index entries of packs expire deleted, left by a backup that then refused to commit
+	// Unauthentic are the objects verify met that failed their hash or
+	// authentication (verify_authentic.go); each is a problem too.
+	Unauthentic []Unauthentic
+	// Overwritten are the objects whose current version is not authentic
+	// (versions.go), each a problem; VersionsUnchecked says why versions
+	// were not looked at ("" when they were).
+	Overwritten       []Overwritten
+	VersionsUnchecked string
+	Problems          []string
 }
 
 // OK reports whether no problem was found.
@@ -45,6 +53,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		opts.Workers = 4
 	}
 	rep := &VerifyReport{}
+	mark := r.UnauthenticMark()
 	idx, err := r.loadIndexTolerant(ctx, rep)
 	if err != nil {
 		return nil, err
@@ -57,7 +66,9 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	for _, id := range ids {
 		s, err := r.LoadSnapshot(ctx, id)
 		if err != nil {
-			rep.addf("snapshot %s: %v", id.Short(), err)
+			if !r.skippable("snapshots/"+id.String(), err) {
+				rep.addf("snapshot %s: %v", id.Short(), err)
+			}
 			continue
 		}
 		rep.Snapshots++
@@ -99,7 +110,7 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		}
 		stored[id] = true
 		if _, ok := indexed[id]; !ok {
-			rep.Unreferenced = append(rep.Unreferenced, oi.Name)
+			rep.Unreferenced = append(rep.Unreferenced, oi)
 		}
 		return nil
 	}); err != nil {
@@ -138,6 +149,15 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 		}()
 	}
 	wg.Wait()
+	if err := r.verifyTidy(ctx, rep); err != nil {
+		return nil, err
+	}
+	if err := r.verifyAuthentic(ctx, rep, mark); err != nil {
+		return nil, err
+	}
+	if err := r.verifyVersions(ctx, rep); err != nil {
+		return nil, err
+	}
 	sort.Strings(rep.Problems)
 	return rep, ctx.Err()
 }
@@ -160,7 +180,9 @@ func (r *Repository) loadIndexTolerant(ctx context.Context, rep *VerifyReport) (
 			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("read %s: %w", n, err)
 			}
-			rep.addf("%s: %v", n, err)
+			if !r.skippable(n, err) {
+				rep.addf("%s: %v", n, err)
+			}
 			continue
 		}
 		for _, p := range packs {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
@@ -39,6 +40,7 @@ type Writer struct {
 	mu       sync.Mutex
 	cur      *packBuf
 	pending  []packEntry // uploaded packs not yet in an index object
+	unsure   []unindexed // packs whose index object failed to store
 	indexes  []ID
 	seen     seenSet
 	uploads  chan *packBuf
@@ -55,6 +57,14 @@ type Writer struct {
 
 // errAborted is the failure of a writer that Abort stopped.
 var errAborted = errors.New("writer aborted")
+
+// unindexed is a batch of packs whose index object failed to store, with
+// the index object's name and the failure.
+type unindexed struct {
+	index string
+	packs []packEntry
+	err   error
+}
 
 type packBuf struct {
 	data   bytes.Buffer
@@ -237,7 +247,7 @@ func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
 	w.mu.Lock()
 	w.pending = append(w.pending, packEntry{ID: id, Frames: p.frames})
 	var batch []packEntry
-	if len(w.pending) >= indexEvery {
+	if len(w.pending) >= indexEvery || indexPayloadSize(w.pending) >= maxIndexPayload {
 		batch, w.pending = w.pending, nil
 	}
 	w.mu.Unlock()
@@ -247,10 +257,16 @@ func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
 	return nil
 }
 
+// writeIndex stores an index object naming packs. When that fails the
+// packs are remembered with the failure, for Abort to judge whether they
+// may be removed.
 func (w *Writer) writeIndex(ctx context.Context, packs []packEntry) error {
 	payload := encodeIndex(packs)
 	id, err := w.r.putContentObject(ctx, "index", payload)
 	if err != nil {
+		w.mu.Lock()
+		w.unsure = append(w.unsure, unindexed{index: "index/" + id.String(), packs: packs, err: err})
+		w.mu.Unlock()
 		return err
 	}
 	atomic.AddInt64(&w.stats.BytesStored, int64(len(payload)))
@@ -299,11 +315,14 @@ func (w *Writer) Finish(ctx context.Context) error {
 	if err := w.Err(); err != nil {
 		return err
 	}
-	if len(w.pending) > 0 {
-		if err := w.writeIndex(w.ctx, w.pending); err != nil {
+	w.mu.Lock()
+	batch := w.pending
+	w.pending = nil
+	w.mu.Unlock()
+	if len(batch) > 0 {
+		if err := w.writeIndex(w.ctx, batch); err != nil {
 			return err
 		}
-		w.pending = nil
 	}
 	w.mu.Lock()
 	w.done = true
@@ -313,10 +332,12 @@ func (w *Writer) Finish(ctx context.Context) error {
 
 // Abort stops the writer after a failure or a cancellation: it cancels
 // the uploads in flight and returns once the uploaders stopped, so that
-// nothing is stored after it. Uploaded packs stay as garbage that no
-// snapshot references, for expire to remove. Abort after a Finish that
-// succeeded does nothing, so it can be deferred; it may be called more
-// than once.
+// nothing is stored after it. Then it removes the packs it stored that no
+// index object names (see removeOwnPacks), so that a backup that failed
+// for lack of space gives the space back and its retry can succeed; what
+// it cannot remove stays as garbage that no snapshot references, for
+// expire. Abort after a Finish that succeeded does nothing, so it can be
+// deferred; it may be called more than once.
 func (w *Writer) Abort() {
 	w.mu.Lock()
 	if w.done {
@@ -336,7 +357,58 @@ func (w *Writer) Abort() {
 	// A Finish running meanwhile closes stopped itself, and its uploads
 	// end with the context cancelled above.
 	w.wg.Wait()
+	w.removeOwnPacks()
 	w.r.removeWriter(w)
+}
+
+// cleanupTimeout bounds Abort's removal of its packs, which runs on a
+// context of its own (the writer's is cancelled by then).
+const cleanupTimeout = time.Minute
+
+// removeOwnPacks deletes the packs this writer stored that no index object
+// can name. Only such packs are its alone: every other writer and reader
+// learns of blobs from index objects, so nothing can reference them. A
+// pack that an index object names stays even though the backup failed: a
+// concurrent backup may already reuse its blobs, and a retry of this one
+// will. When an index object failed to store, its packs are removed only
+// if the store said definitely that it stored nothing (no space, or a
+// permanent refusal) and the index object is indeed absent; any doubt
+// leaves them to expire.
+func (w *Writer) removeOwnPacks() {
+	w.mu.Lock()
+	packs := w.pending
+	w.pending = nil
+	unsure := w.unsure
+	w.unsure = nil
+	w.mu.Unlock()
+	if len(packs) == 0 && len(unsure) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.ctx), cleanupTimeout)
+	defer cancel()
+	for _, u := range unsure {
+		if !errors.Is(u.err, storage.ErrNoSpace) && mayBeStored(u.err) {
+			continue
+		}
+		if _, err := w.r.be.Stat(ctx, u.index); !errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		packs = append(packs, u.packs...)
+	}
+	removed := 0
+	for _, p := range packs {
+		name := packName(p.ID)
+		if err := w.r.be.Delete(ctx, name); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			// A put-only credential or an object lock keeps it; expire
+			// removes it later (or the retention does).
+			w.r.log.Info("could not remove a pack of the failed backup; expire removes it", "object", name, "err", err)
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		w.r.log.Info("removed the packs of the failed backup", "packs", removed, "repository", w.r.Location())
+	}
 }
 
 // Sink gathers blobs of one goroutine into frames. It is not safe for

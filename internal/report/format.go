@@ -63,24 +63,25 @@ func phaseSeconds(s float64) string {
 	return strconv.FormatFloat(s, 'f', 1, 64) + " s"
 }
 
-// bytesText formats a size in decimal units (kB, MB, GB: powers of 1000).
+// bytesText formats a size in binary units (KiB, MiB, GiB: powers of
+// 1024), as the CLI does.
 func bytesText(n int64) string {
-	if n < 1000 {
+	if n < 1024 {
 		return fmt.Sprintf("%d B", n)
 	}
 	v := float64(n)
-	for _, unit := range []string{"kB", "MB", "GB", "TB", "PB"} {
-		v /= 1000
-		if v < 1000 || unit == "PB" {
+	for _, unit := range []string{"KiB", "MiB", "GiB", "TiB", "PiB"} {
+		v /= 1024
+		if v < 1024 || unit == "PiB" {
 			return strconv.FormatFloat(v, 'f', 1, 64) + " " + unit
 		}
 	}
 	panic("unreachable")
 }
 
-// rateText formats a throughput in bytes per second as MB/s (10^6 bytes).
+// rateText formats a throughput in bytes per second as MiB/s (2^20 bytes).
 func rateText(bps float64) string {
-	return strconv.FormatFloat(bps/1e6, 'f', 1, 64) + " MB/s"
+	return strconv.FormatFloat(bps/(1<<20), 'f', 1, 64) + " MiB/s"
 }
 
 // shortID is the first 8 characters of a snapshot or report ID, as the

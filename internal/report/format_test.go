@@ -23,12 +23,12 @@ func TestSizes(t *testing.T) {
 	for _, c := range []struct {
 		in   int64
 		want string
-	}{{0, "0 B"}, {999, "999 B"}, {1000, "1.0 kB"}, {1_500_000, "1.5 MB"}, {20_000_000_000, "20.0 GB"}, {3e15, "3.0 PB"}} {
+	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1.0 KiB"}, {1_500_000, "1.4 MiB"}, {20_000_000_000, "18.6 GiB"}, {3e15, "2.7 PiB"}} {
 		if got := bytesText(c.in); got != c.want {
 			t.Errorf("bytesText(%d) = %q, want %q", c.in, got, c.want)
 		}
 	}
-	if got := rateText(52_345_678); got != "52.3 MB/s" {
+	if got := rateText(52_345_678); got != "49.9 MiB/s" {
 		t.Errorf("rateText = %q", got)
 	}
 	if got := phaseSeconds(20.15); got != "20.1 s" && got != "20.2 s" {

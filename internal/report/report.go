@@ -113,6 +113,9 @@ type Summary struct {
 	Drills int `json:"drills"` // drills in the period
 	Passed int `json:"passed"`
 	Failed int `json:"failed"`
+	// Aborted drills were stopped before they finished; they count as
+	// neither passed nor failed.
+	Aborted int `json:"aborted"`
 	// Untested lists the assets of the testing schedule without a drill
 	// in the period.
 	Untested []string `json:"untested"`
@@ -194,6 +197,7 @@ type LogRow struct {
 	RTOMet           *bool            `json:"rto_met"`
 	RPOMet           *bool            `json:"rpo_met"`
 	Passed           bool             `json:"passed"`
+	Aborted          bool             `json:"aborted,omitempty"`
 	Error            string           `json:"error"`
 	Issues           []string         `json:"issues"` // "none" in the tables when empty
 	Bytes            int64            `json:"bytes"`
@@ -348,9 +352,13 @@ func Build(in Input) *Report {
 	slices.SortStableFunc(drills, func(a, b *evidence.DrillReport) int { return b.Started.Compare(a.Started) })
 	byAsset := map[string][]*evidence.DrillReport{}
 	for _, d := range drills {
-		byAsset[d.Asset] = append(byAsset[d.Asset], d)
 		r.Log = append(r.Log, logRow(d))
 		r.Summary.Drills++
+		if d.Aborted {
+			r.Summary.Aborted++
+			continue
+		}
+		byAsset[d.Asset] = append(byAsset[d.Asset], d)
 		if d.Passed {
 			r.Summary.Passed++
 		} else {
@@ -473,6 +481,7 @@ func logRow(d *evidence.DrillReport) LogRow {
 		RTOMet:           d.RTOMet,
 		RPOMet:           d.RPOMet,
 		Passed:           d.Passed,
+		Aborted:          d.Aborted,
 		Error:            d.Error,
 		Issues:           orEmpty(d.Issues),
 		Bytes:            d.Bytes,

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -350,13 +351,14 @@ func TestMarkdownHoldsRecords(t *testing.T) {
 	}
 
 	// ledger's newest completed drill (the newest one stopped at a
-	// missing WAL segment) restored 10 GB in 150 s + 50 s: 50 MB/s;
+	// missing WAL segment) restored 10 GB in 150 s + 50 s: 50 MB/s
+	// (47.7 MiB/s);
 	// 20 GB at that rate is 400 s, plus 30.2 + 2.1 + 20.1 s of the other
 	// phases: 452.4 s.
 	fc := parseTable(t, md, "Restore throughput and forecast")
 	for col, want := range map[string]string{
-		"Drill": "2026-11-01 03:00:12 UTC (PASS)", "Throughput": "50.0 MB/s", "Other phases": "52.4 s",
-		"Current size": "20.0 GB", "Forecast RTO": "7m 32s", "Forecast vs target": "within target",
+		"Drill": "2026-11-01 03:00:12 UTC (PASS)", "Throughput": "47.7 MiB/s", "Other phases": "52.4 s",
+		"Current size": "18.6 GiB", "Forecast RTO": "7m 32s", "Forecast vs target": "within target",
 	} {
 		if got := column(t, fc, col)["ledger"]; got != want {
 			t.Errorf("forecast %s of ledger = %q, want %q", col, got, want)
@@ -630,11 +632,11 @@ func TestForecastFromFailedDrill(t *testing.T) {
 		return d.ID == "drill-ledger-4" || d.ID == "drill-ledger-3"
 	})
 	md := render(t, "md", in)
-	// 9 GB in 3000 s + 600 s is 2.5 MB/s; 20 GB at that rate is 8000 s,
+	// 9 GB in 3000 s + 600 s is 2.5 MB/s (2.4 MiB/s); 20 GB at that rate is 8000 s,
 	// plus 100 + 3.5 + 20.1 s of other phases: 8123.6 s.
 	fc := parseTable(t, md, "Restore throughput and forecast")
 	for col, want := range map[string]string{
-		"Drill": "**2026-10-01 02:00:05 UTC (FAIL)**", "Throughput": "2.5 MB/s", "Other phases": "123.6 s",
+		"Drill": "**2026-10-01 02:00:05 UTC (FAIL)**", "Throughput": "2.4 MiB/s", "Other phases": "123.6 s",
 		"Forecast RTO": "**2h 15m 24s**", "RTO target": "1h 0m 0s", "Forecast vs target": "**exceeds target**",
 	} {
 		if got := column(t, fc, col)["ledger"]; got != want {
@@ -650,5 +652,32 @@ func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full")
 func TestWriteError(t *testing.T) {
 	if err := Render(failWriter{}, "md", fixture()); err == nil || !strings.Contains(err.Error(), "disk full") {
 		t.Errorf("Render to a failing writer: %v", err)
+	}
+}
+
+// TestAbortedDrillCountsAsNeither: a drill an operator stopped is in the
+// log as aborted, and neither fails the asset nor stands as its newest.
+func TestAbortedDrillCountsAsNeither(t *testing.T) {
+	t.Parallel()
+	in := fixture()
+	before := Build(in)
+	in.Drills = append(in.Drills, &evidence.DrillReport{
+		Version: 1, ID: "drill-uploads-stopped", Asset: "uploads", Kind: "files", Tier: "standard", Repository: "primary",
+		Host: "db1", Trigger: "schedule", Point: "latest", Started: at("2026-11-29T05:00:00Z"), Ended: at("2026-11-29T05:00:09Z"),
+		Aborted: true, Error: "drill drill-uploads-stopped of uploads was stopped before it finished: context canceled",
+	})
+	after := Build(in)
+	if after.Summary.Drills != before.Summary.Drills+1 || after.Summary.Aborted != 1 || after.Summary.Failed != before.Summary.Failed ||
+		after.Summary.Passed != before.Summary.Passed || fmt.Sprint(after.Summary.FailedLast) != fmt.Sprint(before.Summary.FailedLast) {
+		t.Fatalf("summary with an aborted drill: %+v, before %+v", after.Summary, before.Summary)
+	}
+	for i, row := range after.Schedule {
+		if row.Asset == "uploads" && (row.LastDrill != before.Schedule[i].LastDrill || row.Result != before.Schedule[i].Result) {
+			t.Fatalf("the aborted drill changed the schedule row: %+v, before %+v", row, before.Schedule[i])
+		}
+	}
+	md := render(t, "md", in)
+	if !strings.Contains(md, "1 stopped before they finished") || !strings.Contains(md, "ABORTED") {
+		t.Fatalf("report does not show the aborted drill:\n%s", md)
 	}
 }

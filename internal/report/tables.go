@@ -96,7 +96,11 @@ func orDash(s string) string {
 func drawSummary(r *Report) section {
 	s := r.Summary
 	out := section{ID: "summary", Title: "Summary"}
-	out.Intro = append(out.Intro, fmt.Sprintf("%s in the period: %d passed, %d failed.", plural(s.Drills, "drill"), s.Passed, s.Failed))
+	counts := fmt.Sprintf("%s in the period: %d passed, %d failed", plural(s.Drills, "drill"), s.Passed, s.Failed)
+	if s.Aborted > 0 {
+		counts += fmt.Sprintf(", %d stopped before they finished", s.Aborted)
+	}
+	out.Intro = append(out.Intro, counts+".")
 	if len(s.Untested) > 0 {
 		out.Intro = append(out.Intro, "Not tested in the period: "+strings.Join(s.Untested, ", ")+".")
 	}
@@ -195,7 +199,10 @@ func drawLog(r *Report) section {
 			rpo = flagged("not measured")
 		}
 		result := cell{Text: "PASS", Mark: good}
-		if !l.Passed {
+		switch {
+		case l.Aborted:
+			result = txt("ABORTED")
+		case !l.Passed:
 			result = flagged("FAIL")
 		}
 		issues := txt("none")
@@ -433,7 +440,10 @@ func drawDetails(r *Report) section {
 	}
 	for i, l := range r.Log {
 		result := "PASS"
-		if !l.Passed {
+		switch {
+		case l.Aborted:
+			result = "ABORTED"
+		case !l.Passed:
 			result = "FAIL"
 		}
 		sub := section{

@@ -37,7 +37,8 @@ const adminPrefix = "/minio/admin/v3/"
 // ClientAs(accessKey, secretKey) are then allowed exactly what the policy allows.
 func (s *Server) CreateUser(t testing.TB, accessKey, secretKey, policyName, policyJSON string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Generous: with many servers started by parallel tests on two cores, an IAM call may wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// MinIO can answer an attach with XMinioAdminNoSuchPolicy for a policy it has just stored:
 	// an IAM reload that started before the add can replace its cache with the older listing,

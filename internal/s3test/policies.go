@@ -11,15 +11,24 @@ import (
 var (
 	//go:embed testdata/backup-role.json
 	backupRole string
+	//go:embed testdata/backup-role-object-lock.json
+	backupRoleObjectLock string
 	//go:embed testdata/expire-role.json
 	expireRole string
 	//go:embed testdata/aws-require-if-none-match.json
 	awsRequireIfNoneMatch string
 )
 
-// BackupRolePolicy returns the put-only policy for bucket: list, read and create objects, read
-// retention; delete, retention changes, legal holds and governance bypass are denied.
+// BackupRolePolicy returns the recommended put-only policy for bucket, for a bucket that locks
+// every upload by its default retention: list, read and create objects, list and read their
+// versions, read retention; delete, any retention change (s3:PutObjectRetention, so that the role
+// cannot lock junk for years), legal holds and governance bypass are denied.
 func BackupRolePolicy(bucket string) string { return forBucket(backupRole, bucket) }
+
+// BackupRoleObjectLockPolicy returns the put-only policy for the alternative set-up, a repository
+// with object_lock whose uploads carry their own lock: BackupRolePolicy with s3:PutObjectRetention
+// allowed, as S3 requires for an upload that carries a lock.
+func BackupRoleObjectLockPolicy(bucket string) string { return forBucket(backupRoleObjectLock, bucket) }
 
 // ExpireRolePolicy returns the policy of the credential that expires snapshots in bucket: list,
 // read and delete objects and versions, read and extend retention, set legal holds; governance

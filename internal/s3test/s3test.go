@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 	"github.com/lifeboat-dr/lifeboat/internal/tlscert"
@@ -352,5 +353,18 @@ func (s *Server) CreateBucket(t testing.TB, name string, objectLock bool) {
 	}
 	if _, err := s.newClient().CreateBucket(ctx, in); err != nil {
 		t.Fatalf("s3test: create bucket %q (object lock %v): %v", name, objectLock, err)
+	}
+}
+
+// EnableVersioning turns versioning on for a bucket, so that an overwritten or deleted object's
+// earlier versions stay stored (docs/storage.md makes it the default for every repository bucket).
+func (s *Server) EnableVersioning(t testing.TB, bucket string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := s.newClient().PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(bucket),
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}})
+	if err != nil {
+		t.Fatalf("s3test: enable versioning of %q: %v", bucket, err)
 	}
 }

@@ -51,6 +51,7 @@ func get(t *testing.T, c *s3.Client, bucket, key string) []byte {
 }
 
 func TestPutGet(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	if !strings.HasPrefix(srv.Endpoint, "http://127.0.0.1:") || srv.Region != "us-east-1" {
 		t.Fatalf("server endpoint %q region %q", srv.Endpoint, srv.Region)
@@ -71,6 +72,7 @@ func TestPutGet(t *testing.T) {
 }
 
 func TestObjectLockBucket(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	srv.CreateBucket(t, "locked", true)
 	srv.CreateBucket(t, "unlocked", false)
@@ -101,6 +103,7 @@ func TestObjectLockBucket(t *testing.T) {
 
 // TestTwoServers runs two servers at once: each has its own port, data and credentials.
 func TestTwoServers(t *testing.T) {
+	t.Parallel()
 	a, b := Start(t), Start(t)
 	if a.Endpoint == b.Endpoint || a.DataDir == b.DataDir {
 		t.Fatalf("servers share endpoint or data: %+v %+v", a, b)
@@ -129,6 +132,7 @@ func TestTwoServers(t *testing.T) {
 // TestConditionalPut pins the MinIO behaviour the S3 backend relies on for create-only writes:
 // If-None-Match: * on an existing key is refused with 412 and leaves the object unchanged.
 func TestConditionalPut(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	srv.CreateBucket(t, "cond", false)
 	c := srv.Client(t)
@@ -168,6 +172,7 @@ func TestBinFromEnv(t *testing.T) {
 // TestStartFailureReportsOutput checks that a server that dies before it is ready yields an error
 // carrying its output, which is what a developer needs to see.
 func TestStartFailureReportsOutput(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "minio")
 	script := "#!/bin/sh\necho 'fake minio: cannot start' >&2\nexit 3\n"
@@ -190,6 +195,7 @@ func TestStartFailureReportsOutput(t *testing.T) {
 }
 
 func TestTail(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		name, content string
@@ -219,6 +225,7 @@ func TestTail(t *testing.T) {
 // TestCreateUser checks the hand-written admin calls against the server: the user exists, signs
 // with its own keys and is held to its policy.
 func TestCreateUser(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	srv.CreateBucket(t, "users", false)
 	srv.CreateUser(t, "reader", "reader-secret-key", "read-users", `{
@@ -246,12 +253,14 @@ func TestCreateUser(t *testing.T) {
 
 // TestPoliciesInDocs keeps docs/storage.md showing the policy documents the tests run.
 func TestPoliciesInDocs(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "storage.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, policy := range map[string]string{
-		"backup role": backupRole, "expire role": expireRole, "AWS if-none-match statement": awsRequireIfNoneMatch,
+		"backup role": backupRole, "backup role for object_lock": backupRoleObjectLock, "expire role": expireRole,
+		"AWS if-none-match statement": awsRequireIfNoneMatch,
 	} {
 		if !json.Valid([]byte(policy)) {
 			t.Errorf("the %s is not valid JSON", name)
@@ -267,9 +276,11 @@ func TestPoliciesInDocs(t *testing.T) {
 
 // TestRolePoliciesAccepted runs both role documents through MinIO's policy parser.
 func TestRolePoliciesAccepted(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	ctx := testContext(t)
-	for name, policy := range map[string]string{"backup": BackupRolePolicy("vault"), "expire": ExpireRolePolicy("vault")} {
+	for name, policy := range map[string]string{"backup": BackupRolePolicy("vault"), "backup-object-lock": BackupRoleObjectLockPolicy("vault"),
+		"expire": ExpireRolePolicy("vault")} {
 		if err := srv.addCannedPolicy(ctx, "lifeboat-"+name, policy); err != nil {
 			t.Errorf("MinIO refused the %s role: %v", name, err)
 		}
@@ -279,6 +290,7 @@ func TestRolePoliciesAccepted(t *testing.T) {
 // TestIfNoneMatchConditionRefused pins why the backup role cannot refuse overwrites on MinIO:
 // its policy engine does not know the s3:if-none-match condition key AWS offers.
 func TestIfNoneMatchConditionRefused(t *testing.T) {
+	t.Parallel()
 	srv := Start(t)
 	// An identity policy holds no Principal; otherwise the AWS statement as documented, less
 	// its exemption of multipart part uploads (s3:ObjectCreationOperation), a key MinIO does
@@ -302,6 +314,7 @@ func TestIfNoneMatchConditionRefused(t *testing.T) {
 }
 
 func TestEncryptAdminDataBounds(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{0, 1, sioBufSize} {
 		out, err := encryptAdminData("root-secret", make([]byte, n))
 		if err != nil {

@@ -29,8 +29,12 @@ func (kind) Name() lifeboat.AssetKind { return lifeboat.KindSQLite }
 // directory, which is on a disk, unlike /tmp on many hosts.
 func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error) {
 	a := b.Asset
+	cfg, err := configOf(a)
+	if err != nil {
+		return nil, err
+	}
 	return Backup(ctx, b.Repo, BackupOptions{
-		Asset: a.Name, Path: a.Path, TempDir: filepath.Join(b.StateDir, "tmp"), LockWait: b.LockWait,
+		Asset: a.Name, Path: cfg.Path, TempDir: filepath.Join(b.StateDir, "tmp"), LockWait: b.LockWait,
 		Record: checkquery.RecordedChecks(a), Log: b.Log,
 	})
 }

@@ -96,7 +96,7 @@ func Restore(ctx context.Context, r *repo.Repository, s *repo.Snapshot, o Restor
 			}
 			return ""
 		},
-		UID: o.UID, GID: o.GID, Workers: o.Workers,
+		Dir: dir, UID: o.UID, GID: o.GID, Workers: o.Workers,
 	})
 	if err != nil {
 		return res, err

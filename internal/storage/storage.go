@@ -31,6 +31,9 @@
 //     *RetainedError (matching ErrRetained) naming the date it becomes
 //     deletable. Both are permanent. Backends with write-once retention
 //     implement Retainer; retention is only ever lengthened, never cut.
+//   - A write the store refuses for lack of space matches ErrNoSpace, and
+//     nothing of it was stored: the caller may remove what it wrote before
+//     and try again once there is room.
 package storage
 
 import (
@@ -62,6 +65,12 @@ var ErrClosed = errors.New("backend closed")
 // AccessDenied). Callers tell "this credential may not delete" apart from
 // other failures with errors.Is.
 var ErrPermission = errors.New("permission denied")
+
+// ErrNoSpace is returned (wrapped) by Put when the store refused the
+// object for lack of space (a full disk or quota: ENOSPC, EDQUOT). It is
+// definite: nothing of the object was stored. It is not permanent, since
+// space may be freed.
+var ErrNoSpace = errors.New("no space left in the store")
 
 // ErrRetained matches a *RetainedError with errors.Is.
 var ErrRetained = errors.New("object is under retention")
@@ -102,6 +111,39 @@ type Retainer interface {
 	// never shortens: if the current date is later or equal it does nothing
 	// and returns nil.
 	ExtendRetention(ctx context.Context, name string, until time.Time) error
+}
+
+// Temporaries is implemented by backends whose interrupted writes can leave
+// data that is no object behind (the fs backend's temporary files, left
+// by a process killed in the middle of a Put). Such data is never listed
+// by List nor read as an object; it only takes space. It is optional:
+// callers find it with Capability.
+type Temporaries interface {
+	// ListTemp calls fn for every such leftover, with its path relative
+	// to the backend's root as Name.
+	ListTemp(ctx context.Context, fn func(ObjectInfo) error) error
+	// RemoveTemp removes the leftovers last modified before cutoff and
+	// returns how many it removed. A cutoff well before any write that may
+	// still run keeps it from removing a live writer's data.
+	RemoveTemp(ctx context.Context, cutoff time.Time) (int, error)
+}
+
+// Capability returns the first backend implementing T in be's chain of
+// decorators (each exposing its wrapped backend with Unwrap), for optional
+// capabilities a decorator does not forward.
+func Capability[T any](be Backend) (T, bool) {
+	for be != nil {
+		if c, ok := be.(T); ok {
+			return c, true
+		}
+		u, ok := be.(interface{ Unwrap() Backend })
+		if !ok {
+			break
+		}
+		be = u.Unwrap()
+	}
+	var zero T
+	return zero, false
 }
 
 // ObjectInfo describes one stored object.

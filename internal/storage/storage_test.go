@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
+	"github.com/lifeboat-dr/lifeboat/internal/storage/retry"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/storagetest"
 )
 
@@ -107,5 +108,32 @@ func TestReadAll(t *testing.T) {
 	}
 	if _, err := storage.ReadAll(ctx, be, "index/2"); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("ReadAll of missing object: err = %v, want ErrNotFound", err)
+	}
+}
+
+// TestCapability finds an optional capability through decorators that
+// expose what they wrap, and reports its absence.
+func TestCapability(t *testing.T) {
+	t.Parallel()
+	be, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := retry.New(&storagetest.HoldingBackend{Backend: be}, retry.Options{})
+	if _, ok := storage.Capability[storage.Temporaries](wrapped); ok {
+		t.Error("found Temporaries through a decorator that hides what it wraps")
+	}
+	tl, ok := storage.Capability[storage.Temporaries](retry.New(be, retry.Options{}))
+	if !ok {
+		t.Fatal("Temporaries of fs not found through retry")
+	}
+	if err := tl.ListTemp(t.Context(), func(oi storage.ObjectInfo) error {
+		t.Errorf("temporary file in a new directory: %+v", oi)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := storage.Capability[storage.Retainer](retry.New(be, retry.Options{})); ok {
+		t.Error("fs reported as a Retainer")
 	}
 }

@@ -4,8 +4,10 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -39,4 +41,23 @@ func SkipOrFail(t testing.TB, who, reason string) {
 func IsExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0
+}
+
+// SmallVolume mounts a tmpfs of size bytes at a new temporary directory
+// until the test ends, and returns the directory: a real filesystem that
+// fills up, for tests of what happens when a disk is full. Mounting
+// needs root, which CI has; without it the test is skipped (or fails
+// where skipping is not allowed).
+func SmallVolume(t testing.TB, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+		SkipOrFail(t, "testenv", fmt.Sprintf("mount a %d-byte tmpfs: %v", size, err))
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
 }

@@ -191,9 +191,10 @@ func (s *Session) Commit(ctx context.Context, typ string, extra any) (snap *repo
 // over from it without reading the source again).
 func (s *Session) SetParent(id repo.ID) { s.parent = &id }
 
-// Abort ends the session without recording a snapshot. What was stored
-// stays unreferenced until expire sweeps it. Abort after Commit does
-// nothing, so it can be deferred.
+// Abort ends the session without recording a snapshot. The writer removes
+// the packs it stored that no index names (repo.Writer.Abort); what an
+// index already names stays for a retry to reuse, or for expire to sweep.
+// Abort after Commit does nothing, so it can be deferred.
 func (s *Session) Abort() {
 	if !s.closed {
 		s.w.Abort()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	s3store "github.com/lifeboat-dr/lifeboat/internal/storage/s3"
 )
@@ -21,7 +22,7 @@ func TestLifeboatPolicyCopy(t *testing.T) {
 	h.minio, h.cfg.storage, h.cfg.copy = nil, storageFS, true
 	path := filepath.Join(dir, "lifeboat.yaml")
 	text := h.lifeboatPolicy()
-	p, err := policy.Parse([]byte(text), path)
+	p, err := policy.Parse([]byte(text), path, app.Kinds().Decoders())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
@@ -70,7 +71,7 @@ func TestLifeboatPolicyCopy(t *testing.T) {
 	h = s3Harness(dir)
 	h.cfg.copy = true
 	text = h.lifeboatPolicy()
-	if p, err = policy.Parse([]byte(text), path); err != nil {
+	if p, err = policy.Parse([]byte(text), path, app.Kinds().Decoders()); err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
 	if len(p.Repositories) != 2 {

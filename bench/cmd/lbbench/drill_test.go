@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
 	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -24,7 +25,7 @@ func TestLifeboatPolicyDrill(t *testing.T) {
 	h.minio, h.cfg.storage, h.cfg.drill.enabled = nil, storageFS, true
 	path := filepath.Join(dir, "lifeboat.yaml")
 	text := h.lifeboatPolicy()
-	p, err := policy.Parse([]byte(text), path)
+	p, err := policy.Parse([]byte(text), path, app.Kinds().Decoders())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}

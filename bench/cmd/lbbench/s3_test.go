@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	s3store "github.com/lifeboat-dr/lifeboat/internal/storage/s3"
@@ -61,7 +62,7 @@ func TestLifeboatPolicyS3(t *testing.T) {
 	h := s3Harness(dir)
 	text := h.lifeboatPolicy()
 	path := filepath.Join(dir, "lifeboat.yaml")
-	p, err := policy.Parse([]byte(text), path)
+	p, err := policy.Parse([]byte(text), path, app.Kinds().Decoders())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, text)
 	}
@@ -85,7 +86,7 @@ func TestLifeboatPolicyS3(t *testing.T) {
 	}
 
 	h.minio, h.cfg.storage = nil, storageFS
-	p, err = policy.Parse([]byte(h.lifeboatPolicy()), path)
+	p, err = policy.Parse([]byte(h.lifeboatPolicy()), path, app.Kinds().Decoders())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string) error {
 		dir := filepath.Join(cfg.root, "restore")
 		start := time.Now()
 		if _, err := bucket.NewKind().Restore(ctx, &asset.Restore{Asset: a, Repo: r, Snapshot: second, To: dir, Workers: cfg.workers,
-			UID: -1, GID: -1, Log: slog.New(slog.DiscardHandler), Progress: func(string) {}}); err != nil {
+			UID: -1, GID: -1, Log: slog.New(slog.DiscardHandler), Progress: func(asset.Progress) {}}); err != nil {
 			return err
 		}
 		res.RestoreSeconds = time.Since(start).Seconds()
@@ -228,7 +228,7 @@ func backup(ctx context.Context, a *policy.Asset, r *repo.Repository, p *countin
 	p.gets.Store(0)
 	start := time.Now()
 	b := &asset.Backup{Asset: a, Repo: r, Workers: workers, Log: slog.New(slog.DiscardHandler),
-		Progress: func(string) {}, Warn: func(s string) { fmt.Fprintln(os.Stderr, "warning:", s) }}
+		Progress: func(asset.Progress) {}, Warn: func(s string) { fmt.Fprintln(os.Stderr, "warning:", s) }}
 	snap, err := bucket.NewKind().Backup(ctx, b)
 	if err != nil {
 		return nil, 0, 0, err

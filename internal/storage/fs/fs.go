@@ -15,9 +15,11 @@ import (
 	"io"
 	iofs "io/fs"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,14 +49,40 @@ type backend struct {
 	durable map[string]bool
 
 	closed atomic.Bool
+
+	// foreign, when set, refuses every write: the directory belongs to
+	// another user, whom what this process wrote would lock out.
+	foreign error
+	// owner, when set, is who each file and directory this process makes
+	// is given to (root writing on the owner's behalf).
+	owner *owner
 }
 
-var _ storage.Backend = (*backend)(nil)
+type owner struct{ uid, gid int }
+
+var (
+	_ storage.Backend     = (*backend)(nil)
+	_ storage.Temporaries = (*backend)(nil)
+)
+
+// Options shape how a repository directory is opened.
+type Options struct {
+	// AsOwner lets root write a directory another user owns: what it
+	// makes is given to that user. Without it such a directory is
+	// read-only to this process.
+	AsOwner bool
+}
 
 // New opens the repository directory root, which must already exist (see
 // Create): a missing directory is far more likely a typo or an unmounted
 // disk than a wish for a new repository.
-func New(root string) (storage.Backend, error) {
+func New(root string) (storage.Backend, error) { return Open(root, Options{}) }
+
+// Open is New with options. A directory another user owns is opened for
+// reading only (writes fail with storage.ErrPermission, saying whom to run
+// as), unless root opens it with AsOwner: objects written as root would be
+// unreadable to the user whose archive_command and restores need them.
+func Open(root string, o Options) (storage.Backend, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, storage.Permanent(fmt.Errorf("repository directory %s: %w", root, err))
@@ -68,7 +96,59 @@ func New(root string) (storage.Backend, error) {
 	case !fi.IsDir():
 		return nil, storage.Permanent(fmt.Errorf("repository path %s is not a directory", abs))
 	}
-	return &backend{root: abs, durable: map[string]bool{".": true}}, nil
+	b := &backend{root: abs, durable: map[string]bool{".": true}}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		dirOwner, me := userName(int(st.Uid)), userName(os.Geteuid())
+		switch {
+		case o.AsOwner && os.Geteuid() == 0:
+			b.owner = &owner{uid: int(st.Uid), gid: int(st.Gid)}
+		case o.AsOwner:
+			b.foreign = fmt.Errorf("repository directory %s belongs to %s; --as-owner lets only root write on another user's behalf, and this runs as %s: %w",
+				abs, dirOwner, me, storage.ErrPermission)
+		default:
+			b.foreign = fmt.Errorf("repository directory %s belongs to %s but this runs as %s, whose files %s could not read: run as %s (runuser -u %s -- lifeboat ...), or as root with --as-owner to write on its behalf: %w",
+				abs, dirOwner, me, dirOwner, dirOwner, dirOwner, storage.ErrPermission)
+		}
+	}
+	return b, nil
+}
+
+// userName names a uid for messages: its login name, or "uid N".
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(uid)
+}
+
+// checkWrite refuses a write this process must not make, and a write
+// after Close.
+func (b *backend) checkWrite(op, name string) error {
+	if err := b.checkOpen(op, name); err != nil {
+		return err
+	}
+	if b.foreign != nil {
+		return storage.Permanent(fmt.Errorf("%s %s: %w", op, name, b.foreign))
+	}
+	return nil
+}
+
+// chown gives what this process made to the directory's owner, when root
+// writes on its behalf.
+func (b *backend) chown(f *os.File, path string) error {
+	if b.owner == nil {
+		return nil
+	}
+	var err error
+	if f != nil {
+		err = f.Chown(b.owner.uid, b.owner.gid)
+	} else {
+		err = os.Lchown(path, b.owner.uid, b.owner.gid)
+	}
+	if err != nil {
+		return fmt.Errorf("give %s to the repository's owner: %w", path, err)
+	}
+	return nil
 }
 
 // Create makes root (and any missing parents) for a new repository, readable
@@ -110,7 +190,7 @@ func (b *backend) path(name string) string {
 }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
-	if err := b.checkOpen("put", name); err != nil {
+	if err := b.checkWrite("put", name); err != nil {
 		return err
 	}
 	if err := storage.ValidateName(name); err != nil {
@@ -129,11 +209,11 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 	}
 	f, err := b.createTemp(path.Dir(name))
 	if err != nil {
-		return fmt.Errorf("put %s: %w", p, err)
+		return fmt.Errorf("put %s: %w", p, noSpace(err))
 	}
 	tmp, err := writeTemp(ctx, f, body, size)
 	if err != nil {
-		return fmt.Errorf("put %s: %w", p, err)
+		return fmt.Errorf("put %s: %w", p, noSpace(err))
 	}
 	linkErr := os.Link(tmp, p)
 	// The temporary name is only scaffolding: drop it whether or not the
@@ -147,7 +227,7 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 		}
 		// Not classify: a vanished temporary file or directory is no
 		// reason to tell the caller the object is missing.
-		return fmt.Errorf("put %s: %w", p, permanentIfDenied(linkErr))
+		return fmt.Errorf("put %s: %w", p, noSpace(permanentIfDenied(linkErr)))
 	}
 	if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("put %s: %w", p, err)
@@ -178,6 +258,11 @@ func (b *backend) createTemp(rel string) (*os.File, error) {
 		}
 		f, err := os.CreateTemp(dir, tempPrefix+"*")
 		if err == nil {
+			if err := b.chown(f, f.Name()); err != nil {
+				f.Close()
+				os.Remove(f.Name())
+				return nil, err
+			}
 			return f, nil
 		}
 		if attempt == 0 && errors.Is(err, iofs.ErrNotExist) {
@@ -258,7 +343,11 @@ func (b *backend) ensureDir(rel string) error {
 			continue
 		}
 		abs := filepath.Join(b.root, filepath.FromSlash(cur))
-		if err := os.Mkdir(abs, dirMode); err != nil {
+		if err := os.Mkdir(abs, dirMode); err == nil {
+			if err := b.chown(nil, abs); err != nil {
+				return err
+			}
+		} else {
 			if !errors.Is(err, iofs.ErrExist) {
 				return fmt.Errorf("create directory: %w", permanentIfDenied(err))
 			}
@@ -355,7 +444,7 @@ func (b *backend) Stat(ctx context.Context, name string) (storage.ObjectInfo, er
 }
 
 func (b *backend) Delete(ctx context.Context, name string) error {
-	if err := b.checkOpen("delete", name); err != nil {
+	if err := b.checkWrite("delete", name); err != nil {
 		return err
 	}
 	if err := storage.ValidateName(name); err != nil {
@@ -468,6 +557,55 @@ func (b *backend) walk(ctx context.Context, dir string, keep func(string) bool, 
 	return nil
 }
 
+// ListTemp reports the temporary files under the root: the leftovers of
+// writers that died mid-Put, which List never shows.
+func (b *backend) ListTemp(ctx context.Context, fn func(storage.ObjectInfo) error) error {
+	if err := b.checkOpen("list temporary files in", b.root); err != nil {
+		return err
+	}
+	err := filepath.WalkDir(b.root, func(p string, d iofs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, iofs.ErrNotExist) && p != b.root {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil // its Put ended meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(b.root, p)
+		if err != nil {
+			return err
+		}
+		return fn(storage.ObjectInfo{Name: filepath.ToSlash(rel), Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+	if err != nil {
+		return fmt.Errorf("list temporary files in %s: %w", b.Location(), err)
+	}
+	return nil
+}
+
+// RemoveTemp is CleanTemp for the backend's root.
+func (b *backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, error) {
+	if err := b.checkWrite("remove temporary files", "."); err != nil {
+		return 0, err
+	}
+	if err := b.checkOpen("remove temporary files in", b.root); err != nil {
+		return 0, err
+	}
+	return CleanTemp(ctx, b.root, cutoff)
+}
+
 // CleanTemp removes temporary files under root last modified before cutoff:
 // the leftovers of writers that died mid-Put. Pick a cutoff well before any
 // Put that may still be running (an hour or a day ago); removing a live
@@ -520,6 +658,16 @@ func classify(err error) error {
 		return fmt.Errorf("%w (%w)", storage.ErrNotFound, err)
 	case errors.Is(err, iofs.ErrPermission):
 		return storage.Permanent(err)
+	}
+	return err
+}
+
+// noSpace marks a failure for lack of space or quota with
+// storage.ErrNoSpace. Put uses it only before the object got its name, so
+// the mark's promise holds: nothing was stored.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", storage.ErrNoSpace, err)
 	}
 	return err
 }

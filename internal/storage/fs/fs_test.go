@@ -19,6 +19,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
 	"github.com/lifeboat-dr/lifeboat/internal/storage/storagetest"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 // crashChildEnv, when set, turns the test binary into the writer that
@@ -378,4 +379,55 @@ func dirNames(t testing.TB, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// TestAnotherUsersDirectory: a repository directory another user owns is
+// read-only to this process, with a message that says whom to run as; as
+// root with AsOwner, what is written is given to that user.
+func TestAnotherUsersDirectory(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		testenv.SkipOrFail(t, "fs", "writing on another user's behalf needs root")
+	}
+	const uid, gid = 65534, 65534 // nobody
+	root := filepath.Join(t.TempDir(), "repo")
+	if err := fs.Create(root); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(root, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	be, err := fs.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = be.Put(ctx, "locks/a", bytes.NewReader([]byte("x")), 1)
+	if !errors.Is(err, storage.ErrPermission) || !storage.IsPermanent(err) || !strings.Contains(err.Error(), "run as ") ||
+		!strings.Contains(err.Error(), "--as-owner") {
+		t.Fatalf("put into another user's directory: %v", err)
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("a refused put left %v", entries)
+	}
+	if err := be.Delete(ctx, "locks/a"); !errors.Is(err, storage.ErrPermission) {
+		t.Fatalf("delete in another user's directory: %v", err)
+	}
+
+	be, err = fs.Open(root, fs.Options{AsOwner: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Put(ctx, "data/ab/obj", bytes.NewReader([]byte("x")), 1); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"data", "data/ab", "data/ab/obj"} {
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s belongs to %d:%d, want %d:%d", p, st.Uid, st.Gid, uid, gid)
+		}
+	}
 }

@@ -91,9 +91,9 @@ func New(be storage.Backend, opts Options) storage.Backend {
 	// Retention is an optional capability; hiding it behind the decorator
 	// would silently turn object lock handling off.
 	if ret, ok := be.(storage.Retainer); ok {
-		return &retainer{backend: b, ret: ret}
+		return withVersions(be, b, &retainer{backend: b, ret: ret})
 	}
-	return b
+	return withVersions(be, b, b)
 }
 
 // retainer is the decorator for backends that keep objects under retention.
@@ -187,6 +187,9 @@ func (b *backend) Location() string { return b.be.Location() }
 
 // Close closes the wrapped backend.
 func (b *backend) Close() error { return b.be.Close() }
+
+// Unwrap returns the wrapped backend, for storage.Capability.
+func (b *backend) Unwrap() storage.Backend { return b.be }
 
 func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size int64) error {
 	n, err := b.do(ctx, "put", name, func(attempt int) error {

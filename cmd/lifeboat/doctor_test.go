@@ -219,3 +219,38 @@ func TestDoctorFilesAndRepository(t *testing.T) {
 		t.Fatalf("missing repository: doctor exit %d, want 1", code)
 	}
 }
+
+// TestDoctorCopy: a copy repository is probed like the primary, and the
+// round trip waits for its segment there too (wal-push queues it and a
+// background lifeboat copy --queued sends it).
+func TestDoctorCopy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	text, err := os.ReadFile(e.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCopy := strings.Replace(string(text), "tiers:", fmt.Sprintf("  - name: dr\n    url: file://%s\n    key_file: %s\ntiers:",
+		filepath.Join(e.dir, "dr"), filepath.Join(e.dir, "dr.key")), 1)
+	withCopy = strings.Replace(withCopy, "repositories: [primary]", "repositories: [primary, dr]", 1)
+	if err := os.WriteFile(e.policy, []byte(withCopy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustRun("repo", "init", "dr")
+	// A copy that holds nothing of the asset yet is a warning at once:
+	// the queue sends it nothing before a backup or lifeboat copy has.
+	start := time.Now()
+	code, ps := e.doctor()
+	wantProbe(t, ps, "wal_round_trip@dr", asset.ProbeWarn, "is not in copy dr")
+	if code != 0 || time.Since(start) > 20*time.Second {
+		t.Fatalf("empty copy: doctor exit %d after %s, want 0 without waiting out --wait", code, time.Since(start))
+	}
+	e.mustRun("backup", "db")
+	code, ps = e.doctor()
+	if code != 0 {
+		t.Fatalf("doctor exit %d: %+v", code, ps)
+	}
+	wantProbe(t, ps, "repository@dr", asset.ProbeOK, "writable")
+	wantProbe(t, ps, "wal_round_trip@primary", asset.ProbeOK, "fetched back")
+	wantProbe(t, ps, "wal_round_trip@dr", asset.ProbeOK, "reached copy dr and was fetched back")
+}

@@ -14,9 +14,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
-// probeServer is the probe a kind reports reaching its source by.
-const probeServer = "server"
-
 // DoctorOptions shape a doctor run.
 type DoctorOptions struct {
 	// Wait bounds each WAL round trip's wait for its segment.
@@ -26,8 +23,9 @@ type DoctorOptions struct {
 // Doctor probes what the assets' protection depends on: the policy and
 // key files' permissions, state_dir, every repository the assets use
 // (reachable, and writable with this credential), and what each kind
-// that is an asset.Doctor probes of its source. One probe a line; none
-// changes anything a backup or restore reads.
+// that is an asset.Doctor probes of its source. One probe a line; what
+// they write (a lock released at once, a file in state_dir, a WAL switch)
+// changes nothing a backup or restore reads.
 func (s *Service) Doctor(ctx context.Context, assets []*policy.Asset, o DoctorOptions) ([]asset.Probe, error) {
 	p := s.Policy
 	var out []asset.Probe
@@ -188,7 +186,7 @@ func (s *Service) setupFacts(ctx context.Context, a *policy.Asset) (string, *hea
 	sf := &health.SetupFacts{}
 	for _, pr := range d.Probes(ctx, run) {
 		switch {
-		case pr.Name == probeServer && pr.Status == asset.ProbeFail:
+		case pr.Name == asset.ProbeServer && pr.Status == asset.ProbeFail:
 			return "", nil
 		case pr.Name == asset.ProbeArchiving:
 			if pr.Status == asset.ProbeFail {
@@ -200,7 +198,7 @@ func (s *Service) setupFacts(ctx context.Context, a *policy.Asset) (string, *hea
 				line += "; fix: " + pr.Fix
 			}
 			sf.Failures = append(sf.Failures, line)
-		case pr.Name != probeServer && !slices.Contains(sf.Passed, pr.Name):
+		case pr.Name != asset.ProbeServer && !slices.Contains(sf.Passed, pr.Name):
 			sf.Passed = append(sf.Passed, pr.Name)
 		}
 	}

@@ -16,6 +16,10 @@ const (
 	ProbeFail = "FAIL"
 )
 
+// ProbeServer is the name of the probe that reaches a kind's source:
+// when it fails, the source's other probes did not run.
+const ProbeServer = "server"
+
 // ProbeArchiving is the name of the probe of a PITR kind's archive
 // settings: check turns its failure into a failing wal_lag, since WAL
 // that is not archived has no lag to measure.

@@ -115,7 +115,7 @@ func commandMismatch(command string, opts BackupOptions) string {
 			continue
 		}
 		if opts.PolicyPath != "" && !sameFile(named, opts.PolicyPath) {
-			return fmt.Sprintf("uses the policy %s, but this backup runs with %s", named, opts.PolicyPath)
+			return fmt.Sprintf("uses the policy %s, but this run uses %s", named, opts.PolicyPath)
 		}
 	}
 	return ""

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -265,23 +264,8 @@ func checkNoGap(ctx context.Context, r *repo.Repository, asset string, info *Sna
 
 // archivedSegments lists the archived segment numbers per timeline.
 func archivedSegments(ctx context.Context, r *repo.Repository, asset string, segSize uint64) (map[uint32][]uint64, error) {
-	out := make(map[uint32][]uint64)
-	err := r.ListNamed(ctx, walArea, asset, "", func(rel string, _ int64) error {
-		base := rel[strings.LastIndex(rel, "/")+1:]
-		n, err := ParseWALFileName(base, segSize)
-		if err != nil || n.Kind != WALSegment {
-			return nil
-		}
-		out[n.TLI] = append(out[n.TLI], n.SegNo)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list WAL of %s: %w", asset, err)
-	}
-	for _, l := range out {
-		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-	}
-	return out, nil
+	segs, _, err := archivedSegmentTimes(ctx, r, asset, segSize)
+	return segs, err
 }
 
 // restoreDirs are the directories a restore writes, held open from the

@@ -7,11 +7,15 @@
 # it install one (postgresql-15, or the distribution's postgresql), and nothing else.
 # PG_BIN=/usr/lib/postgresql/16/bin chooses the server; by default the newest one installed.
 #
+# About 15 s with a warm Go build cache; with an empty one the build of lifeboat (which runs while
+# the cluster is created and loaded) makes it about 100 s on 2 cores.
+#
 # Everything lives in a fresh /tmp/lifeboat-demo.XXXXXX directory and on ports nobody listens
-# on, so two demos on one machine do not meet. On exit the demo stops the servers it started and
-# removes its directory; after a failure, or with LIFEBOAT_DEMO_KEEP=1, the directory is kept
-# for inspection. PostgreSQL refuses to run as root, so as root the clusters and lifeboat run as
-# the unprivileged system user lifeboat-test.
+# on, so two demos on one machine do not meet. On exit, an interrupt included, the demo stops
+# what it started (its build, its servers) and removes its directory; after a failure, or with
+# LIFEBOAT_DEMO_KEEP=1, the directory is kept for inspection. It never touches another run's.
+# PostgreSQL refuses to run as root, so as root the clusters and lifeboat run as the
+# unprivileged system user lifeboat-test.
 set -euo pipefail
 
 root_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -95,6 +99,7 @@ echo "work directory: $work (running PostgreSQL and lifeboat as user $run_user)"
 primary_started=0
 restored_started=0
 interrupted=0
+build_pid=
 on_exit() {
 	local status=$?
 	set +e
@@ -112,7 +117,8 @@ on_exit() {
 			fi
 		done
 	fi
-	# Only the servers this run started, through their own data directories.
+	# Only what this run started: its build, and its servers through their own data directories.
+	[[ -n $build_pid ]] && kill -- "-$build_pid" 2>/dev/null && wait "$build_pid" 2>/dev/null
 	((restored_started)) && as_user "$pg_bin/pg_ctl" -D "$restored" -m fast -t 30 stop >/dev/null 2>&1
 	((primary_started)) && as_user "$pg_bin/pg_ctl" -D "$primary" -m fast -t 30 stop >/dev/null 2>&1
 	echo
@@ -130,11 +136,15 @@ trap on_exit EXIT
 trap 'interrupted=1; exit 130' INT
 trap 'interrupted=1; exit 143' TERM
 
-step "building lifeboat"
+# The build (a minute or two with an empty Go build cache) runs while the cluster is created and
+# loaded, which needs no Lifeboat: the cluster keeps its WAL (archive_mode = on with no
+# archive_command yet) until Lifeboat archives it.
+step "building lifeboat in the background; meanwhile, the cluster"
 # Stamped with this checkout's version and commit like a release, but built like `go build`, so
 # it shares the build cache with go build ./... and the tests (scripts/release.sh).
-"$root_dir/scripts/release.sh" dev "$work/bin/lifeboat"
-chmod 755 "$work/bin" "$work/bin/lifeboat"
+# In a process group of its own, which an interrupted run stops whole (go and its compilers).
+setsid "$root_dir/scripts/release.sh" dev "$work/bin/lifeboat" >"$work/build.log" 2>&1 &
+build_pid=$!
 # The run user may not be able to enter the source tree; run everything from the work directory.
 cd "$work"
 
@@ -169,15 +179,14 @@ lifeboat() { # lifeboat ARGS...: run the CLI with the demo policy, echoing the c
 	as_user "$lifeboat_bin" -c "$policy" "$@"
 }
 
-
-# --- 2. a cluster protected by lifeboat ---------------------------------------------------------
+# --- 2. a cluster with sample data --------------------------------------------------------------
 step "creating a PostgreSQL $pg_major cluster (data checksums on, port $port, socket in $sock)"
 as_user "$pg_bin/initdb" -D "$primary" -U postgres --auth=trust -E UTF8 --locale=C --data-checksums --no-sync >"$work/initdb.log" 2>&1 ||
 	{
 		cat "$work/initdb.log" >&2
 		die "initdb failed"
 	}
-cat >>"$primary/postgresql.conf" <<EOF
+cat >>"$primary/postgresql.conf" <<CONF
 
 # added by lifeboat's demo
 listen_addresses = ''
@@ -186,11 +195,37 @@ unix_socket_directories = '$sock'
 shared_buffers = 64MB
 wal_level = replica
 archive_mode = on
-archive_command = '$lifeboat_bin -c $policy wal-push demo %p'
 log_line_prefix = '%m [%p] '
-EOF
+CONF
+primary_started=1
+as_user "$pg_bin/pg_ctl" -D "$primary" -l "$work/primary.log" -w -t 60 start >/dev/null
+sql "$port" "select version()"
 
-cat >"$policy" <<EOF
+step "loading sample data: 200,000 payments and pgbench -i -s 5"
+sql "$port" "create table payments (
+	id bigint primary key,
+	account int not null,
+	amount numeric(12,2) not null,
+	created_at timestamptz not null)"
+sql "$port" "insert into payments
+	select g, 1 + (g * 7919) % 5000, round((random() * 1000)::numeric, 2),
+	       timestamptz '2026-01-01 00:00:00+00' + g * interval '13 seconds'
+	from generate_series(1, 200000) g"
+as_user "$pg_bin/pgbench" -i -q -s 5 -h "$sock" -p "$port" -U postgres postgres 2>&1 | tail -n 1
+sql "$port" "select 'payments: ' || count(*) || ' rows, database size ' || pg_size_pretty(pg_database_size('postgres')) from payments"
+
+# --- 3. lifeboat protects it --------------------------------------------------------------------
+step "waiting for the build of lifeboat"
+if ! wait "$build_pid"; then
+	build_pid=
+	cat "$work/build.log" >&2
+	die "building lifeboat failed"
+fi
+build_pid=
+chmod 755 "$work/bin" "$work/bin/lifeboat"
+"$lifeboat_bin" version
+
+cat >"$policy" <<POLICY
 # Lifeboat policy of the demo: one repository in the work directory, one PostgreSQL asset.
 state_dir: $work/state
 
@@ -209,7 +244,7 @@ assets:
     pgdata: $primary
     dsn: "host=$sock port=$port user=postgres dbname=postgres sslmode=disable"
     repositories: [local]
-EOF
+POLICY
 [[ $(id -u) -eq 0 ]] && chown "$run_user:" "$policy"
 echo "policy $policy:"
 sed 's/^/    /' "$policy"
@@ -217,24 +252,15 @@ sed 's/^/    /' "$policy"
 step "creating the repository"
 lifeboat repo init
 
-step "starting the cluster (archive_command = lifeboat wal-push)"
-primary_started=1
-as_user "$pg_bin/pg_ctl" -D "$primary" -l "$work/primary.log" -w -t 60 start >/dev/null
-sql "$port" "select version()"
-
-# --- 3. sample data -----------------------------------------------------------------------------
-step "loading sample data: 200,000 payments and pgbench -i -s 5"
-sql "$port" "create table payments (
-	id bigint primary key,
-	account int not null,
-	amount numeric(12,2) not null,
-	created_at timestamptz not null)"
-sql "$port" "insert into payments
-	select g, 1 + (g * 7919) % 5000, round((random() * 1000)::numeric, 2),
-	       timestamptz '2026-01-01 00:00:00+00' + g * interval '13 seconds'
-	from generate_series(1, 200000) g"
-as_user "$pg_bin/pgbench" -i -q -s 5 -h "$sock" -p "$port" -U postgres postgres 2>&1 | tail -n 1
-sql "$port" "select 'payments: ' || count(*) || ' rows, database size ' || pg_size_pretty(pg_database_size('postgres')) from payments"
+archive_command="$lifeboat_bin -c $policy wal-push demo %p"
+step "archiving WAL through lifeboat: archive_command = '$archive_command'"
+printf "archive_command = '%s'\n" "$archive_command" >>"$primary/postgresql.conf"
+as_user "$pg_bin/pg_ctl" -D "$primary" reload >/dev/null
+deadline=$((SECONDS + 30))
+until [[ $(sql "$port" "show archive_command") == "$archive_command" ]]; do
+	((SECONDS <= deadline)) || die "the cluster did not take the new archive_command within 30 s"
+	sleep 0.1
+done
 
 # --- 4. backups and an accident -----------------------------------------------------------------
 step "taking a full backup"

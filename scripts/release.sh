@@ -12,8 +12,8 @@
 # VERSION and COMMIT in the environment override what git says (a build from a source tarball has
 # no git). The version is one a Debian package can carry and that sorts in release order:
 #   on a tag v1.2.0             1.2.0
-#   3 commits after v1.2.0      1.2.0+3.g2807f6e
-#   no tag yet                  0.0.0+20260105123000.g2807f6e   (the commit's time, UTC)
+#   3 commits after v1.2.0      1.2.0+3.g2807f6e71658
+#   no tag yet                  0.0.0+20260105123000.g2807f6e71658   (the commit time, UTC)
 #   uncommitted changes         ... .dirty / +dirty appended
 # A tag v1.2.0-rc1 gives 1.2.0~rc1, which sorts before 1.2.0 as it should. GOARCH chooses the
 # architecture (GOARCH=arm64 make deb); MAINTAINER the package's Maintainer field.
@@ -119,10 +119,12 @@ deb)
 	fi
 	# nFPM lives in its own module (packaging/mkdeb/go.mod) so that its dependencies stay out of
 	# Lifeboat's go.mod; go run caches the built tool.
+	# The package is for GOARCH; the tool runs here, so it is built for this machine.
+	arch=$(go env GOARCH)
 	(cd "$root_dir/packaging/mkdeb" &&
-		VERSION=$version ARCH=$(go env GOARCH) STAGE=$stage \
-			MAINTAINER=${MAINTAINER:-Lifeboat maintainers <maintainers@lifeboat-dr.invalid>} \
-			SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH GOFLAGS=-mod=readonly \
+		env -u GOOS -u GOARCH VERSION="$version" ARCH="$arch" STAGE="$stage" \
+			MAINTAINER="${MAINTAINER:-Lifeboat maintainers <maintainers@lifeboat-dr.invalid>}" \
+			SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" GOFLAGS="-mod=readonly -buildvcs=false" \
 			go run . -config "$root_dir/packaging/nfpm.yaml" -out "$out")
 	;;
 *)

@@ -10,7 +10,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -86,7 +85,7 @@ func build(config, out string) (path string, err error) {
 		return "", err
 	}
 	if err := f.Close(); err != nil {
-		return "", errors.Join(fmt.Errorf("write %s", f.Name()), err)
+		return "", fmt.Errorf("write %s: %w", f.Name(), err)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return "", err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -83,9 +82,7 @@ func runCheck(ctx context.Context, g *globalOptions, o checkOptions) error {
 		}
 	}
 	if o.json {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+		if err := g.printJSON(results); err != nil {
 			return err
 		}
 	} else {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -47,24 +46,16 @@ pg_switch_wal() by hand; nothing else is changed. lifeboat check runs the
 archiving probe too.`,
 		Args: atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := g.policy()
+			svc, assets, err := g.assetsService(optionalArg(args))
 			if err != nil {
 				return err
 			}
-			assets, err := app.SelectAssets(p, optionalArg(args))
-			if err != nil {
-				return err
-			}
-			svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
-			defer svc.Close()
 			probes, err := svc.Doctor(cmd.Context(), assets, app.DoctorOptions{Wait: wait})
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(probes); err != nil {
+				if err := g.printJSON(probes); err != nil {
 					return err
 				}
 			} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -83,9 +82,7 @@ func runExpire(ctx context.Context, g *globalOptions, o expireOptions) error {
 		}
 	}
 	if o.json {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(reports); err != nil {
+		if err := g.printJSON(reports); err != nil {
 			return err
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -30,25 +29,17 @@ pg_waldump when it is installed; otherwise when the last WAL segment was
 stored, marked "at most". It exits 1 when a repository cannot be read.`,
 		Args: atMostOneAsset,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := g.policy()
+			svc, assets, err := g.assetsService(optionalArg(args))
 			if err != nil {
 				return err
 			}
-			assets, err := app.SelectAssets(p, optionalArg(args))
-			if err != nil {
-				return err
-			}
-			svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
-			defer svc.Close()
 			now := svc.Now()
 			infos, err := svc.Info(cmd.Context(), assets, now)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(infos); err != nil {
+				if err := g.printJSON(infos); err != nil {
 					return err
 				}
 			} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -90,9 +89,7 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 				End: r.End, Result: string(r.Result), Error: r.Error, Snapshot: r.Snapshot, Bytes: r.Bytes,
 				BytesStored: r.BytesStored, Output: r.Output, HookOutput: r.HookOutput}
 		}
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return g.printJSON(rows)
 	}
 	if len(runs) == 0 {
 		fmt.Fprintf(g.stdout, "no runs recorded in %s\n", catalog.Path(p.StateDir))

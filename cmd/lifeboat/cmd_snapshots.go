@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -46,9 +45,7 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 		return err
 	}
 	if o.json {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return g.printJSON(rows)
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tASSET\tTYPE\tSTOP TIME\tSTOP LSN\tTLI\tSIZE\tNEW\tSTORED\tDURATION\tNAME")

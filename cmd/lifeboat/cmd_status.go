@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -40,25 +39,17 @@ type statusRow = app.StatusRow
 type repoCache = *app.Pool
 
 func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool) error {
-	p, err := g.policy()
-	if err != nil {
-		return err
-	}
-	assets, err := app.SelectAssets(p, asset)
+	svc, assets, err := g.assetsService(asset)
 	if err != nil {
 		return err
 	}
 	now := time.Now()
-	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
-	defer svc.Close()
 	rows, failed, err := svc.Status(ctx, assets, now)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
+		if err := g.printJSON(rows); err != nil {
 			return err
 		}
 	} else if err := printStatus(g, rows, now); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -127,9 +126,7 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions) error {
 		results = append(results, res)
 	}
 	if o.asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(results); err != nil {
+		if err := g.printJSON(results); err != nil {
 			return err
 		}
 	}

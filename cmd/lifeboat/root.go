@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -170,6 +171,20 @@ func optionalArg(args []string) string {
 	return ""
 }
 
+// assetsService is the service (closed with the command, see service) and
+// the asset named, or every asset when name is "".
+func (g *globalOptions) assetsService(name string) (*app.Service, []*policy.Asset, error) {
+	svc, err := g.service()
+	if err != nil {
+		return nil, nil, err
+	}
+	assets, err := app.SelectAssets(svc.Policy, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return svc, assets, nil
+}
+
 // policy loads the policy file afresh, with every kind of the registry.
 func (g *globalOptions) policy() (*policy.Policy, error) {
 	p, err := app.LoadPolicy(g.configPath, app.Kinds())
@@ -279,3 +294,10 @@ func shellQuote(s string) string {
 }
 
 func humanBytes(n int64) string { return asset.HumanBytes(n) }
+
+// printJSON writes v to standard output as indented JSON (--json).
+func (g *globalOptions) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

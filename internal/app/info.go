@@ -108,7 +108,7 @@ func (s *Service) repositoryInfo(ctx context.Context, a *policy.Asset, name stri
 	if pitr == nil {
 		return nil
 	}
-	if ri.Windows, err = pitr.Windows(ctx, r, a.Name, work); err != nil {
+	if ri.Windows, err = pitr.Windows(ctx, r, a.Name, snaps, work); err != nil {
 		return fmt.Errorf("repository %s: %w", name, err)
 	}
 	if ri.RestorePoints, err = pitr.RestorePoints(ctx, r, a.Name); err != nil {

@@ -74,9 +74,10 @@ type PITR interface {
 	// ExpireArchive deletes the archived logs of asset in r that no kept
 	// snapshot needs, and says what it kept and removed.
 	ExpireArchive(ctx context.Context, r *repo.Repository, asset string, o ArchiveExpiry) ([]ArchiveRange, error)
-	// Windows are what r can restore of asset, one per timeline of its
-	// history; work is a directory for what reading them needs.
-	Windows(ctx context.Context, r *repo.Repository, asset, work string) ([]RecoveryWindow, error)
+	// Windows are what r can restore of asset, whose snapshots in r are
+	// snaps, one per timeline of its history; work is a directory for what
+	// reading them needs.
+	Windows(ctx context.Context, r *repo.Repository, asset string, snaps []*repo.Snapshot, work string) ([]RecoveryWindow, error)
 	// RestorePoints are the named points recorded for asset in r.
 	RestorePoints(ctx context.Context, r *repo.Repository, asset string) ([]RestorePoint, error)
 }

@@ -73,48 +73,21 @@ func checkGlobals(name string, data []byte) error {
 			i = end
 			continue
 		case c == '\'':
-			j := i + 1
-			for {
-				if j >= len(data) {
-					return refuse("a string that never ends")
-				}
-				if data[j] == '\\' {
-					return refuse("a backslash inside a string")
-				}
-				if data[j] == '\'' {
-					if j+1 < len(data) && data[j+1] == '\'' {
-						j += 2
-						continue
-					}
-					break
-				}
-				if data[j] == '\n' {
-					line++
-				}
-				j++
+			// A backslash may escape the quote depending on the server's
+			// settings: refused, so that psql and this check read alike.
+			end, lines, why := closingQuote(data, i, true)
+			if why != "" {
+				return refuse(why)
 			}
-			i = j + 1
+			i, line = end+1, line+lines
 		case c == '"':
 			// A quoted identifier: "" is a quote, a backslash is text
 			// whatever the settings.
-			j := i + 1
-			for {
-				if j >= len(data) {
-					return refuse("a quoted identifier that never ends")
-				}
-				if data[j] == '"' {
-					if j+1 < len(data) && data[j+1] == '"' {
-						j += 2
-						continue
-					}
-					break
-				}
-				if data[j] == '\n' {
-					line++
-				}
-				j++
+			end, lines, why := closingQuote(data, i, false)
+			if why != "" {
+				return refuse(why)
 			}
-			i = j + 1
+			i, line = end+1, line+lines
 		case c == '$':
 			return refuse("a dollar sign outside quotes (dollar quoting)")
 		case c == '/' && i+1 < len(data) && data[i+1] == '*':
@@ -142,4 +115,28 @@ func shorten(s string) string {
 		return s[:60] + "..."
 	}
 	return s
+}
+
+// closingQuote finds the quote that closes the one at data[open] (a
+// doubled quote stands for itself) and counts the line breaks on the way;
+// why says what is wrong instead: no end, or a backslash where noBackslash.
+func closingQuote(data []byte, open int, noBackslash bool) (end, lines int, why string) {
+	q := data[open]
+	what := "a string"
+	if q == '"' {
+		what = "a quoted identifier"
+	}
+	for j := open + 1; j < len(data); j++ {
+		switch {
+		case data[j] == '\\' && noBackslash:
+			return 0, 0, "a backslash inside " + what
+		case data[j] == q && j+1 < len(data) && data[j+1] == q:
+			j++
+		case data[j] == q:
+			return j, lines, ""
+		case data[j] == '\n':
+			lines++
+		}
+	}
+	return 0, 0, what + " that never ends"
 }

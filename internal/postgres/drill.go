@@ -63,7 +63,7 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		t := at.UTC()
 		target.Time, r.Target = &t, t
 	case policy.DrillRandom:
-		t, err := randomPoint(ctx, d)
+		t, err := randomPoint(ctx, d, snaps)
 		if err != nil {
 			return err
 		}
@@ -193,8 +193,8 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 // consistent point and the newest commit in the archived WAL: every moment
 // in between must be restorable, and one after the newest commit would
 // end recovery before its target.
-func randomPoint(ctx context.Context, d asset.Drill) (time.Time, error) {
-	windows, err := Windows(ctx, d.Repo(), d.Asset().Name, d.WorkDir())
+func randomPoint(ctx context.Context, d asset.Drill, snaps []*repo.Snapshot) (time.Time, error) {
+	windows, err := Windows(ctx, d.Repo(), d.Asset().Name, snaps, d.WorkDir())
 	if err != nil {
 		return time.Time{}, err
 	}

@@ -54,15 +54,11 @@ type Window struct {
 	Gap string `json:"gap,omitempty"`
 }
 
-// Windows reads the restorable window of every timeline of asset in r.
-// pg_waldump of the snapshots' major version reads the newest commit when
-// it is installed; work holds the segments it reads ("" for the system's
-// temporary directory).
-func Windows(ctx context.Context, r *repo.Repository, asset, work string) ([]Window, error) {
-	snaps, err := r.Snapshots(ctx, asset)
-	if err != nil {
-		return nil, err
-	}
+// Windows reads the restorable window of every timeline of asset in r,
+// given its snapshots there (snaps). pg_waldump of the snapshots' major
+// version reads the newest commit when it is installed; work holds the
+// segments it reads ("" for the system's temporary directory).
+func Windows(ctx context.Context, r *repo.Repository, asset string, snaps []*repo.Snapshot, work string) ([]Window, error) {
 	byTLI := map[uint32][]*SnapshotInfo{}
 	ids := map[*SnapshotInfo]string{}
 	var segSize uint64
@@ -260,8 +256,8 @@ func (w *Window) Reachable(t Target) string {
 }
 
 // Windows is asset.PITR's view of Windows.
-func (kind) Windows(ctx context.Context, r *repo.Repository, asset, work string) ([]assetpkg.RecoveryWindow, error) {
-	ws, err := Windows(ctx, r, asset, work)
+func (kind) Windows(ctx context.Context, r *repo.Repository, asset string, snaps []*repo.Snapshot, work string) ([]assetpkg.RecoveryWindow, error) {
+	ws, err := Windows(ctx, r, asset, snaps, work)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +336,11 @@ func checkReachable(ctx context.Context, r *repo.Repository, asset string, t Tar
 			return nil
 		}
 	}
-	windows, err := Windows(ctx, r, asset, "")
+	snaps, err := r.Snapshots(ctx, asset)
+	if err != nil {
+		return err
+	}
+	windows, err := Windows(ctx, r, asset, snaps, "")
 	if err != nil {
 		return err
 	}

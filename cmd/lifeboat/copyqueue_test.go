@@ -55,8 +55,7 @@ func (e *env) waitCopyCaughtUp(within time.Duration) statusRow {
 	for {
 		rows, code := e.status()
 		cp := rows["dr-copy"]
-		if code == 0 && cp.Lag != nil && cp.Lag.WALFiles == 0 && cp.Lag.Queue != nil && cp.Lag.Queue.Entries == 0 &&
-			cp.NewestWAL == rows["primary"].NewestWAL {
+		if code == 0 && copyCaughtUp(rows) {
 			return cp
 		}
 		if time.Now().After(deadline) {
@@ -64,6 +63,12 @@ func (e *env) waitCopyCaughtUp(within time.Duration) statusRow {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func copyCaughtUp(rows map[string]statusRow) bool {
+	cp := rows["dr-copy"]
+	return cp.Lag != nil && cp.Lag.WALFiles == 0 && cp.Lag.Queue != nil && cp.Lag.Queue.Entries == 0 &&
+		cp.NewestWAL == rows["primary"].NewestWAL
 }
 
 // waitDrainerGone waits until no background drainer holds the queue.
@@ -133,6 +138,9 @@ func TestWALCopyQueue(t *testing.T) {
 
 	// Now the primary is gone as well: the queue holds the stored bytes.
 	e.pg.Stop(t)
+	// The shutdown archives one last segment and starts a drainer; a
+	// queued-only copy leaves a queue that drainer holds, so wait it out.
+	waitDrainerGone(t, queue)
 	if err := os.Rename(e.repo, e.repo+"-away"); err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +151,7 @@ func TestWALCopyQueue(t *testing.T) {
 	if err := os.Rename(e.repo+"-away", e.repo); err != nil {
 		t.Fatal(err)
 	}
-	cp = e.waitCopyCaughtUp(time.Second)
+	cp = e.waitCopyCaughtUp(30 * time.Second)
 	if cp.Lag.Queue.LastError != "" {
 		t.Fatalf("a drained queue still reports %q", cp.Lag.Queue.LastError)
 	}

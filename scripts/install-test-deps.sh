@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian: the PostgreSQL 15 server binaries (tests start real
-# clusters from /usr/lib/postgresql/15/bin), contrib, git, make, promtool (Debian's prometheus) and MinIO (scripts/install-minio.sh).
+# clusters from /usr/lib/postgresql/15/bin), contrib, git, make, promtool (Debian's prometheus), Chromium (the dashboard's browser tests) and MinIO (scripts/install-minio.sh).
 # Idempotent and silent when nothing is missing; apt-get runs only when something is. As a normal
 # user it prints the command to run.
 # Debian's package may create and start its own "15/main" cluster: the tests never use it.
@@ -27,6 +27,8 @@ command -v git >/dev/null 2>&1 || need git
 # promtool checks docs/monitoring's alerting rules and dashboard queries.
 command -v promtool >/dev/null 2>&1 || need prometheus
 command -v make >/dev/null 2>&1 || need make
+# Chromium drives the dashboard's browser tests (internal/web, through chromedp).
+command -v chromium >/dev/null 2>&1 || need chromium
 [[ -x /usr/sbin/useradd ]] || command -v useradd >/dev/null 2>&1 || need passwd
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] || need ca-certificates
 

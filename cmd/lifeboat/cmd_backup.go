@@ -20,8 +20,11 @@ type backupOptions struct {
 	full     bool
 	workers  int
 	lockWait time.Duration
-	noCopy   bool
-	json     bool
+	// archiveTimeout bounds the wait for the backup's last WAL segment.
+	archiveTimeout time.Duration
+	noCopy         bool
+	json           bool
+	checkBlocks    bool
 }
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
@@ -49,6 +52,8 @@ error says the snapshot is stored in the primary; lifeboat copy retries.`,
 	cmd.Flags().BoolVar(&o.full, "full", false, "read every file, not only those changed since the last backup")
 	cmd.Flags().IntVar(&o.workers, "workers", 0, "parallel readers (default: all cores)")
 	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another backup of the asset to finish (default: refuse at once)")
+	cmd.Flags().DurationVar(&o.archiveTimeout, "archive-timeout", 0, "PostgreSQL: how long to wait for the backup's last WAL segment to be archived (default 10m; a failing archiver ends the wait at once)")
+	cmd.Flags().BoolVar(&o.checkBlocks, "check-blocks", false, "PostgreSQL incrementals: also read changed files whole and fail naming any changed block the WAL since the parent does not reference")
 	cmd.Flags().BoolVar(&o.noCopy, "no-copy", false, "leave the copy repositories for a later lifeboat copy")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the snapshot as one line of JSON (as snapshots --json lists it) instead of the summary")
 	return cmd
@@ -61,8 +66,8 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err erro
 	}
 	bar := newProgressLine(g)
 	defer bar.done()
-	res, err := svc.Backup(ctx, app.BackupRequest{Asset: o.asset, Full: o.full, Workers: o.workers, LockWait: o.lockWait,
-		Progress: bar.set, Warn: func(msg string) {
+	res, err := svc.Backup(ctx, app.BackupRequest{Asset: o.asset, Full: o.full, Workers: o.workers, LockWait: o.lockWait, ArchiveTimeout: o.archiveTimeout,
+		CheckBlocks: o.checkBlocks, Progress: bar.set, Warn: func(msg string) {
 			bar.done()
 			fmt.Fprintf(g.stderr, "warning: %s\n", msg)
 		}})

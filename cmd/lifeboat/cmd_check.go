@@ -52,6 +52,9 @@ func newCheckCommand(g *globalOptions) *cobra.Command {
               here until lifeboat verify --repair makes that version current
   versioning  S3 repositories: the bucket keeps earlier versions, so that an
               object overwritten in place can come back
+  role        repositories with a role in the policy: the credential has no
+              more rights than that role (a canary object is written and the
+              store asked to delete it and change its lock), nor fewer
 
 With --alert the problems found are also sent to the policy's alerts (and
 resolved when they clear), as lifeboat serve does every check.interval.`,

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -24,6 +26,7 @@ type expireOptions struct {
 	grace      time.Duration
 	lockWait   time.Duration
 	maxUnused  int
+	approval   string
 }
 
 func newExpireCommand(g *globalOptions) *cobra.Command {
@@ -49,6 +52,7 @@ Run it with a credential that may delete; backups do not need one.`,
 	cmd.Flags().DurationVar(&o.grace, "grace", 24*time.Hour, "how long data must be unused before it is deleted; longer than any backup may pause")
 	cmd.Flags().DurationVar(&o.lockWait, "lock-wait", 0, "wait this long for another expire to finish")
 	cmd.Flags().IntVar(&o.maxUnused, "max-unused", 30, "repack a pack once this percentage of it is unused (0-100; 100 never repacks)")
+	addApprovalFlag(cmd.Flags(), &o.approval)
 	return cmd
 }
 
@@ -96,7 +100,7 @@ func expireRepository(ctx context.Context, g *globalOptions, p *policy.Policy, r
 	}
 	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	defer svc.Close()
-	return svc.Expire(ctx, rp, opts)
+	return svc.Expire(app.WithApproval(ctx, o.approval), rp, opts)
 }
 
 func printExpire(g *globalOptions, name string, rep *expire.Report) {
@@ -112,7 +116,7 @@ func printExpire(g *globalOptions, name string, rep *expire.Report) {
 		decision := "keep"
 		switch {
 		case !s.Keep && !s.RetainedUntil.IsZero():
-			decision = "delete: under retention until " + s.RetainedUntil.UTC().Format(time.RFC3339)
+			decision = "delete: under retention until " + lifeboat.FormatTime(s.RetainedUntil)
 		case !s.Keep && (s.Deleted || rep.DryRun):
 			decision = "delete"
 		case !s.Keep:
@@ -163,6 +167,7 @@ type pinOptions struct {
 	repository string
 	reason     string
 	until      string
+	approval   string
 }
 
 func newPinCommand(g *globalOptions) *cobra.Command {
@@ -196,10 +201,15 @@ func newUnpinCommand(g *globalOptions) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.repository, "repository", "", "unpin in this repository only")
+	addApprovalFlag(cmd.Flags(), &o.approval)
 	return cmd
 }
 
-func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin bool) error {
+func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin bool) (err error) {
+	defer g.audited(ctx, map[bool]string{true: audit.TypePin, false: audit.TypeUnpin}[pin], "", o.repository)(&err, map[string]string{"snapshot": id, "reason": o.reason, "until": o.until})
+	if !pin {
+		return runUnpin(ctx, g, id, o)
+	}
 	var until time.Time
 	if pin {
 		if strings.TrimSpace(o.reason) == "" {
@@ -260,7 +270,7 @@ func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin 
 }
 
 func newForgetCommand(g *globalOptions) *cobra.Command {
-	var repository string
+	var repository, approvalID string
 	cmd := &cobra.Command{
 		Use:   "forget SNAPSHOT --repository NAME",
 		Short: "Delete one snapshot's manifest, such as one expire reports as untrusted",
@@ -281,7 +291,7 @@ snapshot is refused: unpin it first. Needs a credential that may delete.`,
 			}
 			svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 			defer svc.Close()
-			rp, s, err := svc.Forget(ctx, repository, args[0])
+			rp, s, err := svc.Forget(app.WithApproval(ctx, approvalID), repository, args[0])
 			if err != nil {
 				return err
 			}
@@ -290,5 +300,6 @@ snapshot is refused: unpin it first. Needs a credential that may delete.`,
 		},
 	}
 	cmd.Flags().StringVar(&repository, "repository", "", "the repository to delete the snapshot from (required)")
+	addApprovalFlag(cmd.Flags(), &approvalID)
 	return cmd
 }

@@ -9,10 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
-
-// timeFormat is how the CLI writes a moment: UTC, to the second.
-const timeFormat = "2006-01-02 15:04:05Z"
 
 func newInfoCommand(g *globalOptions) *cobra.Command {
 	var asJSON bool
@@ -68,7 +66,7 @@ func printInfo(w io.Writer, infos []app.AssetInfo, now time.Time) {
 		if t.IsZero() {
 			return "-"
 		}
-		return t.UTC().Format(timeFormat)
+		return lifeboat.FormatPreciseTime(t)
 	}
 	for i, ai := range infos {
 		if i > 0 {
@@ -103,7 +101,7 @@ func printInfo(w io.Writer, infos []app.AssetInfo, now time.Time) {
 					latest = "at most: when the last segment was stored"
 				}
 				fmt.Fprintf(w, "    timeline %d: restorable from %s (LSN %s, snapshot %.8s) to %s (LSN %s, %s)\n", win.Timeline,
-					at(win.EarliestTime), win.EarliestPosition, win.EarliestSnapshot, win.LatestTime.UTC().Format("2006-01-02 15:04:05.000000Z"),
+					at(win.EarliestTime), win.EarliestPosition, win.EarliestSnapshot, at(win.LatestTime),
 					win.LatestPosition, latest)
 				if win.Gap != "" {
 					fmt.Fprintf(w, "    timeline %d: WAL segment %s is missing while later ones are archived: recovery stops there\n", win.Timeline, win.Gap)
@@ -115,7 +113,7 @@ func printInfo(w io.Writer, infos []app.AssetInfo, now time.Time) {
 			for _, p := range ri.Pins {
 				until := ""
 				if !p.Until.IsZero() {
-					until = ", until " + p.Until.UTC().Format("2006-01-02")
+					until = ", until " + lifeboat.FormatTime(p.Until)
 				}
 				fmt.Fprintf(w, "    pinned %.8s by %s: %s%s\n", p.Snapshot, p.By, p.Reason, until)
 			}

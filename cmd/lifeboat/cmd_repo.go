@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	storagefs "github.com/lifeboat-dr/lifeboat/internal/storage/fs"
@@ -23,28 +25,37 @@ func newRepoCommand(g *globalOptions) *cobra.Command {
 		Use:   "repo",
 		Short: "Manage repositories",
 	}
-	cmd.AddCommand(newRepoInitCommand(g), newRepoAddKeyCommand(g))
+	cmd.AddCommand(newRepoInitCommand(g), newRepoAddKeyCommand(g), newRepoKeysCommand(g), newRepoRemoveKeyCommand(g), newRepoKeygenCommand(g),
+		newRepoAddRecipientCommand(g), newRepoRewrapCommand(g))
 	return cmd
 }
 
 type repoInitOptions struct {
-	names []string
+	names     []string
+	recipient string // recipient file: make public-key repositories
 }
 
 func newRepoInitCommand(g *globalOptions) *cobra.Command {
 	var o repoInitOptions
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "init [REPOSITORY...]",
 		Short: "Create the repositories of the policy (all, or those named)",
 		Long: `Create repositories. A repository with a key_file that does not exist yet
 gets a new random key file (64 hex digits, a 256-bit key); keep a copy of it
 somewhere safe: without it no backup in the repository can be read. An
-existing key file must hold 64 hex digits.`,
+existing key file must hold 64 hex digits.
+
+With --recipient PUBFILE (a recipient file from 'lifeboat repo keygen') the
+repository seals the contents of backups (file data, WAL) so that only the
+recipient's identity reads them: the hosts that back up hold only the public
+key and cannot read any backup (docs/keys.md).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.names = args
 			return runRepoInit(cmd.Context(), g, o)
 		},
 	}
+	cmd.Flags().StringVar(&o.recipient, "recipient", "", "seal backup contents to the recipient in this file (public-key mode)")
+	return cmd
 }
 
 func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error {
@@ -69,15 +80,24 @@ func runRepoInit(ctx context.Context, g *globalOptions, o repoInitOptions) error
 	sort.SliceStable(targets, func(i, j int) bool {
 		return p.PrimaryOf(targets[i].Name) == nil && p.PrimaryOf(targets[j].Name) != nil
 	})
+	var rc *repo.Recipient
+	if o.recipient != "" {
+		r, err := repo.ReadRecipientFile(o.recipient)
+		if err != nil {
+			return &usageError{Err: fmt.Errorf("--recipient: %w", err)}
+		}
+		rc = &r
+	}
 	for _, rp := range targets {
-		if err := initRepository(ctx, g, p, rp); err != nil {
+		if err := initRepository(ctx, g, p, rp, rc); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository) error {
+func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp *policy.Repository, rc *repo.Recipient) (err error) {
+	defer g.audited(ctx, audit.TypeRepoInit, "", rp.Name)(&err, nil)
 	if rp.KeyFile != "" {
 		created, err := ensureKeyFile(rp.KeyFile)
 		if err != nil {
@@ -122,11 +142,14 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 		fmt.Fprintf(g.stdout, "initialized repository %s at %s as a copy of %s\n", rp.Name, be.Location(), primary.Name)
 		return nil
 	}
-	cfg, err := repo.Init(ctx, be, sec, repo.InitOptions{})
+	cfg, err := repo.Init(ctx, be, sec, repo.InitOptions{Recipient: rc})
 	if err != nil {
 		return fmt.Errorf("init repository %s: %w", rp.Name, err)
 	}
 	fmt.Fprintf(g.stdout, "initialized repository %s at %s (id %s, block size %s)\n", rp.Name, be.Location(), cfg.ID[:8], humanBytes(int64(cfg.BlockSize)))
+	if rc != nil {
+		fmt.Fprintf(g.stdout, "repository %s seals backup contents to recipient %s (data key %s): restores need its identity\n", rp.Name, rc.ID(), cfg.DataKey.ID)
+	}
 	return nil
 }
 
@@ -168,7 +191,8 @@ docs/storage.md, "Key files".`,
 	return cmd
 }
 
-func runRepoAddKey(ctx context.Context, g *globalOptions, name string, o repoAddKeyOptions) error {
+func runRepoAddKey(ctx context.Context, g *globalOptions, name string, o repoAddKeyOptions) (err error) {
+	defer g.audited(ctx, audit.TypeKeyAdd, "", name)(&err, map[string]string{"key_file": o.keyFile})
 	if o.keyFile == "" {
 		return usagef("add-key needs --key-file: the path of the key file to add")
 	}
@@ -230,4 +254,64 @@ func runRepoAddKey(ctx context.Context, g *globalOptions, name string, o repoAdd
 		fmt.Fprintf(g.stdout, "repository %s: the previous key (%s) still opens it until that object is deleted with a credential that may delete\n", rp.Name, old)
 	}
 	return nil
+}
+
+func newRepoKeysCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "keys REPOSITORY",
+		Short: "List the key objects that open a repository",
+		Args:  exactArgs(1, "one REPOSITORY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := g.service()
+			if err != nil {
+				return err
+			}
+			rows, err := svc.Keys(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return g.printJSON(rows)
+			}
+			for _, r := range rows {
+				mark := ""
+				if r.Current {
+					mark = "  (opened this run: the policy's key)"
+				}
+				fmt.Fprintf(g.stdout, "%s%s\n", r.Key, mark)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newRepoRemoveKeyCommand(g *globalOptions) *cobra.Command {
+	var approvalID string
+	cmd := &cobra.Command{
+		Use:   "remove-key REPOSITORY KEY",
+		Short: "Retire a key: its key file or passphrase no longer opens the repository",
+		Long: `Delete a key object (repo keys lists them), so the key file or passphrase
+it holds the master key for no longer opens the repository: how a key that
+left with a person or a host is retired. The key this run opened the
+repository with, and the last key, are refused. Protected by approval when
+the policy lists key_remove. The master key itself is unchanged: see
+docs/storage.md, "Key files", for what that means after a key was stolen.`,
+		Args: exactArgs(2, "REPOSITORY and KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, err := g.service()
+			if err != nil {
+				return err
+			}
+			if err := svc.RemoveKey(app.WithApproval(cmd.Context(), approvalID), args[0], args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "repository %s: key %s removed\n", args[0], strings.TrimPrefix(args[1], "keys/"))
+			return nil
+		},
+	}
+	addApprovalFlag(cmd.Flags(), &approvalID)
+	return cmd
 }

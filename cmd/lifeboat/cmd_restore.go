@@ -22,6 +22,8 @@ type restoreOptions struct {
 	owner      string
 	repository string
 	asOf       string
+	production bool
+	approval   string
 	// kind holds the restore flags of every kind, by name; the asset's
 	// kind refuses those it does not take.
 	kind asset.FlagValues
@@ -65,6 +67,8 @@ repository. A store without versions refuses it. See docs/storage.md.`,
 	f.StringVar(&o.owner, "owner", "", "OS user to own the restored files (default: the recorded owners)")
 	f.StringVar(&o.repository, "repository", "", "restore from this repository of the asset (a copy) instead of the primary")
 	f.StringVar(&o.asOf, "repository-as-of", "", "read the repository as it was at this time (a versioned S3 bucket)")
+	f.BoolVar(&o.production, "production", false, "this restore replaces production (needs approval when the policy protects restore_production)")
+	addApprovalFlag(f, &o.approval)
 	for _, kf := range app.Kinds().RestoreFlags() {
 		switch kf.Type {
 		case asset.FlagBool:
@@ -104,7 +108,7 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions) error {
 		return err
 	}
 	req := app.RestoreRequest{Asset: o.asset, Repository: o.repository, Snapshot: o.snapshot, Workers: o.workers,
-		UID: -1, GID: -1, Flags: o.kind, SelfCommand: g.selfCommand}
+		UID: -1, GID: -1, Flags: o.kind, SelfCommand: g.selfCommand, Production: o.production}
 	if o.to != "" {
 		req.To = o.to
 		if !strings.Contains(o.to, "://") {
@@ -129,7 +133,7 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions) error {
 	bar := newProgressLine(g)
 	defer bar.done()
 	req.Progress = bar.set
-	res, err := svc.Restore(ctx, req)
+	res, err := svc.Restore(app.WithApproval(ctx, o.approval), req)
 	bar.done()
 	if res != nil {
 		for _, line := range res.Lines {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/spf13/cobra"
 )
 
@@ -49,7 +50,7 @@ func listRestorePoints(ctx context.Context, g *globalOptions, assetName string) 
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTIME\tLSN\tTIMELINE")
 	for _, p := range points {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", p.Name, p.Time.UTC().Format(timeFormat), p.LSN, p.Timeline)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", p.Name, lifeboat.FormatPreciseTime(p.Time), p.LSN, p.Timeline)
 	}
 	return tw.Flush()
 }

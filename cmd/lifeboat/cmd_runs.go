@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/daemon"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 type runsOptions struct {
@@ -106,7 +107,7 @@ func runRuns(ctx context.Context, g *globalOptions, o runsOptions) error {
 			snap, size, stored = r.Snapshot[:min(8, len(r.Snapshot))], humanBytes(r.Bytes), humanBytes(r.BytesStored)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Asset, r.Kind, r.Trigger,
-			r.Start.Local().Format("2006-01-02 15:04:05"), dur, r.Result, snap, size, stored,
+			lifeboat.FormatTime(r.Start), dur, r.Result, snap, size, stored,
 			strings.ReplaceAll(r.Error, "\t", " "))
 	}
 	return tw.Flush()

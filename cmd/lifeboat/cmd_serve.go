@@ -112,13 +112,16 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return app.New(p, app.Options{Log: log, Now: g.now(clock.Now), Pool: pool})
 	}
 	d, err := daemon.New(daemon.Config{
-		Policy: p, LoadPolicy: g.policy, ConfigPath: config, Log: log, Clock: clock, Catalog: cat, Metrics: metrics.New(),
+		Policy: p, LoadPolicy: func() (*policy.Policy, error) { return auditReload(ctx, g, p, config) }, ConfigPath: config, Log: log, Clock: clock, Catalog: cat, Metrics: metrics.New(),
 		Runner: &daemon.ExecRunner{Exe: exe, Config: config, Env: []string{envServeRun + "=1"}, Clock: clock},
 		Check: func(ctx context.Context, p *policy.Policy, now time.Time) ([]health.Result, error) {
-			return service(p).Health(ctx, now)
+			svc := service(p)
+			svc.FlushAudit(ctx) // a minute of archiving that no later push recorded
+			return svc.Health(ctx, now)
 		},
-		Drain: func(ctx context.Context, p *policy.Policy) error { return drainQueued(ctx, service(p)) },
-		Jobs:  o.jobs, StopTimeout: o.stopTimeout, DrainInterval: o.drainInterval,
+		Drain:  func(ctx context.Context, p *policy.Policy) error { return drainQueued(ctx, service(p)) },
+		Stream: func(ctx context.Context, p *policy.Policy) error { return service(p).StreamAll(ctx) },
+		Jobs:   o.jobs, StopTimeout: o.stopTimeout, DrainInterval: o.drainInterval,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 type snapshotsOptions struct {
@@ -51,7 +52,7 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 	fmt.Fprintln(tw, "ID\tASSET\tTYPE\tSTOP TIME\tSTOP LSN\tTLI\tSIZE\tNEW\tSTORED\tDURATION\tNAME")
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.ID[:8], r.Asset, r.Type,
-			r.StopTime.Local().Format("2006-01-02 15:04:05"), r.StopLSN, r.Timeline, humanBytes(r.BytesTotal),
+			lifeboat.FormatTime(r.StopTime), r.StopLSN, r.Timeline, humanBytes(r.BytesTotal),
 			humanBytes(r.BytesNew), humanBytes(r.BytesStored), r.StopTime.Sub(r.StartTime).Round(time.Second), r.Name)
 	}
 	return tw.Flush()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
@@ -66,7 +67,7 @@ func printStatus(g *globalOptions, rows []statusRow, now time.Time) error {
 		if t.IsZero() {
 			return "-"
 		}
-		return t.Local().Format("2006-01-02 15:04:05") + " (" + now.Sub(t).Round(time.Second).String() + " ago)"
+		return lifeboat.FormatTime(t) + " (" + now.Sub(t).Round(time.Second).String() + " ago)"
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ASSET\tREPOSITORY\tROLE\tSNAPSHOTS\tLAST SNAPSHOT\tNEWEST WAL\tLAG")
@@ -86,7 +87,7 @@ func printStatus(g *globalOptions, rows []statusRow, now time.Time) error {
 				}
 				if q.LastError != "" {
 					notes = append(notes, fmt.Sprintf("%s: the last copy from the queue failed at %s: %s",
-						r.Repository, q.LastErrorTime.Local().Format(time.DateTime), q.LastError))
+						r.Repository, lifeboat.FormatTime(q.LastErrorTime), q.LastError))
 				}
 				if q.Damaged > 0 {
 					notes = append(notes, fmt.Sprintf("%s: %d damaged queue entries set aside in %s; run lifeboat copy to catch the copy up",

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -174,7 +175,7 @@ func runRepair(ctx context.Context, w io.Writer, svc *app.Service, rp *policy.Re
 	if res != nil {
 		for _, d := range res.Repaired {
 			fmt.Fprintf(w, "repository %s: repaired %s: its authentic version %s, stored %s, is current again\n",
-				repository, d.Name, d.Version, d.Stored.UTC().Format(time.RFC3339))
+				repository, d.Name, d.Version, lifeboat.FormatTime(d.Stored))
 		}
 		if len(res.Repaired) == 0 && err == nil {
 			fmt.Fprintf(w, "repository %s: nothing to repair\n", repository)

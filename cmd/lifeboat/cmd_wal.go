@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -49,7 +51,13 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
-	r, err := g.primaryRepository(ctx, p, a)
+	rps, err := p.AssetRepositories(a)
+	if err != nil {
+		return &usageError{Err: err}
+	}
+	// A passphrase's Argon2id derivation would cost each segment a
+	// quarter of a second of CPU: the derived key is kept in state_dir.
+	r, err := app.OpenRepositoryKeyCached(ctx, rps[0], p.StateDir, g.log, g.now(time.Now))
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
@@ -65,6 +73,7 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 		}
 	}
 	res, err := postgres.PushWAL(ctx, r, a.Name, path, enqueue)
+	app.AuditWALPush(ctx, p, a.Name, a.Repositories[0], r, path, err, g.log, g.now(time.Now))
 	if err != nil {
 		return err
 	}
@@ -123,5 +132,11 @@ func runWALFetch(ctx context.Context, g *globalOptions, repository, until, asset
 	if err != nil {
 		return fmt.Errorf("wal-fetch: %w", err)
 	}
-	return postgres.FetchWAL(ctx, r, a.Name, name, dest)
+	err = postgres.FetchWAL(ctx, r, a.Name, name, dest)
+	if errors.Is(err, postgres.ErrWALNotFound) {
+		// At the end of the archive, the WAL stream's prefix of the
+		// segment in progress (see FetchStreamedPartial for when).
+		return postgres.FetchStreamedPartial(ctx, r, a.Name, name, dest)
+	}
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 // addCompletions lets the shell complete what commands name: asset names,
@@ -76,7 +77,7 @@ func (g *globalOptions) complete(cmd *cobra.Command, what, prefix string) ([]str
 			if id := r.ID[:8]; !seen[id] {
 				seen[id] = true
 				if strings.HasPrefix(id, prefix) {
-					out = append(out, id+"\t"+r.Asset+" "+r.StopTime.UTC().Format(timeFormat))
+					out = append(out, id+"\t"+r.Asset+" "+lifeboat.FormatTime(r.StopTime))
 				}
 			}
 		}

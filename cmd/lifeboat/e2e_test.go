@@ -17,9 +17,13 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
+	"github.com/lifeboat-dr/lifeboat/internal/postgres"
 )
 
 func TestMain(m *testing.M) {
+	// Every incremental the tests take proves its WAL-derived block set
+	// against a full read (backup --check-blocks).
+	os.Setenv(postgres.EnvCheckBlocks, "1")
 	os.Exit(pgtest.RunMain(m, pgtest.MainOptions{Build: []string{"./cmd/lifeboat"}}))
 }
 

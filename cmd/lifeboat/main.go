@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/lifeboat-dr/lifeboat/internal/approval"
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/daemon"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -28,6 +29,7 @@ const (
 	exitOK            = 0
 	exitFailure       = 1
 	exitUsage         = 2
+	exitApproval      = 3 // a protected action needs approval: request created (docs/approvals.md)
 	exitWALFetchAbort = 200
 )
 
@@ -108,6 +110,10 @@ func exitCode(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage
+	}
+	var ae *approval.RequiredError
+	if errors.As(err, &ae) {
+		return exitApproval
 	}
 	return exitFailure
 }

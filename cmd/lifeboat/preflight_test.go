@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +16,6 @@ import (
 func TestBackupRefusesBrokenArchiving(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
-	good := e.sql("show archive_command")
 	setArchive := func(cmd string) {
 		t.Helper()
 		e.sql(fmt.Sprintf("alter system set archive_command = '%s'", strings.ReplaceAll(cmd, "'", "''")))
@@ -49,10 +50,74 @@ func TestBackupRefusesBrokenArchiving(t *testing.T) {
 	}
 	refused("failing archiver", "the archiver is failing: archiving")
 
-	setArchive(good)
+	// A script that wraps wal-push (to time or log it) is read for its
+	// wal-push line.
+	script := func(asset string) string {
+		t.Helper()
+		path := filepath.Join(e.dir, "archive-"+asset+".sh")
+		body := fmt.Sprintf("#!/bin/sh\n# times wal-push\nexec %s -c %s wal-push %s \"$1\"\n", e.bin, e.policy, asset)
+		if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path + " %p"
+	}
+	setArchive(script("other"))
+	refused("a script for another asset", `runs the script `+filepath.Join(e.dir, "archive-other.sh")+`, whose wal-push line archives into asset "other", not db`)
+
+	setArchive(script("db"))
 	e.switchAndWait()
 	e.mustRun("backup", "db")
 	if n := len(e.snapshots()); n != 1 {
 		t.Fatalf("%d snapshots, want only the one taken once archiving worked", n)
 	}
+}
+
+// TestBackupWALWait: the end-of-backup wait for the last WAL segment gives
+// up as soon as the archiver fails on it (not at the time limit), and at
+// --archive-timeout when the segment never arrives; neither leaves a
+// snapshot.
+func TestBackupWALWait(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	gate := filepath.Join(e.dir, "gate")
+	setArchive := func(cmd string) {
+		t.Helper()
+		e.sql(fmt.Sprintf("alter system set archive_command = '%s'", strings.ReplaceAll(cmd, "'", "''")))
+		e.sql("select pg_reload_conf()")
+		if !eventually(10*time.Second, func() bool { return e.sql("show archive_command") == cmd }) {
+			t.Fatalf("archive_command not reloaded")
+		}
+	}
+	oneLine := func(what string, r result, want string) {
+		t.Helper()
+		if r.code == 0 || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Fatalf("%s: exit %d, want one line with %q:\n%s", what, r.code, want, r.stderr)
+		}
+		if n := len(e.snapshots()); n != 0 {
+			t.Fatalf("%s: %d snapshots stored", what, n)
+		}
+	}
+
+	// Archiving works until the gate appears, then fails: pre-flight sees
+	// a healthy archiver, the segment pg_backup_stop ends fails.
+	setArchive(fmt.Sprintf("test ! -e %s && %s -c %s wal-push db %%p", gate, e.bin, e.policy))
+	e.switchAndWait()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("backup", "db", "--archive-timeout", "5m")
+	oneLine("failing archiver", r, "the archiver failed on WAL segment")
+	if !strings.Contains(r.stderr, fmt.Sprintf("it should be archive_command = '%s -c %s wal-push db %%p'", e.bin, e.policy)) {
+		t.Fatalf("the refusal does not name the archive_command: %s", r.stderr)
+	}
+
+	// The archiver "succeeds" without storing: only the limit ends the wait.
+	setArchive(fmt.Sprintf("test -e %s && exit 0; %s -c %s wal-push db %%p", gate, e.bin, e.policy))
+	if !eventually(30*time.Second, func() bool {
+		return e.sql("select last_archived_time > coalesce(last_failed_time, '-infinity') from pg_stat_archiver") == "t"
+	}) {
+		t.Fatal("the archiver did not recover")
+	}
+	r = e.run("backup", "db", "--archive-timeout", "2s")
+	oneLine("archive timeout", r, "was not archived into "+"file://"+e.repo+" within 2s (--archive-timeout")
 }

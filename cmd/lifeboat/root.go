@@ -30,6 +30,9 @@ type globalOptions struct {
 	// asOwner lets root write file:// repositories another user owns
 	// (--as-owner).
 	asOwner bool
+	// writes says the command writes a repository or state_dir, so it must
+	// run as the user Lifeboat runs as on this host (app.RunAs).
+	writes bool
 	// clockOffset shifts the clock: tests use it to play
 	// another host whose clock runs hours ahead, for which locks are stale
 	// and data is past its grace period.
@@ -75,6 +78,7 @@ Everything it protects is described in a policy file (--config).`,
 				level = slog.LevelInfo
 			}
 			g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			g.writes = writers[topCommand(cmd).Name()]
 			if g.cpuProfile != "" {
 				f, err := os.Create(g.cpuProfile)
 				if err != nil {
@@ -105,7 +109,7 @@ Everything it protects is described in a policy file (--config).`,
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile to this file (for performance work)")
 	root.PersistentFlags().MarkHidden("cpu-profile")
-	root.PersistentFlags().BoolVar(&g.asOwner, "as-owner", false, "as root, write a file:// repository another user owns, giving what is written to that user")
+	root.PersistentFlags().BoolVar(&g.asOwner, "as-owner", false, "as root, act as the user Lifeboat runs as here (the policy's user, the owner of state_dir or of a file:// repository), so what is written belongs to it")
 	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the clock (for tests)")
 	root.PersistentFlags().MarkHidden("clock-offset")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{Err: err} })
@@ -114,6 +118,7 @@ Everything it protects is described in a policy file (--config).`,
 		newBackupCommand(g),
 		newWALPushCommand(g),
 		newWALFetchCommand(g),
+		newWALStreamCommand(g),
 		newRestoreCommand(g),
 		newExportCommand(g),
 		newSnapshotsCommand(g),
@@ -133,6 +138,10 @@ Everything it protects is described in a policy file (--config).`,
 		newDrillCommand(g),
 		newCheckCommand(g),
 		newReportCommand(g),
+		newAuditCommand(g),
+		newApprovalsCommand(g),
+		newApproveCommand(g),
+		newWebCommand(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -194,7 +203,37 @@ func (g *globalOptions) policy() (*policy.Policy, error) {
 	for i := range p.Repositories {
 		p.Repositories[i].WriteAsOwner = g.asOwner
 	}
+	if g.writes {
+		u, err := app.RunAs(p, g.asOwner)
+		if err != nil {
+			return nil, err
+		}
+		if u != nil {
+			if err := app.Become(u); err != nil {
+				return nil, err
+			}
+			g.log.Info("running as the policy's user", "user", u.Username)
+		}
+	}
 	return p, nil
+}
+
+// writers are the commands that write a repository or state_dir: they run
+// only as the user Lifeboat runs as on this host (see app.RunAs). The
+// others only read, and anyone allowed to read may run them.
+var writers = map[string]bool{
+	"repo": true, "backup": true, "wal-push": true, "copy": true, "expire": true, "pin": true, "unpin": true,
+	"forget": true, "restore-point": true, "serve": true, "drill": true, "check": true, "audit": true,
+	"approve": true, "web": true,
+}
+
+// topCommand is the command under the root that cmd belongs to ("repo"
+// for "repo init").
+func topCommand(cmd *cobra.Command) *cobra.Command {
+	for cmd.HasParent() && cmd.Parent().HasParent() {
+		cmd = cmd.Parent()
+	}
+	return cmd
 }
 
 // service is the application service for this run's policy, loaded once;

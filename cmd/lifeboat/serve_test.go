@@ -49,8 +49,18 @@ type daemonProc struct {
 
 func (e *env) serve(args ...string) *daemonProc {
 	e.t.Helper()
+	return e.serveWithEnv(nil, args...)
+}
+
+// serveWithEnv is env.serve with variables added to the daemon's
+// environment.
+func (e *env) serveWithEnv(vars []string, args ...string) *daemonProc {
+	e.t.Helper()
 	d := &daemonProc{t: e.t, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(e.bin, append([]string{"-c", e.policy, "serve", "--drain-interval", "1s"}, args...)...)
+	if vars != nil {
+		d.cmd.Env = append(os.Environ(), vars...)
+	}
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -250,8 +260,8 @@ func TestServeStopDuringBackup(t *testing.T) {
 	e.sql("create table ledger as select g from generate_series(1, 1000) g")
 	e.mustRun("backup", "db")
 	snapsBefore := len(e.snapshots())
-	// pg_backup_stop waits until the backup's WAL is archived: with the
-	// archive_command held at a gate, the backup hangs there. (An empty
+	// A backup waits until its WAL is archived: with the archive_command
+	// held at a gate, the backup hangs there. (An empty
 	// archive_command would be refused before the backup starts.)
 	gate := filepath.Join(e.dir, "archive-gate")
 	held := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.1; done; %s -c %s wal-push db %%p", gate, e.bin, e.policy)
@@ -260,8 +270,10 @@ func TestServeStopDuringBackup(t *testing.T) {
 	waitFor(t, 10*time.Second, "the held archive_command", func() bool { return e.sql("show archive_command") == held }, func() string { return "" })
 	e.setAsset(everySecond)
 	d := e.serve("--stop-timeout", "30s")
-	waitFor(t, 30*time.Second, "the backup to wait in pg_backup_stop", func() bool {
-		return e.sql("select count(*) from pg_stat_activity where wait_event = 'BackupWaitWalArchive'") == "1"
+	// pg_backup_stop has run once the backup history file waits to be
+	// archived; the backup then waits for its last segment.
+	waitFor(t, 30*time.Second, "the backup to wait for its WAL", func() bool {
+		return e.sql("select count(*) from pg_ls_archive_statusdir() where name like '%.backup.ready'") == "1"
 	}, d.stderr.String)
 	if code := d.stop(40 * time.Second); code != 0 {
 		t.Fatalf("serve exited %d after SIGTERM:\n%s", code, d.stderr)

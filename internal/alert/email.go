@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -239,9 +240,9 @@ func emailBody(m *message, status string) string {
 	if m.Problem.Subject != "" {
 		line("Subject:  %s", m.Problem.Subject)
 	}
-	line("Since:    %s", m.Since.UTC().Format(time.RFC3339))
+	line("Since:    %s", lifeboat.FormatTime(m.Since))
 	if m.Action == resolve {
-		line("Resolved: %s (lasted %s)", m.Resolved.UTC().Format(time.RFC3339), span(m.Resolved.Sub(m.Since)))
+		line("Resolved: %s (lasted %s)", lifeboat.FormatTime(m.Resolved), span(m.Resolved.Sub(m.Since)))
 	} else if m.Repeat > 0 {
 		line("Open for: %s (reminder %d)", span(m.Time.Sub(m.Since)), m.Repeat)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 )
 
@@ -165,7 +166,7 @@ func (s *slack) send(ctx context.Context, m *message) error {
 	text := fmt.Sprintf("%s %s: %s on %s: %s", icon, status, label, m.Host, summary)
 	section := fmt.Sprintf("%s *%s* · *%s*\n%s", icon, status, slackEscape.Replace(label), slackEscape.Replace(detail))
 	footer := fmt.Sprintf("host `%s` · since %s · key `%s`",
-		slackEscape.Replace(m.Host), m.Since.UTC().Format(time.RFC3339), slackEscape.Replace(m.Key))
+		slackEscape.Replace(m.Host), lifeboat.FormatTime(m.Since), slackEscape.Replace(m.Key))
 	body, err := json.Marshal(map[string]any{
 		"text": slackEscape.Replace(text),
 		"blocks": []any{

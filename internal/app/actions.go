@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -18,8 +19,12 @@ type BackupRequest struct {
 	Full     bool
 	Workers  int
 	LockWait time.Duration
-	Progress func(asset.Progress) // nil: none
-	Warn     func(string)         // nil: logged
+	// ArchiveTimeout bounds the wait for the archive (PITR kinds).
+	ArchiveTimeout time.Duration
+	// CheckBlocks proves a WAL-derived incremental against a full read.
+	CheckBlocks bool
+	Progress    func(asset.Progress) // nil: none
+	Warn        func(string)         // nil: logged
 }
 
 // BackupResult is a backup taken.
@@ -38,7 +43,8 @@ type BackupResult struct {
 }
 
 // Backup stores one snapshot of an asset in its primary repository.
-func (s *Service) Backup(ctx context.Context, req BackupRequest) (*BackupResult, error) {
+func (s *Service) Backup(ctx context.Context, req BackupRequest) (out *BackupResult, err error) {
+	defer s.audited(ctx, audit.TypeBackup, req.Asset, "")(&err, backupIDs(&out))
 	a, k, err := s.Asset(req.Asset)
 	if err != nil {
 		return nil, err
@@ -55,7 +61,7 @@ func (s *Service) Backup(ctx context.Context, req BackupRequest) (*BackupResult,
 	}
 	res.Repo = r
 	b := &asset.Backup{Asset: a, Repo: r, Full: req.Full, Workers: req.Workers, LockWait: req.LockWait,
-		StateDir: s.Policy.StateDir, PolicyPath: s.Policy.Source, Log: s.Log, Progress: req.Progress, Warn: req.Warn}
+		ArchiveTimeout: req.ArchiveTimeout, CheckBlocks: req.CheckBlocks, StateDir: s.Policy.StateDir, PolicyPath: s.Policy.Source, Log: s.Log, Progress: req.Progress, Warn: req.Warn}
 	if b.Progress == nil {
 		b.Progress = func(asset.Progress) {}
 	}
@@ -88,16 +94,23 @@ type RestoreRequest struct {
 	// AsOf, when set, reads the repository as it was then (a versioned
 	// bucket's objects as of that time; versions.go).
 	AsOf time.Time
+	// Production says the restore replaces production (--production):
+	// with restore_production protected, it needs approval (approval.go).
+	Production bool
 }
 
 // Restore brings a snapshot of an asset back. Flags of other kinds are
 // refused before anything is read.
-func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*asset.Restored, error) {
+func (s *Service) Restore(ctx context.Context, req RestoreRequest) (out *asset.Restored, err error) {
+	defer s.audited(ctx, audit.TypeRestore, req.Asset, req.Repository)(&err, restoreIDs(&out, req))
 	a, k, err := s.Asset(req.Asset)
 	if err != nil {
 		return nil, err
 	}
 	if err := asset.Refuse(k, req.Flags); err != nil {
+		return nil, err
+	}
+	if err := s.authorizeRestore(ctx, a, k, req); err != nil {
 		return nil, err
 	}
 	var r *repo.Repository
@@ -108,6 +121,9 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*asset.Resto
 	}
 	if err != nil {
 		return nil, err
+	}
+	if err := r.CanReadContents(ctx); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", a.Name, err)
 	}
 	mark := r.UnauthenticMark()
 	rr := &asset.Restore{Asset: a, Repo: r, Repository: req.Repository, SnapshotID: req.Snapshot, To: req.To, Workers: req.Workers,

@@ -42,6 +42,7 @@ type Service struct {
 
 	pool    *Pool
 	ownPool bool // the service made its pool, and closes it
+	auditor auditor
 }
 
 // Pool keeps repositories open by what opens them (name, URL and
@@ -207,7 +208,27 @@ func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.
 
 // poolKey is what a repository is kept open by in a pool.
 func poolKey(rp *policy.Repository) string {
-	return strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+	return strings.Join([]string{rp.Name, rp.URL, rp.KeyFile, rp.Passphrase.Reveal(), rp.IdentityFile, rp.AccessKey.Reveal(), rp.SecretKey.Reveal()}, "\x00")
+}
+
+// lend puts a repository the caller opened (and will close) into the
+// service's pool; the returned function takes it back out, before the
+// service closes its pool.
+func (s *Service) lend(rp *policy.Repository, r *repo.Repository) (giveBack func()) {
+	key := poolKey(rp)
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	if _, ok := s.pool.repos[key]; ok {
+		return func() {}
+	}
+	s.pool.repos[key] = r
+	return func() {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		if s.pool.repos[key] == r {
+			delete(s.pool.repos, key)
+		}
+	}
 }
 
 // openedRepository returns the repository if the pool has it open
@@ -221,6 +242,20 @@ func (s *Service) openedRepository(rp *policy.Repository) *repo.Repository {
 // OpenRepository opens one repository of a policy outside any pool; the
 // caller closes it. clock, when not nil, is the repository's clock.
 func OpenRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger, clock func() time.Time) (*repo.Repository, error) {
+	return openRepository(ctx, rp, log, clock, "")
+}
+
+// OpenRepositoryKeyCached is OpenRepository keeping the key a passphrase
+// derives in a host-local cache under stateDir (repo.Secret.WithKeyCache),
+// for wal-push, which runs once per WAL segment.
+func OpenRepositoryKeyCached(ctx context.Context, rp *policy.Repository, stateDir string, log *slog.Logger, clock func() time.Time) (*repo.Repository, error) {
+	return openRepository(ctx, rp, log, clock, KeyCacheDir(stateDir))
+}
+
+// KeyCacheDir is where the key cache lives in a state directory.
+func KeyCacheDir(stateDir string) string { return filepath.Join(stateDir, "keycache") }
+
+func openRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger, clock func() time.Time, keyCache string) (*repo.Repository, error) {
 	be, err := OpenBackend(ctx, rp)
 	if err != nil {
 		return nil, err
@@ -228,6 +263,9 @@ func OpenRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger
 	sec, err := SecretFor(rp)
 	if err != nil {
 		return nil, err
+	}
+	if keyCache != "" {
+		sec = sec.WithKeyCache(keyCache)
 	}
 	r, err := repo.Open(ctx, be, sec, log)
 	if err != nil {
@@ -239,7 +277,33 @@ func OpenRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger
 	if clock != nil {
 		r.Clock = clock
 	}
+	r.SetIdentities(IdentitiesFor(rp))
 	return r, nil
+}
+
+// IdentitiesFor loads the identity of a public-key repository from the
+// policy, when it names one; it runs only when contents are read.
+func IdentitiesFor(rp *policy.Repository) func() ([]*repo.Identity, error) {
+	return func() ([]*repo.Identity, error) {
+		if rp.IdentityFile == "" {
+			return nil, nil
+		}
+		var sec repo.Secret
+		var err error
+		if rp.IdentityKeyFile != "" {
+			sec, err = repo.KeyFile(rp.IdentityKeyFile)
+		} else if sec, err = repo.Passphrase(rp.IdentityPassphrase.Reveal()); err != nil {
+			err = fmt.Errorf("identity_passphrase: %w", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		id, err := repo.ReadIdentityFile(rp.IdentityFile, sec)
+		if err != nil {
+			return nil, err
+		}
+		return []*repo.Identity{id}, nil
+	}
 }
 
 // AssetRepository opens the asset's repository called name, or its

@@ -27,7 +27,8 @@ type Copied struct {
 // queuedOnly, a full mirror of each primary into each copy. A background
 // drainer (queuedOnly) leaves a queue another drainer holds; a full copy
 // waits for it, so that it reports every failure.
-func (s *Service) Copy(ctx context.Context, assetName string, queuedOnly bool) ([]Copied, error) {
+func (s *Service) Copy(ctx context.Context, assetName string, queuedOnly bool) (copied []Copied, err error) {
+	defer s.auditedCopy(ctx, assetName, queuedOnly)(&err, &copied)
 	assets, err := SelectAssets(s.Policy, assetName)
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func (s *Service) Doctor(ctx context.Context, assets []*policy.Asset, o DoctorOp
 	if p.Source != "" {
 		out = append(out, secretFileProbe("policy", p.Source))
 	}
-	out = append(out, stateDirProbe(p.StateDir))
+	out = append(out, userProbe(p), stateDirProbe(p.StateDir))
 
 	// Each repository once, in the order the assets name them.
 	type opened struct{ dr asset.DoctorRepo }
@@ -139,6 +139,20 @@ func secretFileProbe(name, path string) asset.Probe {
 
 // stateDirProbe checks that state_dir can be written, by writing a file
 // there: the catalog, the copy queues and the mirrors live in it.
+// userProbe says whether this user may run the commands that write (see
+// RunAs): doctor run as root on a host where Lifeboat runs as postgres
+// tells the operator before backup refuses.
+func userProbe(p *policy.Policy) asset.Probe {
+	pr := asset.Probe{Name: "user"}
+	if _, err := RunAs(p, false); err != nil {
+		pr.Status, pr.Message = asset.ProbeFail, oneLine(err)
+		pr.Fix = "run lifeboat as the user the message names; backup, wal-push, copy, expire and serve refuse anyone else"
+		return pr
+	}
+	pr.Status, pr.Message = asset.ProbeOK, "this user may write the repositories and state_dir"
+	return pr
+}
+
 func stateDirProbe(dir string) asset.Probe {
 	pr := asset.Probe{Name: "state_dir"}
 	fail := func(err error) asset.Probe {

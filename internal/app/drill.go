@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 	"github.com/lifeboat-dr/lifeboat/internal/drill"
@@ -38,7 +39,8 @@ type DrillRequest struct {
 // it restored from and in the catalog. The report is returned whenever
 // the drill ran, passed or not; the error says why it failed or could not
 // be recorded.
-func (s *Service) Drill(ctx context.Context, req DrillRequest) (*evidence.DrillReport, error) {
+func (s *Service) Drill(ctx context.Context, req DrillRequest) (out *evidence.DrillReport, err error) {
+	defer s.audited(ctx, audit.TypeDrill, req.Asset, req.Repository)(&err, drillIDs(&out))
 	a, k, err := s.Asset(req.Asset)
 	if err != nil {
 		return nil, err
@@ -64,6 +66,9 @@ func (s *Service) Drill(ctx context.Context, req DrillRequest) (*evidence.DrillR
 	r, _, err := s.AssetRepository(ctx, a, repoName)
 	if err != nil {
 		return nil, err
+	}
+	if err := r.CanReadContents(ctx); err != nil {
+		return nil, fmt.Errorf("drill %s: %w", a.Name, err)
 	}
 	fetch := func(until string) (string, error) {
 		if req.SelfCommand == nil {

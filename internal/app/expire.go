@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -19,7 +20,8 @@ type ExpireOptions = expire.Options
 // Expire applies the retention of every asset that uses the repository
 // rp: snapshots no rule keeps are deleted, then the WAL they alone
 // needed, then the data nothing references (after the grace period).
-func (s *Service) Expire(ctx context.Context, rp *policy.Repository, o ExpireOptions) (*expire.Report, error) {
+func (s *Service) Expire(ctx context.Context, rp *policy.Repository, o ExpireOptions) (out *expire.Report, err error) {
+	defer s.audited(ctx, audit.TypeExpire, "", rp.Name)(&err, s.expireIDs(ctx, &out, rp, &o))
 	o.Assets = nil
 	if o.Log == nil {
 		o.Log = s.Log
@@ -43,7 +45,14 @@ func (s *Service) Expire(ctx context.Context, rp *policy.Repository, o ExpireOpt
 	if err != nil {
 		return nil, err
 	}
-	return expire.Run(ctx, r, o)
+	if err := s.authorizeExpire(ctx, rp, r, o); err != nil {
+		return nil, err
+	}
+	rep, err := expire.Run(ctx, r, o)
+	if err == nil && !o.DryRun {
+		err = s.recordRules(ctx, rp, r)
+	}
+	return rep, err
 }
 
 // Rules are the retention rules of an asset in the repository rp (whose
@@ -66,7 +75,8 @@ func Rules(a *policy.Asset, rp *policy.Repository) (retention.Rules, error) {
 
 // Forget deletes one snapshot's manifest from the repository named
 // (its data goes at the next sweep); a pinned snapshot is refused.
-func (s *Service) Forget(ctx context.Context, repository, id string) (*policy.Repository, *repo.Snapshot, error) {
+func (s *Service) Forget(ctx context.Context, repository, id string) (_ *policy.Repository, forgotten *repo.Snapshot, err error) {
+	defer s.audited(ctx, audit.TypeForget, "", repository)(&err, forgetIDs(&forgotten))
 	rp, err := s.Policy.Repository(repository)
 	if err != nil {
 		return nil, nil, &asset.UsageError{Err: err}
@@ -85,6 +95,9 @@ func (s *Service) Forget(ctx context.Context, repository, id string) (*policy.Re
 	}
 	if p := pins[snap.ID]; p != nil {
 		return nil, nil, asset.Usagef("snapshot %s is pinned in %s (%s): unpin it first", snap.ID.Short(), rp.Name, p.Reason)
+	}
+	if err := s.authorizeForget(ctx, rp, snap); err != nil {
+		return nil, nil, err
 	}
 	if err := r.DeleteSnapshot(ctx, snap.ID); err != nil {
 		return nil, nil, fmt.Errorf("forget snapshot %s in %s: %w", snap.ID.Short(), rp.Name, err)

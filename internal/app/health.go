@@ -59,6 +59,7 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 			f.Versioning[rp.Name] = versioningProblem(ctx, r)
 		}
 	}
+	f.Roles = s.roleFacts(ctx)
 	for _, row := range rows {
 		af := f.Assets[row.Asset]
 		if af == nil {
@@ -86,6 +87,7 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 					af.WAL.Failing = archiving
 				}
 			}
+			af.Slot = s.slotFacts(ctx, a)
 			continue
 		}
 		cf := health.CopyFacts{Repository: row.Repository, Read: readable}

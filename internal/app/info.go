@@ -9,6 +9,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
 // AssetInfo is what an operator needs to know of one asset before a
@@ -46,7 +47,12 @@ type PinRow struct {
 
 // Info gathers, for each asset, what every repository it uses holds.
 func (s *Service) Info(ctx context.Context, assets []*policy.Asset, now time.Time) ([]AssetInfo, error) {
-	rows, _, err := s.Status(ctx, assets, now)
+	// The status rows and the listing below read the same manifests and
+	// WAL listings: once each.
+	ctx = repo.WithListMemo(ctx)
+	type key struct{ asset, repository string }
+	snapsOf := map[key][]*repo.Snapshot{}
+	rows, _, err := s.status(ctx, assets, now, func(a, rp string, snaps []*repo.Snapshot) { snapsOf[key{a, rp}] = snaps })
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +72,7 @@ func (s *Service) Info(ctx context.Context, assets []*policy.Asset, now time.Tim
 		for _, row := range byAsset[a.Name] {
 			ri := RepositoryInfo{Status: row, Snapshots: []SnapshotRow{}}
 			if row.Error == "" {
-				if err := s.repositoryInfo(ctx, a, row.Repository, pitr, work, &ri); err != nil {
+				if err := s.repositoryInfo(ctx, a, row.Repository, pitr, work, snapsOf[key{a.Name, row.Repository}], &ri); err != nil {
 					ri.Status.Error = err.Error()
 				}
 			}
@@ -78,7 +84,7 @@ func (s *Service) Info(ctx context.Context, assets []*policy.Asset, now time.Tim
 }
 
 // repositoryInfo fills what one repository holds of an asset.
-func (s *Service) repositoryInfo(ctx context.Context, a *policy.Asset, name string, pitr asset.PITR, work string, ri *RepositoryInfo) error {
+func (s *Service) repositoryInfo(ctx context.Context, a *policy.Asset, name string, pitr asset.PITR, work string, snaps []*repo.Snapshot, ri *RepositoryInfo) error {
 	rp, err := s.Policy.Repository(name)
 	if err != nil {
 		return err
@@ -86,10 +92,6 @@ func (s *Service) repositoryInfo(ctx context.Context, a *policy.Asset, name stri
 	r, err := s.Repository(ctx, rp)
 	if err != nil {
 		return err
-	}
-	snaps, err := r.Snapshots(ctx, a.Name)
-	if err != nil {
-		return fmt.Errorf("repository %s: %w", name, err)
 	}
 	for _, snap := range snaps {
 		ri.Snapshots = append(ri.Snapshots, s.Row(name, snap))

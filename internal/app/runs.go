@@ -46,18 +46,29 @@ func (s *Service) RecordBackup(ctx context.Context, res *BackupResult, err error
 // Runs lists the runs the catalog holds (f.Assets empty: every asset). It
 // creates no catalog where nothing ran.
 func (s *Service) Runs(ctx context.Context, f catalog.Filter) ([]catalog.Run, error) {
+	var runs []catalog.Run
+	err := s.readCatalog(ctx, func(c *catalog.Catalog) (err error) {
+		runs, err = c.Runs(ctx, f)
+		return err
+	})
+	return runs, err
+}
+
+// readCatalog calls read with the catalog, open for the call; it creates
+// no catalog where nothing ran (read is then not called).
+func (s *Service) readCatalog(ctx context.Context, read func(*catalog.Catalog) error) error {
 	path := catalog.Path(s.Policy.StateDir)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return nil
 	} else if err != nil {
-		return nil, fmt.Errorf("catalog: %w", err)
+		return fmt.Errorf("catalog: %w", err)
 	}
 	c, err := catalog.Open(ctx, path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer c.Close()
-	return c.Runs(ctx, f)
+	return read(c)
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -61,6 +61,15 @@ type QueueStatus struct {
 // and how many repositories could not be read. Repositories are opened
 // through cache, once each however many assets share them.
 func (s *Service) Status(ctx context.Context, assets []*policy.Asset, now time.Time) ([]StatusRow, int, error) {
+	return s.status(ctx, assets, now, nil)
+}
+
+// status is Status, handing each repository's snapshots of an asset to
+// seen (when not nil) for callers that show more of them.
+func (s *Service) status(ctx context.Context, assets []*policy.Asset, now time.Time, seen func(asset, repository string, snaps []*repo.Snapshot)) ([]StatusRow, int, error) {
+	// Assets share repositories: each one's manifests and listings are
+	// read once for all of them.
+	ctx = repo.WithListMemo(ctx)
 	p := s.Policy
 	rows := []StatusRow{}
 	failed := 0
@@ -76,10 +85,20 @@ func (s *Service) Status(ctx context.Context, assets []*policy.Asset, now time.T
 			if i > 0 {
 				row.Role = "copy"
 			}
-			r, ids, err := s.repositoryStatus(ctx, a, rp, &row)
+			r, snaps, err := s.repositoryStatus(ctx, a, rp, &row)
 			if err != nil {
 				row.Error = err.Error()
 				failed++
+			}
+			var ids map[string]time.Time
+			if snaps != nil {
+				ids = make(map[string]time.Time, len(snaps))
+				for _, snap := range snaps {
+					ids[snap.ID.String()] = snap.StartTime
+				}
+				if seen != nil {
+					seen(a.Name, rp.Name, snaps)
+				}
 			}
 			if i == 0 {
 				primary, primaryIDs = r, ids
@@ -111,8 +130,8 @@ func SelectAssets(p *policy.Policy, name string) ([]*policy.Asset, error) {
 
 // repositoryStatus fills the newest snapshot and WAL of the asset in one
 // repository and returns the repository (nil when it cannot be opened)
-// and the asset's snapshots there (ID to start time).
-func (s *Service) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *StatusRow) (*repo.Repository, map[string]time.Time, error) {
+// and the asset's snapshots there (nil when they cannot be read).
+func (s *Service) repositoryStatus(ctx context.Context, a *policy.Asset, rp *policy.Repository, row *StatusRow) (*repo.Repository, []*repo.Snapshot, error) {
 	r, err := s.Repository(ctx, rp)
 	if err != nil {
 		return nil, nil, err
@@ -121,9 +140,10 @@ func (s *Service) repositoryStatus(ctx context.Context, a *policy.Asset, rp *pol
 	if err != nil {
 		return r, nil, fmt.Errorf("repository %s: %w", rp.Name, err)
 	}
-	ids := make(map[string]time.Time, len(snaps))
+	if snaps == nil {
+		snaps = []*repo.Snapshot{}
+	}
 	for _, snap := range snaps {
-		ids[snap.ID.String()] = snap.StartTime
 		if snap.StartTime.After(row.LastSnapshotStart) {
 			row.LastSnapshotStart = snap.StartTime
 		}
@@ -134,12 +154,12 @@ func (s *Service) repositoryStatus(ctx context.Context, a *policy.Asset, rp *pol
 	row.Snapshots = len(snaps)
 	pitr, ok := s.pitr(a)
 	if !ok {
-		return r, ids, nil
+		return r, snaps, nil
 	}
 	if row.NewestWAL, row.NewestWALTime, err = pitr.NewestWAL(ctx, r, a.Name); err != nil {
-		return r, ids, fmt.Errorf("repository %s: %w", rp.Name, err)
+		return r, snaps, fmt.Errorf("repository %s: %w", rp.Name, err)
 	}
-	return r, ids, nil
+	return r, snaps, nil
 }
 
 // copyStatus fills the lag of the copy rp behind primary.

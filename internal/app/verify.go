@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
@@ -27,7 +28,8 @@ type Verified struct {
 
 // Verify checks one repository, and the archive of every PITR asset that
 // uses it, and records the outcome in the catalog.
-func (s *Service) Verify(ctx context.Context, rp *policy.Repository, readData bool) (*Verified, error) {
+func (s *Service) Verify(ctx context.Context, rp *policy.Repository, readData bool) (out *Verified, err error) {
+	defer s.audited(ctx, audit.TypeVerify, "", rp.Name)(&err, verifyIDs(&out))
 	r, err := s.Repository(ctx, rp)
 	if err != nil {
 		return nil, err

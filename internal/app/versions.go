@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -75,6 +76,7 @@ func (s *Service) repositoryAsOf(ctx context.Context, a *policy.Asset, name stri
 		view.Close()
 		return nil, fmt.Errorf("repository %s as of %s: %w", rp.Name, t.UTC().Format(time.RFC3339), err)
 	}
+	r.SetIdentities(IdentitiesFor(rp))
 	return r, nil
 }
 
@@ -84,7 +86,7 @@ func overwrittenLines(r *repo.Repository, mark uint64) []string {
 	var out []string
 	for _, o := range r.OverwrittenSince(mark) {
 		out = append(out, fmt.Sprintf("warning: %s in %s: its current version is not authentic; restored from its earlier version %s, stored %s (run lifeboat verify --repair)",
-			o.Name, r.Location(), o.Version, o.Stored.UTC().Format(time.RFC3339)))
+			o.Name, r.Location(), o.Version, lifeboat.FormatTime(o.Stored)))
 	}
 	return out
 }

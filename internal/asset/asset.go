@@ -215,7 +215,13 @@ type Backup struct {
 	// PolicyPath is the policy file this run uses, as the commands a
 	// source runs to reach Lifeboat (archive_command) must name it.
 	PolicyPath string
-	Log        *slog.Logger
+	// ArchiveTimeout bounds how long a kind with an archive waits for the
+	// archive to hold what the snapshot needs (0: the kind's default).
+	ArchiveTimeout time.Duration
+	// CheckBlocks asks a kind that derives incrementals from a log (the
+	// PostgreSQL WAL) to prove them against a full read.
+	CheckBlocks bool
+	Log         *slog.Logger
 	// Progress receives the state of the work now and then; never nil.
 	Progress func(Progress)
 	// Warn receives operator-facing warnings (skipped files, bad page

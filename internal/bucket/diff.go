@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
@@ -142,9 +143,8 @@ func (res *DiffResult) add(key string, c *Change) {
 // WriteText writes the changes, one key a line: + added, - removed,
 // M changed (with what changed), then the counts.
 func (res *DiffResult) WriteText(w io.Writer, from, to *repo.Snapshot) {
-	const layout = "2006-01-02 15:04:05"
-	fmt.Fprintf(w, "asset %s: snapshot %s (%s) -> %s (%s)\n", res.Asset, from.ID.Short(), from.EndTime.Local().Format(layout),
-		to.ID.Short(), to.EndTime.Local().Format(layout))
+	fmt.Fprintf(w, "asset %s: snapshot %s (%s) -> %s (%s)\n", res.Asset, from.ID.Short(), lifeboat.FormatTime(from.EndTime),
+		to.ID.Short(), lifeboat.FormatTime(to.EndTime))
 	for _, c := range res.Changes {
 		key := c.Key
 		if c.KeyBase64 != "" {

@@ -122,6 +122,24 @@ var migrations = []string{
 		objects     INTEGER NOT NULL DEFAULT 0
 	);
 	CREATE INDEX verifies_repository_started ON verifies (repository, started);`,
+	// The audit trail (audit.go): events in chain order, the chain's id,
+	// and how far the chain is sealed into each repository.
+	`CREATE TABLE audit_events (
+		seq  INTEGER PRIMARY KEY,
+		time TEXT    NOT NULL,
+		body BLOB    NOT NULL,
+		hash BLOB    NOT NULL
+	);
+	CREATE INDEX audit_events_time ON audit_events (time);
+	CREATE TABLE audit_meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);
+	CREATE TABLE audit_seals (
+		repository TEXT    PRIMARY KEY,
+		seq        INTEGER NOT NULL,
+		sealed     TEXT    NOT NULL
+	);`,
 }
 
 // schemaVersion is the schema version this build writes.

@@ -60,6 +60,8 @@ type Config struct {
 	// leaves it out.
 	Check CheckFunc
 	Drain DrainFunc
+	// Stream runs the policy's streams (WAL streaming); nil leaves them out.
+	Stream StreamFunc
 	// Jobs is the most runs at once; StopTimeout how long runs get to stop
 	// before they are killed; DrainInterval how often the copy queues are
 	// drained.
@@ -89,7 +91,8 @@ type Daemon struct {
 	stop, kill chan struct{}
 	reload     chan struct{}
 
-	watch *watcher
+	watch   *watcher
+	streams *streams
 
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
@@ -174,6 +177,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.watch.close()
 	d.drainCtx, d.drainCancel = context.WithCancel(bg)
 	defer d.drainCancel()
+	d.streams = &streams{run: d.cfg.Stream, parent: bg, log: d.log}
+	d.streams.start(d.pol)
+	defer d.streams.stop(backgroundStopWait)
 	d.log.Info("serving", "policy", d.cfg.ConfigPath, "assets", len(d.pol.Assets), "scheduled", len(d.jobs),
 		"catalog", catalog.Path(d.pol.StateDir), "jobs", d.cfg.Jobs)
 	d.logSchedule()
@@ -414,6 +420,7 @@ func (d *Daemon) reloadPolicy() {
 	d.sched.Load(jobs, now, nil)
 	d.pol, d.jobs = p, jobs
 	d.nextCheck = now.Add(d.watch.interval)
+	d.streams.restart(p)
 	// Runs queued for an asset the policy no longer schedules are dropped.
 	d.pending = slices.DeleteFunc(d.pending, func(r scheduler.Run) bool {
 		if !slices.ContainsFunc(jobs, func(j scheduler.Job) bool { return j.Asset == r.Asset }) {

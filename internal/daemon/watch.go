@@ -112,7 +112,9 @@ func (w *watcher) seed(ctx context.Context) error {
 	}
 	done := map[string]bool{}
 	for _, r := range drills { // newest first
-		if !done[r.Asset] {
+		// An aborted drill shows nothing (RecordDrill): the newest
+		// that ended is the one to show.
+		if !done[r.Asset] && !r.Aborted {
 			w.metrics.RecordDrill(r)
 			done[r.Asset] = true
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/retention"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -321,15 +322,14 @@ func decide(ctx context.Context, r *repo.Repository, idx *repo.Index, a Asset, s
 // been stored at the store's time stored; "" when the two agree, or when
 // the store gives no time.
 func storeDisagrees(end, stored time.Time) string {
-	const layout = "2006-01-02 15:04:05Z07:00"
 	switch {
 	case stored.IsZero():
 		return ""
 	case end.After(stored.Add(StoreSkew)):
-		return fmt.Sprintf("it claims to end at %s, after the store received it (%s)", end.UTC().Format(layout), stored.UTC().Format(layout))
+		return fmt.Sprintf("it claims to end at %s, after the store received it (%s)", lifeboat.FormatTime(end), lifeboat.FormatTime(stored))
 	case stored.Sub(end) > StoreLag:
 		return fmt.Sprintf("it claims to end at %s, but the store received it only at %s, more than %s later",
-			end.UTC().Format(layout), stored.UTC().Format(layout), strings.TrimSuffix(StoreLag.String(), "0m0s"))
+			lifeboat.FormatTime(end), lifeboat.FormatTime(stored), strings.TrimSuffix(StoreLag.String(), "0m0s"))
 	}
 	return ""
 }

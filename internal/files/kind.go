@@ -126,9 +126,8 @@ func (kind) Diff(ctx context.Context, r *repo.Repository, from, to *repo.Snapsho
 
 // WriteText writes the list of changes, then the line diffs.
 func (res *DiffResult) WriteText(w io.Writer, from, to *repo.Snapshot) {
-	const layout = "2006-01-02 15:04:05"
-	fmt.Fprintf(w, "asset %s: snapshot %s (%s) -> %s (%s)\n", res.Asset, from.ID.Short(), from.EndTime.Local().Format(layout),
-		to.ID.Short(), to.EndTime.Local().Format(layout))
+	fmt.Fprintf(w, "asset %s: snapshot %s (%s) -> %s (%s)\n", res.Asset, from.ID.Short(), lifeboat.FormatTime(from.EndTime),
+		to.ID.Short(), lifeboat.FormatTime(to.EndTime))
 	for _, n := range []struct {
 		id   repo.ID
 		info *Info

@@ -88,7 +88,7 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 		return out, err
 	}
 	out.Lines = append(out.Lines, fmt.Sprintf("restored snapshot %s of %s (taken %s): %s in %s", s.ID.Short(), r.Asset.Name,
-		s.EndTime.Local().Format("2006-01-02 15:04:05 MST"), repositories(len(done)), time.Since(start).Round(time.Millisecond)))
+		lifeboat.FormatTime(s.EndTime), repositories(len(done)), time.Since(start).Round(time.Millisecond)))
 	return out, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/scheduler"
 )
@@ -58,6 +59,9 @@ type Facts struct {
 	// Versioning maps a repository whose store has versions (S3) to what
 	// is wrong with its versioning ("" when it is on).
 	Versioning map[string]string
+	// Roles maps a repository whose policy names its credential's role to
+	// what the canary found (role.go).
+	Roles map[string]*RoleFacts
 }
 
 // AssetFacts are the facts about one asset.
@@ -79,6 +83,9 @@ type AssetFacts struct {
 	// Setup is what lifeboat doctor's read-only probes found of the
 	// asset's source; nil when none ran.
 	Setup *SetupFacts
+	// Slot is the replication slot of a streamed asset (stream.go); nil
+	// when the asset does not stream.
+	Slot *SlotFacts
 }
 
 // SetupFacts are the outcome of the read-only doctor probes of a source
@@ -142,6 +149,9 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		if af.PITR {
 			out = append(out, walLag(a, af, tier))
 		}
+		if af.Slot != nil {
+			out = append(out, walSlot(a, af.Slot))
+		}
 		if af.Setup != nil {
 			out = append(out, setup(a, af.Setup))
 		}
@@ -151,6 +161,9 @@ func Evaluate(p *policy.Policy, f Facts) []Result {
 		}
 	}
 	for _, rp := range p.Repositories {
+		if rf, ok := f.Roles[rp.Name]; ok {
+			out = append(out, role(rp.Name, rf))
+		}
 		if why, bad := f.Unreadable[rp.Name]; bad {
 			out = append(out, Result{Check: CheckRepository, Subject: rp.Name, Message: "cannot be read: " + why})
 			continue
@@ -340,7 +353,7 @@ func drill(a *policy.Asset, af *AssetFacts, now time.Time, grace time.Duration) 
 	return r, true
 }
 
-func stamp(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") }
+func stamp(t time.Time) string { return lifeboat.FormatTime(t) }
 
 func ago(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() }
 

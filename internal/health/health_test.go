@@ -74,7 +74,7 @@ func TestEvaluate(t *testing.T) {
 	// A schedule missed by one run fails, naming the slot.
 	f := healthy()
 	f.Assets["ledger"].NewestBackup = slot.Add(-24 * time.Hour)
-	if r := find(t, Evaluate(p, f), "ledger", CheckBackup, ""); r.OK || !strings.Contains(r.Message, "missed the 2026-11-23 03:00 UTC slot") {
+	if r := find(t, Evaluate(p, f), "ledger", CheckBackup, ""); r.OK || !strings.Contains(r.Message, "missed the 2026-11-23 03:00:00 UTC slot") {
 		t.Errorf("missed slot: %+v", r)
 	}
 	// Within the grace after a slot the previous backup still counts.
@@ -117,7 +117,7 @@ func TestEvaluate(t *testing.T) {
 		t.Errorf("failed drill: %+v", r)
 	}
 	f.Assets["ledger"].Drills = []*evidence.DrillReport{{Started: time.Date(2026, 10, 1, 4, 0, 5, 0, time.UTC), Passed: true}}
-	if r := find(t, Evaluate(p, f), "ledger", CheckDrill, ""); r.OK || !strings.Contains(r.Message, "missed the 2026-11-01 04:00 UTC drill slot") {
+	if r := find(t, Evaluate(p, f), "ledger", CheckDrill, ""); r.OK || !strings.Contains(r.Message, "missed the 2026-11-01 04:00:00 UTC drill slot") {
 		t.Errorf("missed drill: %+v", r)
 	}
 	// A failed verify and an unreadable repository fail.

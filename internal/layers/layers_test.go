@@ -64,7 +64,7 @@ func under(prefixes ...string) func(string) bool {
 var rules = []rule{
 	{"the domain vocabulary and the leaf packages import no package of ours",
 		under("internal/lifeboat", "internal/durable", "internal/chunker", "internal/retention", "internal/hugemem", "internal/tlscert",
-			"internal/childenv"),
+			"internal/childenv", "internal/walstream"),
 		func(_, _ string) bool { return true }},
 	{"nothing imports cmd/",
 		func(string) bool { return true },
@@ -85,6 +85,9 @@ var rules = []rule{
 	{"drill reports are evidence: the evidence package knows the repository only",
 		under("internal/evidence"),
 		func(_, imp string) bool { return imp != "internal/repo" }},
+	{"approvals know the repository and storage only",
+		under("internal/approval"),
+		func(_, imp string) bool { return imp != "internal/repo" && imp != "internal/storage" }},
 	{"a kind does not import another kind, the service, the daemon or the drill framework",
 		func(pkg string) bool { return slices.Contains(kinds, pkg) },
 		func(_, imp string) bool {
@@ -96,6 +99,11 @@ var rules = []rule{
 	{"the daemon runs on the service, never on the CLI or a kind",
 		under("internal/daemon"),
 		func(_, imp string) bool { return strings.HasPrefix(imp, "cmd/") || slices.Contains(kinds, imp) }},
+	{"the dashboard runs on the service, never on the CLI, a kind, the catalog or the daemon",
+		under("internal/web"),
+		func(_, imp string) bool {
+			return strings.HasPrefix(imp, "cmd/") || slices.Contains(kinds, imp) || under("internal/catalog", "internal/daemon")(imp)
+		}},
 }
 
 // allowed are the known exceptions, each with its reason; the test fails

@@ -76,3 +76,18 @@ func (l *LSN) UnmarshalText(b []byte) error {
 	*l = v
 	return nil
 }
+
+// TimeLayout is how every command and the report write a moment for
+// people: UTC, to the second, and readable back by --time.
+const TimeLayout = "2006-01-02 15:04:05 UTC"
+
+// PreciseTimeLayout is TimeLayout to the microsecond, for the moments an
+// operator pastes into --time (the ends of a recovery window, restore
+// points), where a rounded second could fall outside the window.
+const PreciseTimeLayout = "2006-01-02 15:04:05.000000 UTC"
+
+// FormatTime writes t in TimeLayout.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// FormatPreciseTime writes t in PreciseTimeLayout.
+func FormatPreciseTime(t time.Time) string { return t.UTC().Format(PreciseTimeLayout) }

@@ -148,6 +148,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 		"shared_buffers":    "32MB",
 		"logging_collector": "off",
 		"log_line_prefix":   "%m [%p] ",
+		// Hint-bit changes WAL-logged as with data checksums, so that
+		// backup --check-blocks (LIFEBOAT_CHECK_BLOCKS) can prove every
+		// incremental's WAL-derived block set exactly.
+		"wal_log_hints": "on",
 	}
 	for k, v := range opts.Conf { // the test's values win over the defaults
 		conf[k] = rawConfValue(v)

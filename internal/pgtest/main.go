@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/lifeboat-dr/lifeboat/internal/pgbin"
+	"github.com/lifeboat-dr/lifeboat/internal/testenv"
 )
 
 // Environment variables shared between RunMain, the re-executed test process and the helpers.
@@ -31,6 +32,8 @@ const (
 	// envTemplateDir names a directory of the root parent's for the template clusters (see
 	// template.go), which it removes even when the test process crashed.
 	envTemplateDir = "LIFEBOAT_PGTEST_TEMPLATE_DIR"
+	// envForeignDir names the directory of root's that ForeignDir returns.
+	envForeignDir = "LIFEBOAT_TEST_FOREIGN_DIR"
 )
 
 // TestUser is the unprivileged OS account RunMain switches to when the tests run as root, because
@@ -143,6 +146,16 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 		}
 	}
 
+	// Left root's, but open to all: to the test user it is a directory
+	// another user owns, as a repository of postgres's is to root.
+	foreign := filepath.Join(shared, "foreign")
+	if err := os.Mkdir(foreign, 0o777); err != nil {
+		return 0, fmt.Errorf("create %s: %w", foreign, err)
+	}
+	if err := os.Chmod(foreign, 0o777); err != nil { // past the umask
+		return 0, fmt.Errorf("chmod %s: %w", foreign, err)
+	}
+
 	childDir := cwd
 	if reachErr := checkReachable(cwd, uid, gid); reachErr != nil {
 		// A checkout under a private directory (a CI workspace made by mktemp -d, /root): run in a
@@ -167,7 +180,7 @@ func runAsTestUser(opts MainOptions, args []string) (int, error) {
 	}
 	for k, v := range map[string]string{
 		"HOME": home, "USER": TestUser, "LOGNAME": TestUser,
-		envBinDir: shared, envBuilt: shared, envPIDDir: pidDir, envTemplateDir: tplDir,
+		envBinDir: shared, envBuilt: shared, envPIDDir: pidDir, envTemplateDir: tplDir, envForeignDir: foreign,
 	} {
 		env = setEnv(env, k, v)
 	}
@@ -359,6 +372,30 @@ func Bin(t testing.TB, name string) string {
 		t.Fatalf("pgtest.Bin(%q): %s is not an executable file", name, p)
 	}
 	return p
+}
+
+// ForeignDir returns an empty directory that root owns and everyone may
+// write into, which RunMain makes when the tests start as root: to the
+// test user (TestUser), a repository there belongs to another OS user.
+// There is one per test process: a test that uses it must leave it empty
+// and is the only one in its package to use it. Without one (the tests
+// started as a normal user) the test is skipped, or fails where skipping
+// is not allowed.
+func ForeignDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv(envForeignDir)
+	if dir == "" {
+		testenv.SkipOrFail(t, "pgtest", "no directory of another OS user to test with: run the tests as root (sudo go test), then RunMain makes one owned by root")
+		return ""
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatalf("pgtest: %s: %v", envForeignDir, err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || !fi.IsDir() || int(st.Uid) == os.Geteuid() {
+		t.Fatalf("pgtest: %s=%s is not a directory of another user", envForeignDir, dir)
+	}
+	return dir
 }
 
 // buildAll builds each package (relative to the module root) into dir, named after its last element.

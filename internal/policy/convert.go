@@ -40,6 +40,12 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 		}
 		p.StateDir, p.StateDirDefault = filepath.Clean(d), false
 	}
+	if u := c.nonEmpty("user", raw.User); u != "" {
+		if strings.ContainsAny(u, " \t/:") {
+			c.fail("user", 0, fmt.Sprintf("%q is not a user name", u))
+		}
+		p.User = u
+	}
 	for i, r := range raw.Repositories {
 		p.Repositories = append(p.Repositories, c.repository(itemPath("repositories", i), &r))
 	}
@@ -67,6 +73,9 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 	if m := raw.Metrics; m != nil {
 		p.MetricsListen = c.nonEmpty("metrics.listen", m.Listen)
 	}
+	p.Approvals = c.approvals(raw.Approvals)
+	p.Audit = c.audit(raw.Audit)
+	p.Web = c.web(raw.Web)
 	return p
 }
 
@@ -186,12 +195,26 @@ func (c *converter) repository(path string, r *repositoryYAML) Repository {
 		repo.KeyFile = filepath.Clean(kf)
 	}
 	repo.Passphrase = Secret(c.nonEmpty(path+".passphrase", r.Passphrase))
+	if idf := c.nonEmpty(path+".identity_file", r.IdentityFile); idf != "" {
+		if !filepath.IsAbs(idf) {
+			idf = filepath.Join(c.base, idf)
+		}
+		repo.IdentityFile = filepath.Clean(idf)
+	}
+	repo.IdentityPassphrase = Secret(c.nonEmpty(path+".identity_passphrase", r.IdentityPass))
+	if ikf := c.nonEmpty(path+".identity_key_file", r.IdentityKey); ikf != "" {
+		if !filepath.IsAbs(ikf) {
+			ikf = filepath.Join(c.base, ikf)
+		}
+		repo.IdentityKeyFile = filepath.Clean(ikf)
+	}
 	repo.AccessKey = Secret(c.nonEmpty(path+".access_key", r.AccessKey))
 	repo.SecretKey = Secret(c.nonEmpty(path+".secret_key", r.SecretKey))
 	if r.ObjectLock != nil {
 		repo.ObjectLock = strings.ToLower(c.expand(path+".object_lock.mode", r.ObjectLock.Mode))
 	}
 	repo.MinRetention = c.duration(path+".min_retention", r.MinRetention)
+	repo.Role = c.expand(path+".role", r.Role)
 	return repo
 }
 
@@ -208,6 +231,7 @@ func (c *converter) asset(path string, a *assetYAML) Asset {
 		asset.Repositories = append(asset.Repositories, c.expand(itemPath(path+".repositories", j), name))
 	}
 	asset.Schedule = c.expand(path+".schedule", a.Schedule)
+	asset.Production = c.boolean(path+".production", a.Production)
 	if a.Drill != nil {
 		asset.Drill = c.drill(path+".drill", a.Drill)
 	}

@@ -20,9 +20,13 @@ type fileYAML struct {
 	Tiers        map[string]tierYAML `yaml:"tiers"`
 	Assets       []assetYAML         `yaml:"assets"`
 	StateDir     string              `yaml:"state_dir"`
+	User         string              `yaml:"user"`
 	Alerts       []alertYAML         `yaml:"alerts"`
 	Check        *checkYAML          `yaml:"check"`
 	Metrics      *metricsYAML        `yaml:"metrics"`
+	Approvals    *approvalsYAML      `yaml:"approvals"`
+	Audit        *auditYAML          `yaml:"audit"`
+	Web          *webYAML            `yaml:"web"`
 }
 
 type alertYAML struct {
@@ -69,10 +73,14 @@ type repositoryYAML struct {
 	URL          string          `yaml:"url"`
 	KeyFile      string          `yaml:"key_file"`
 	Passphrase   string          `yaml:"passphrase"`
+	IdentityFile string          `yaml:"identity_file"`
+	IdentityPass string          `yaml:"identity_passphrase"`
+	IdentityKey  string          `yaml:"identity_key_file"`
 	AccessKey    string          `yaml:"access_key"`
 	SecretKey    string          `yaml:"secret_key"`
 	ObjectLock   *objectLockYAML `yaml:"object_lock"`
 	MinRetention string          `yaml:"min_retention"`
+	Role         string          `yaml:"role"`
 }
 
 type objectLockYAML struct {
@@ -103,6 +111,7 @@ type assetYAML struct {
 	Schedule     string         `yaml:"schedule"`
 	Hooks        *hooksYAML     `yaml:"hooks"`
 	Drill        *drillYAML     `yaml:"drill"`
+	Production   string         `yaml:"production"`
 	// Extra holds the keys of the asset's kind, which the kind reads
 	// (KindDecoder); a key no kind takes is unknown.
 	Extra map[string]yaml.Node `yaml:",inline"`
@@ -117,7 +126,7 @@ type hooksYAML struct {
 // knownKeys lists the keys of the *YAML type yaml.v3 calls goType.
 func knownKeys(goType string) []string {
 	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}, hooksYAML{},
-		alertYAML{}, checkYAML{}, metricsYAML{}, drillYAML{}, drillCheckYAML{}} {
+		alertYAML{}, checkYAML{}, metricsYAML{}, drillYAML{}, drillCheckYAML{}, approvalsYAML{}, auditYAML{}, webYAML{}} {
 		t := reflect.TypeOf(v)
 		if t.String() != goType {
 			continue

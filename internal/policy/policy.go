@@ -49,9 +49,14 @@ type Policy struct {
 	// DefaultStateDir, which the caller may replace with the user's own
 	// state directory when this user cannot write it.
 	StateDirDefault bool
-	Repositories    []Repository
-	Tiers           map[string]Tier
-	Assets          []Asset
+	// User is the OS user Lifeboat runs as on this host (the one that
+	// runs archive_command): commands that write a repository or state_dir
+	// refuse to run as anyone else, so nothing ends up unreadable to it.
+	// "" leaves the rule to the owners of state_dir and file:// repositories.
+	User         string
+	Repositories []Repository
+	Tiers        map[string]Tier
+	Assets       []Asset
 	// Alerts are where problems found by check are sent.
 	Alerts []Alert
 	// Check says how often serve checks every asset's health and how late
@@ -60,6 +65,13 @@ type Policy struct {
 	// MetricsListen is the address serve exposes /metrics on; "" when it
 	// exposes none.
 	MetricsListen string
+	// Approvals are the actions that wait for approval, and who approves;
+	// nil when the policy has no approvals section (approvals.go).
+	Approvals *Approvals
+	// Audit is the audit trail's retention and syslog (audit.go).
+	Audit Audit
+	// Web is the dashboard's listener and sessions (web.go).
+	Web Web
 
 	// kinds are the kinds this policy was read with; nil for a policy
 	// built in code, whose kinds Validate takes as they are.
@@ -98,6 +110,13 @@ type Repository struct {
 	KeyFile string
 	// Passphrase unlocks the repository key.
 	Passphrase Secret
+	// IdentityFile is the absolute path of the identity (private key) that
+	// reads the contents of a public-key repository (docs/keys.md);
+	// IdentityPassphrase or IdentityKeyFile (exactly one) unlocks it. Only
+	// restore hosts set them.
+	IdentityFile       string
+	IdentityPassphrase Secret
+	IdentityKeyFile    string
 	// AccessKey and SecretKey are S3 credentials; when unset the
 	// environment, shared profile or instance role is used.
 	AccessKey Secret
@@ -111,6 +130,9 @@ type Repository struct {
 	// LockFor is how long each new object stays locked when ObjectLock is
 	// set, derived from the retention of the assets using the repository.
 	LockFor Duration
+	// Role is the role the repository's credential is given in the store (RoleBackup, ...; role.go),
+	// "" when the policy does not say.
+	Role string
 	// Line is where the repository is declared; 0 when unknown.
 	Line int
 	// WriteAsOwner is not read from the file: the command line sets it
@@ -147,6 +169,10 @@ type Asset struct {
 	// Drill says how the asset's restores are rehearsed; nil when the
 	// policy sets none (a drill can still be run by hand).
 	Drill *Drill
+	// Production marks the asset whose own location is production: a
+	// restore onto it needs approval when the policy protects
+	// restore_production.
+	Production bool
 
 	// Config is what the asset's kind read from the keys that are its
 	// own (KindDecoder), typed by the kind: postgres.Config, files.Config,

@@ -250,6 +250,7 @@ func (c *checker) repositories() {
 		if r.MinRetention < 0 {
 			c.add(path+".min_retention", r.Line, "min_retention must not be negative")
 		}
+		c.role(path, r)
 		switch {
 		case r.KeyFile != "" && r.Passphrase != "":
 			c.add(path, r.Line, "set only one of key_file or passphrase")
@@ -257,6 +258,16 @@ func (c *checker) repositories() {
 			c.add(path, r.Line, "set key_file or passphrase to unlock the repository key")
 		case r.KeyFile != "" && !filepath.IsAbs(r.KeyFile):
 			c.add(path+".key_file", r.Line, "key_file %q must be an absolute path", r.KeyFile)
+		}
+		unlocks := 0
+		if r.IdentityPassphrase != "" {
+			unlocks++
+		}
+		if r.IdentityKeyFile != "" {
+			unlocks++
+		}
+		if r.IdentityFile != "" && unlocks != 1 || r.IdentityFile == "" && unlocks != 0 {
+			c.add(path, r.Line, "set identity_file with exactly one of identity_passphrase or identity_key_file (what the identity is sealed by)")
 		}
 	}
 }

@@ -51,6 +51,8 @@ type SnapshotInfo struct {
 	Tablespaces      []TablespaceInfo `json:"tablespaces,omitempty"`
 	BackupLabel      string           `json:"backup_label"`
 	TablespaceMap    string           `json:"tablespace_map,omitempty"`
+	// WALBlocks tells how an incremental found its changed blocks.
+	WALBlocks *WALBlocksInfo `json:"wal_blocks,omitempty"`
 }
 
 // TablespaceInfo records a tablespace stored under pg_tblspc/<oid>.
@@ -74,15 +76,19 @@ func Info(s *repo.Snapshot) (*SnapshotInfo, error) {
 
 // BackupOptions shape a physical backup.
 type BackupOptions struct {
-	Asset     string
-	PGData    string
-	DSN       string
-	Full      bool // read every file, even those unchanged since the parent
-	Workers   int
-	BlockSize int           // 0: the repository's
-	LockWait  time.Duration // how long to wait for another backup of the asset
+	Asset  string
+	PGData string
+	DSN    string
+	Full   bool // read every file, even those unchanged since the parent
+	// CheckBlocks reads every changed file whole as well, and fails the
+	// backup naming any block that changed since the parent although the
+	// WAL does not reference it (EnvCheckBlocks sets it too).
+	CheckBlocks bool
+	Workers     int
+	BlockSize   int           // 0: the repository's
+	LockWait    time.Duration // how long to wait for another backup of the asset
 	// ArchiveTimeout bounds the wait for the last WAL segment to be
-	// archived at the end of the backup.
+	// archived at the end of the backup (0: DefaultArchiveTimeout).
 	ArchiveTimeout time.Duration
 	// PolicyPath is the policy file archive_command must name; "" skips
 	// that check.
@@ -91,11 +97,21 @@ type BackupOptions struct {
 	Log        *slog.Logger
 }
 
+// DefaultArchiveTimeout is how long a backup waits for its last WAL
+// segment when nothing says otherwise. The wait ends sooner when the
+// archiver reports a failure, so the limit only matters for an archiver
+// that is slow or stuck without failing.
+const DefaultArchiveTimeout = 10 * time.Minute
+
 // BackupProgress is reported while a backup runs.
 type BackupProgress struct {
 	Files, FilesDone      int64
 	BytesTotal, BytesRead int64
 	BytesNew              int64
+	// WaitingForWAL names the segment the finished copy waits for, and
+	// Waited how long it has waited, once the files are all read.
+	WaitingForWAL string
+	Waited        time.Duration
 }
 
 // ErrArchiving is returned (wrapped) when WAL archiving is not set up, so a
@@ -117,7 +133,7 @@ func Backup(ctx context.Context, r *repo.Repository, opts BackupOptions) (*repo.
 		opts.BlockSize = r.Config().BlockSize
 	}
 	if opts.ArchiveTimeout == 0 {
-		opts.ArchiveTimeout = 10 * time.Minute
+		opts.ArchiveTimeout = DefaultArchiveTimeout
 	}
 	conn, err := pgx.Connect(ctx, opts.DSN)
 	if err != nil {
@@ -230,6 +246,8 @@ type backup struct {
 	ckMu     sync.Mutex
 	ckFails  int
 	ckErrs   []string
+	check    bool          // --check-blocks
+	missed   []missedBlock // under ckMu
 }
 
 // entry is one path found in the data directory.
@@ -241,6 +259,7 @@ type entry struct {
 	link  string
 	reuse *repo.Node // parent's node, when the file is unchanged since
 	prev  *repo.Node // parent's node for positional block comparison
+	wal   *walPlan   // the blocks the WAL says changed, when it vouches for the file
 }
 
 func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error) {
@@ -282,9 +301,17 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	if err != nil {
 		return nil, err
 	}
+	var walInfo *WALBlocksInfo
 	if parent != nil {
 		if err := b.matchParent(ctx, idx, parent, entries); err != nil {
 			return nil, err
+		}
+		if !b.opts.Full {
+			if b.check, err = b.checkBlocksWanted(ctx, conn); err != nil {
+				return nil, err
+			}
+			walInfo = b.planWAL(ctx, parent, tli, entries)
+			walInfo.Checked = b.check && walInfo.Fallback == ""
 		}
 	}
 	// Unchanged stretches of the tree are stored once: the tree blobs of
@@ -297,14 +324,14 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	if err != nil {
 		return nil, err
 	}
-	stopCtx, cancel := context.WithTimeout(ctx, b.opts.ArchiveTimeout)
-	defer cancel()
-	stop, err := StopBackup(stopCtx, conn, true)
+	stop, err := StopBackup(ctx, conn, false)
 	if err != nil {
-		b.w.Abort()
-		if ctx.Err() == nil && stopCtx.Err() != nil {
-			return nil, fmt.Errorf("the last WAL segment of the backup was not archived within %s; check archive_command and the server log: %w", b.opts.ArchiveTimeout, ErrArchiving)
-		}
+		return nil, err
+	}
+	if err := b.waitArchived(ctx, conn, tli, stop.LSN); err != nil {
+		return nil, err
+	}
+	if err := b.checkMissed(ctx, tli, stop.LSN); err != nil {
 		return nil, err
 	}
 	stopTime, err := ServerNow(ctx, conn)
@@ -328,12 +355,13 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 		BlockSize: b.opts.BlockSize, DataChecksums: b.si.DataChecksums,
 		ChecksumFailures: b.ckFails, ChecksumErrors: b.ckErrs,
 		BackupLabel: stop.LabelFile, TablespaceMap: stop.TablespaceMap,
+		WALBlocks: walInfo,
 	}
 	for _, ts := range tablespaces {
 		info.Tablespaces = append(info.Tablespaces, TablespaceInfo{OID: ts.OID, Name: ts.Name, Location: ts.Location})
 	}
-	// pg_backup_stop waited for the archiver; this checks that what it
-	// archived is really in this repository, not elsewhere.
+	// waitArchived saw the last segment; this checks that every segment
+	// since the start is in this repository too.
 	if err := CheckWALRange(ctx, r, b.opts.Asset, tli, b.startLSN, stop.LSN, seg); err != nil {
 		return nil, fmt.Errorf("backup of %s is not restorable: %w", b.opts.Asset, err)
 	}
@@ -595,8 +623,8 @@ func (c *copier) dispatch(ctx context.Context) error {
 			return ctx.Err()
 		}
 		n := int((e.info.Size() + partSize - 1) / partSize)
-		if n == 0 {
-			n = 1
+		if n == 0 || c.b.walOnly(e) {
+			n = 1 // a WAL-planned file is read as one job: a few blocks of it
 		}
 		c.results[i] = &fileResult{parts: make([][]repo.Block, n), short: make([]bool, n), pending: int32(n)}
 		for p := 0; p < n; p++ {
@@ -616,7 +644,11 @@ func (c *copier) work(ctx context.Context) error {
 	sink := c.b.w.NewSink()
 	buf := make([]byte, readChunk/c.b.opts.BlockSize*c.b.opts.BlockSize)
 	for pt := range c.jobs {
-		blocks, short, err := c.b.readPart(ctx, sink, pt, buf)
+		read := c.b.readPart
+		if c.b.walOnly(pt.e) {
+			read = c.b.readWALPart
+		}
+		blocks, short, err := read(ctx, sink, pt, buf)
 		if err != nil {
 			return err
 		}
@@ -750,6 +782,9 @@ func (b *backup) readPart(ctx context.Context, sink *repo.Sink, pt part, buf []b
 			}
 			id := b.w.BlobID(data)
 			bi := int((off + int64(i)) / bs)
+			if b.check {
+				b.noteMiss(pt.e, bi, id)
+			}
 			if p := pt.e.prev; p == nil || bi >= len(p.Blocks) || p.Blocks[bi].ID != id {
 				if _, err := sink.SaveID(ctx, repo.DataBlob, id, data); err != nil {
 					return nil, false, err

@@ -3,6 +3,7 @@ package postgres
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -24,6 +25,7 @@ assets:
     pgdata: /var/lib/postgresql/15//main/
     dsn: postgres://backup:${LB_TEST_PG_PASSWORD}@localhost:5433/wiki
     block_size: 16KiB
+    wal: {stream: true, flush_interval: 250ms, slot_max_retained: 2GiB}
     repositories: [primary]
   - name: wiki
     kind: postgres
@@ -34,11 +36,12 @@ assets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Config{PGData: "/var/lib/postgresql/15/main", DSN: "postgres://backup:s3cr3t@localhost:5433/wiki", BlockSize: 16 << 10}
+	want := Config{PGData: "/var/lib/postgresql/15/main", DSN: "postgres://backup:s3cr3t@localhost:5433/wiki", BlockSize: 16 << 10,
+		WAL: WALConfig{Stream: true, FlushInterval: 250 * time.Millisecond, SlotMaxRetained: 2 << 30}}
 	if c, err := ConfigOf(&p.Assets[0]); err != nil || *c != want {
 		t.Errorf("config %+v, %v; want %+v", c, err, want)
 	}
-	if c, err := ConfigOf(&p.Assets[1]); err != nil || c.BlockSize != 0 {
+	if c, err := ConfigOf(&p.Assets[1]); err != nil || c.BlockSize != 0 || c.WAL != (WALConfig{FlushInterval: time.Second, SlotMaxRetained: 1 << 30}) {
 		t.Errorf("without block_size: %+v, %v", c, err)
 	}
 	if _, err := ConfigOf(&policy.Asset{Name: "built"}); err == nil || !strings.Contains(err.Error(), "asset built: no postgres settings") {
@@ -105,6 +108,34 @@ tiers:
 				`lifeboat.yaml:12: assets[1].pgdata: pgdata "relative/main" must be an absolute path`,
 				`lifeboat.yaml:15: assets[1].block_size: invalid block_size "8kb": use one of 8KiB, 16KiB, 32KiB, 64KiB, 128KiB`,
 				`lifeboat.yaml:21: assets[2].block_size: block_size must be one of 8KiB, 16KiB, 32KiB, 64KiB, 128KiB`,
+			},
+		},
+		{
+			name: "wal mapping",
+			src: repoOK + `assets:
+  - name: ledger
+    kind: postgres
+    pgdata: /pg
+    dsn: host=/tmp
+    repositories: [primary]
+    wal:
+      stream: yes please
+      flush_interval: 1ms
+      slot_max_retained: 10GB
+      streem: true
+  - name: books
+    kind: postgres
+    pgdata: /pg
+    dsn: host=/tmp
+    repositories: [primary]
+    wal: true
+`,
+			want: []string{
+				`lifeboat.yaml:12: assets[0].wal.stream: "yes please" is not true or false`,
+				`lifeboat.yaml:13: assets[0].wal.flush_interval: flush_interval 1ms: want from 10ms to 1h`,
+				`lifeboat.yaml:14: assets[0].wal.slot_max_retained: invalid size "10GB": write it like 512MiB or 2GiB`,
+				`lifeboat.yaml:15: assets[0].wal.streem: unknown key "streem" (known keys: stream, flush_interval, slot_max_retained)`,
+				`lifeboat.yaml:21: assets[1].wal: expected a mapping, found a boolean`,
 			},
 		},
 		{

@@ -83,6 +83,19 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 		return fmt.Errorf("unknown drill point %q", point)
 	}
 
+	// Recovery would stop silently at a missing segment and call it the
+	// end, so a drill fails there whatever its target: the snapshot the
+	// restore will pick is chosen here and the WAL after it checked before
+	// the server's directories are made or anything is written.
+	_, picked, err := chooseSnapshot(ctx, rp, RestoreOptions{Asset: a.Name, Target: target, Snapshot: snapshot})
+	if err == nil {
+		err = CheckNoGap(ctx, rp, a.Name, picked)
+	}
+	if err != nil {
+		d.Phase(evidence.PhaseFetch)
+		return err
+	}
+
 	srv, err := pgdrill.NewServer(d, as)
 	if err != nil {
 		return err
@@ -111,11 +124,6 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	}
 	info := res.Info
 	r.Snapshot, r.SnapshotTime, r.Bytes = res.Snapshot.ID.String(), info.StopTime.UTC(), res.Stats.BytesWritten
-	// Recovery would stop silently at a missing segment and call it the
-	// end; a drill must fail there whatever its target.
-	if err := CheckNoGap(ctx, rp, a.Name, info); err != nil {
-		return err
-	}
 
 	if srv.Bin, err = pgbin.Find(ctx, info.PGVersion/10000); err != nil {
 		return err

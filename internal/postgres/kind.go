@@ -33,7 +33,13 @@ func (kind) Backup(ctx context.Context, b *asset.Backup) (*repo.Snapshot, error)
 	snap, err := Backup(ctx, b.Repo, BackupOptions{
 		Asset: a.Name, PGData: cfg.PGData, DSN: cfg.DSN, Full: b.Full, Workers: b.Workers,
 		BlockSize: cfg.BlockSize, LockWait: b.LockWait, PolicyPath: b.PolicyPath, Log: b.Log,
+		ArchiveTimeout: b.ArchiveTimeout, CheckBlocks: b.CheckBlocks,
 		Progress: func(pr BackupProgress) {
+			if pr.WaitingForWAL != "" {
+				b.Progress(asset.Progress{Line: fmt.Sprintf("backup %s: files copied; waiting for WAL segment %s to be archived (%s of at most %s)",
+					a.Name, pr.WaitingForWAL, pr.Waited.Round(time.Second), archiveTimeout(b.ArchiveTimeout))})
+				return
+			}
 			b.Progress(asset.Progress{Line: fmt.Sprintf("backup %s: %d/%d files, %s of %s read, %s new", a.Name, pr.FilesDone, pr.Files,
 				asset.HumanBytes(pr.BytesRead), asset.HumanBytes(pr.BytesTotal), asset.HumanBytes(pr.BytesNew)),
 				Done: pr.BytesRead, Total: pr.BytesTotal})
@@ -169,6 +175,13 @@ func (kind) Archiving(ctx context.Context, a *policy.Asset, newestWAL string, ne
 }
 
 func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+func archiveTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return DefaultArchiveTimeout
+	}
+	return d
+}
 
 // ParseTarget turns the target flags into a recovery target; at most one
 // may be given. A time needs a zone.

@@ -3,13 +3,16 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 // checkArchiving refuses, before a backup starts, a server whose WAL would
@@ -46,10 +49,10 @@ func checkArchiving(ctx context.Context, conn *pgx.Conn, opts BackupOptions, si 
 			wal = " " + *failedWAL
 		}
 		if lastArchived != nil {
-			since = "last success " + lastArchived.UTC().Format(time.RFC3339)
+			since = "last success " + lifeboat.FormatTime(*lastArchived)
 		}
 		return fail("the archiver is failing: archiving%s failed at %s (%s); the server log says why, and running the archive_command by hand as the server's user shows it (it should be %s)",
-			wal, lastFailed.UTC().Format(time.RFC3339), since, fix)
+			wal, lifeboat.FormatTime(*lastFailed), since, fix)
 	}
 	return nil
 }
@@ -85,6 +88,14 @@ func commandMismatch(command string, opts BackupOptions) string {
 		}
 	}
 	if push < 0 {
+		if len(words) > 0 {
+			if line, ok := scriptWALPush(words[0]); ok {
+				if why := commandMismatch(line, opts); why != "" {
+					return fmt.Sprintf("runs the script %s, whose wal-push line %s", words[0], why)
+				}
+				return ""
+			}
+		}
 		return "does not run lifeboat wal-push"
 	}
 	var target string
@@ -119,6 +130,37 @@ func commandMismatch(command string, opts BackupOptions) string {
 		}
 	}
 	return ""
+}
+
+// scriptWALPush finds the line of a shell script that runs wal-push, for
+// an archive_command that wraps Lifeboat in a script of its own (to time
+// or log it); ok is false when path is not a readable script or no line
+// of it runs wal-push.
+func scriptWALPush(path string) (line string, ok bool) {
+	if !filepath.IsAbs(path) {
+		return "", false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	n, _ := io.ReadFull(f, buf)
+	text := string(buf[:n])
+	if !strings.HasPrefix(text, "#!") {
+		return "", false
+	}
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if slices.Contains(strings.Fields(l), "wal-push") {
+			return l, true
+		}
+	}
+	return "", false
 }
 
 // sameFile reports whether two paths name one file.

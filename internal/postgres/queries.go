@@ -355,3 +355,11 @@ func archiverState(ctx context.Context, dsn string) (*archiver, error) {
 		&st.lastArchived, &st.lastFailed, &st.failedWAL)
 	return st, err
 }
+
+// querySlot reads the stream's physical slot: whether a stream is
+// connected, PostgreSQL's judgement of its WAL (wal_status, safe_wal_size)
+// and how much WAL it holds back from the current position.
+const querySlot = `SELECT active, coalesce(wal_status, ''),
+	coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, restart_lsn), 0)::bigint,
+	safe_wal_size
+FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'physical'`

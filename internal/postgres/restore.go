@@ -36,7 +36,7 @@ type Target struct {
 func (t Target) String() string {
 	switch {
 	case t.Time != nil:
-		return "time " + t.Time.UTC().Format(time.RFC3339Nano)
+		return "time " + lifeboat.FormatPreciseTime(*t.Time)
 	case t.LSN != nil:
 		return "LSN " + t.LSN.String()
 	case t.XID != nil:
@@ -100,7 +100,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		if err := checkNoGap(ctx, r, opts.Asset, info); err != nil {
 			return nil, err
 		}
-	} else if err := checkReachable(ctx, r, opts.Asset, opts.Target, info); err != nil {
+	} else if err := checkReachable(repo.WithListMemo(ctx), r, opts.Asset, opts.Target, info); err != nil {
 		return nil, err
 	}
 	dirs, err := prepareDirs(opts, info)
@@ -205,7 +205,7 @@ func chooseSnapshot(ctx context.Context, r *repo.Repository, opts RestoreOptions
 		}
 		if !fits(info) {
 			return nil, nil, fmt.Errorf("snapshot %s is consistent only from %s (LSN %s): the target %s lies before it",
-				s.ID.Short(), info.StopTime.Format(time.RFC3339), info.StopLSN, opts.Target)
+				s.ID.Short(), lifeboat.FormatPreciseTime(info.StopTime), info.StopLSN, opts.Target)
 		}
 		return s, info, nil
 	}
@@ -228,7 +228,7 @@ func chooseSnapshot(ctx context.Context, r *repo.Repository, opts RestoreOptions
 		return nil, nil, fmt.Errorf("asset %s has no PostgreSQL snapshot in %s: %w", opts.Asset, r.Location(), storage.ErrNotFound)
 	}
 	return nil, nil, fmt.Errorf("no snapshot of %s is consistent before %s: the earliest is consistent from %s (LSN %s)",
-		opts.Asset, opts.Target, first.StopTime.Format(time.RFC3339), first.StopLSN)
+		opts.Asset, opts.Target, lifeboat.FormatPreciseTime(first.StopTime), first.StopLSN)
 }
 
 // CheckNoGap is checkNoGap for a drill, which must find a gap whatever

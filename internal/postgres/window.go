@@ -240,13 +240,17 @@ func (w *Window) Reachable(t Target) string {
 		if !w.LatestExact {
 			how = "when the last segment was archived"
 		}
-		return fmt.Sprintf("the archive of timeline %d reaches %s (LSN %s, %s; segment %s)", w.Timeline,
-			w.LatestTime.Format(time.RFC3339Nano), w.LatestLSN, how, w.LatestWAL)
+		reach := fmt.Sprintf("the archive of timeline %d reaches %s (LSN %s, %s; segment %s)", w.Timeline,
+			lifeboat.FormatPreciseTime(w.LatestTime), w.LatestLSN, how, w.LatestWAL)
+		if w.Gap != "" {
+			reach += fmt.Sprintf(", where it stops: segment %s is missing while later ones are archived", w.Gap)
+		}
+		return reach
 	}
 	switch {
 	case t.Time != nil && !t.Time.Before(w.LatestTime):
 		// Recovery to a time stops at the first commit after it.
-		return fmt.Sprintf("--time %s is not before the newest commit that can be restored: %s; to restore everything the archive holds, give no target", t.Time.UTC().Format(time.RFC3339Nano), at())
+		return fmt.Sprintf("--time %s is not before the newest commit that can be restored: %s; to restore everything the archive holds, give no target", lifeboat.FormatPreciseTime(*t.Time), at())
 	case t.LSN != nil && *t.LSN > w.LatestLSN:
 		return fmt.Sprintf("--lsn %s lies beyond the archived WAL: %s", t.LSN, at())
 	case t.XID != nil && w.LatestXID != 0 && *t.XID > w.LatestXID:

@@ -30,6 +30,11 @@ func (r *Repository) InitCopy(ctx context.Context, dst storage.Backend, s Secret
 	if err := dst.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
 		return fmt.Errorf("store key: %w", err)
 	}
+	if r.rcp != nil {
+		if err := r.copyDataKeys(ctx, dst); err != nil {
+			return err
+		}
+	}
 	return copyObject(ctx, r.be, dst, configName)
 }
 
@@ -59,7 +64,7 @@ var syncOrder = []string{"data/", "index/", "meta/", "wal/", "restorepoints/", "
 // reported in the stats (and noted, for verify and check).
 func (r *Repository) Sync(ctx context.Context, dst storage.Backend) (CopyStats, error) {
 	var st CopyStats
-	for _, prefix := range syncOrder {
+	for _, prefix := range r.syncPrefixes() {
 		have := make(map[string]int64)
 		if err := dst.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 			have[oi.Name] = oi.Size

@@ -38,6 +38,8 @@ type Secret struct {
 	// no new key object is made with it.
 	legacy bool
 	source string
+	// cacheDir, when set, holds the host-local key cache (keycache.go).
+	cacheDir string
 }
 
 // String names the secret's origin, never its content.
@@ -254,6 +256,7 @@ func deriveKEK(s Secret, kf *keyFileFormat) ([]byte, error) {
 			return nil, fmt.Errorf("argon2id key without valid parameters: %w", ErrCorrupt)
 		}
 		p := kf.Argon2
+		argon2Runs.Add(1)
 		return argon2.IDKey(s.material, kf.Salt, p.Time, p.Memory, p.Threads, 32), nil
 	case kdfHKDF:
 		kek := make([]byte, 32)
@@ -325,6 +328,11 @@ func unwrapKey(s Secret, kf *keyFileFormat) (*masterKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	return unwrapWithKEK(kek, kf)
+}
+
+// unwrapWithKEK opens a checked key object with its key-encryption key.
+func unwrapWithKEK(kek []byte, kf *keyFileFormat) (*masterKey, error) {
 	aead, err := newGCM(kek)
 	if err != nil {
 		return nil, err
@@ -426,7 +434,7 @@ func findMasterKey(ctx context.Context, be storage.Backend, s Secret, log *slog.
 	}
 	sort.SliceStable(candidates, func(i, j int) bool { return candidates[i].kf.cost() < candidates[j].kf.cost() })
 	for _, c := range candidates {
-		mk, err := unwrapKey(s, c.kf)
+		mk, err := unwrapCached(s, be.Location(), c.name, c.kf, log)
 		if err == nil {
 			if s.legacy {
 				log.Warn("the key file is in the old format (not 64 hex digits) and is used without stretching: "+

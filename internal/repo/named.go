@@ -58,6 +58,14 @@ func (r *Repository) PutNamedThen(ctx context.Context, area, asset, rel string, 
 	if sealedBound(int64(len(payload))) > r.objectCap(name) {
 		return false, fmt.Errorf("store %s: %d bytes, more than readers of its area accept", name, len(payload))
 	}
+	if r.sealsName(name) {
+		// Sealed once, to the data key and bound to the name itself; the
+		// master key's sealing then binds it to where it is stored.
+		if payload, err = r.sealNamed(name, payload, codec); err != nil {
+			return false, fmt.Errorf("store %s: %w", name, err)
+		}
+		codec = CodecNone
+	}
 	existed, err = r.putNamed(ctx, name, payload, codec, then)
 	if !errors.Is(err, ErrUnauthentic) {
 		return existed, err
@@ -104,7 +112,7 @@ func (r *Repository) putNamed(ctx context.Context, name string, payload []byte, 
 	if gerr != nil {
 		return true, fmt.Errorf("%s exists and cannot be compared: %w", name, gerr)
 	}
-	if !bytes.Equal(old, payload) {
+	if !r.samePayload(name, old, payload) {
 		return true, fmt.Errorf("%s: %w", name, ErrConflict)
 	}
 	if then != nil {
@@ -142,6 +150,17 @@ func (r *Repository) altBase(name string) (string, bool) {
 // name's alternate read instead: a squatter took the name and the writer
 // stored the object there (see PutNamed).
 func (r *Repository) GetNamed(ctx context.Context, area, asset, rel string) ([]byte, error) {
+	data, err := r.getNamed(ctx, area, asset, rel)
+	if err != nil {
+		return nil, err
+	}
+	if name := area + "/" + asset + "/" + rel; r.sealsName(name) {
+		return r.openNamed(ctx, name, data)
+	}
+	return data, nil
+}
+
+func (r *Repository) getNamed(ctx context.Context, area, asset, rel string) ([]byte, error) {
 	name, err := namedObject(area, asset, rel)
 	if err != nil {
 		return nil, err
@@ -186,7 +205,7 @@ func (r *Repository) ListNamedInfo(ctx context.Context, area, asset, prefix stri
 	// Names listed that may be followed by their alternate: everything
 	// that sorts between a name and its alternate starts with the name.
 	var stack []string
-	return r.be.List(ctx, base+prefix, func(oi storage.ObjectInfo) error {
+	return r.list(ctx, base+prefix, func(oi storage.ObjectInfo) error {
 		for len(stack) > 0 && !strings.HasPrefix(oi.Name, stack[len(stack)-1]) {
 			stack = stack[:len(stack)-1]
 		}

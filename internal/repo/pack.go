@@ -133,7 +133,7 @@ func (d *decoder) frames() []frameHeader {
 			RawLen:    uint32(d.uvarint(maxFrameBytes)),
 			Flags:     d.byte(),
 		}
-		if d.err == nil && f.Flags&^frameFlagZstd != 0 {
+		if d.err == nil && f.Flags&^(frameFlagZstd|frameFlagSealed) != 0 {
 			d.err = fmt.Errorf("frame %d: unknown flags %#x", i, f.Flags)
 		}
 		nb := d.uvarint(uint64(len(d.b) / 34))

@@ -18,11 +18,17 @@ func (r *Repository) openFrame(sealed []byte, fl FrameLoc) ([]byte, error) {
 // openFrameInto is openFrame for callers that own sealed, which is
 // decrypted in place, and that reuse dst for the decompressed frame.
 func (r *Repository) openFrameInto(dst, sealed []byte, fl FrameLoc) ([]byte, error) {
-	ns := r.crypt.aead.NonceSize()
-	if len(sealed) < ns+r.crypt.aead.Overhead() {
-		return nil, fmt.Errorf("pack %s frame at %d: sealed data too short: %w", fl.Pack.Short(), fl.Offset, ErrCorrupt)
+	var plain []byte
+	var err error
+	if fl.Flags&frameFlagSealed != 0 {
+		plain, err = r.openSealedFrame(sealed)
+	} else {
+		ns := r.crypt.aead.NonceSize()
+		if len(sealed) < ns+r.crypt.aead.Overhead() {
+			return nil, fmt.Errorf("pack %s frame at %d: sealed data too short: %w", fl.Pack.Short(), fl.Offset, ErrCorrupt)
+		}
+		plain, err = r.crypt.open(sealed[ns:ns], sealed, nil)
 	}
-	plain, err := r.crypt.open(sealed[ns:ns], sealed, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s frame at %d: %w", fl.Pack.Short(), fl.Offset, err)
 	}

@@ -37,11 +37,17 @@ type Config struct {
 	BlockSize int       `json:"block_size"` // default fixed block size for file data
 	PackSize  int       `json:"pack_size"`  // target pack size in bytes
 	FrameSize int       `json:"frame_size"` // target raw bytes per compressed frame
+	// DataKey is set in the public-key mode (version 2): backup contents
+	// are sealed to it (recipient.go, docs/FORMAT.md §12).
+	DataKey *DataKeyConfig `json:"data_key,omitempty"`
 }
 
 // InitOptions shape a new repository.
 type InitOptions struct {
 	BlockSize int // 0: DefaultBlockSize
+	// Recipient, when set, makes a public-key repository: backup contents
+	// are sealed so that only the recipient's identity reads them.
+	Recipient *Recipient
 }
 
 // Repository is an open repository. It is safe for concurrent use. Close
@@ -54,10 +60,11 @@ type Repository struct {
 	cfg    Config
 	log    *slog.Logger
 	Clock  func() time.Time
-	Holder string        // who takes locks ("host:pid"), for messages
-	life   *lifetime     // shared by copies of the struct
-	met    *metObjects   // unauthentic objects met; shared likewise
-	vers   *versionState // earlier versions read instead (versions.go); shared likewise
+	Holder string          // who takes locks ("host:pid"), for messages
+	life   *lifetime       // shared by copies of the struct
+	met    *metObjects     // unauthentic objects met; shared likewise
+	vers   *versionState   // earlier versions read instead (versions.go); shared likewise
+	rcp    *recipientState // data keys of the public-key mode; nil in the symmetric mode
 }
 
 // Init creates a repository on be, sealed by secret s. It refuses when the
@@ -105,6 +112,11 @@ func Init(ctx context.Context, be storage.Backend, s Secret, opts InitOptions) (
 	if err := be.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
 		return nil, fmt.Errorf("store key: %w", err)
 	}
+	if opts.Recipient != nil {
+		if err := initRecipient(ctx, be, c, &cfg, *opts.Recipient); err != nil {
+			return nil, err
+		}
+	}
 	plain, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -145,10 +157,18 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if err := json.Unmarshal(plain, &cfg); err != nil {
 		return nil, fmt.Errorf("parse config: %v: %w", err, ErrCorrupt)
 	}
-	if cfg.Version != formatVersion {
-		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d)", cfg.Version, formatVersion)
+	switch {
+	case cfg.Version == formatVersion && cfg.DataKey == nil:
+	case cfg.Version == publicKeyFormatVersion && cfg.DataKey != nil:
+	default:
+		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d, and %d with a data_key)", cfg.Version, formatVersion, publicKeyFormatVersion)
 	}
 	r.cfg = cfg
+	if cfg.DataKey != nil {
+		if err := r.loadDataKeys(ctx); err != nil {
+			return nil, fmt.Errorf("read data keys: %w", err)
+		}
+	}
 	return r, nil
 }
 

@@ -95,6 +95,10 @@ type blockTarget struct {
 // the restore made. A link another user plants or swaps in while the
 // restore runs fails the restore; it never redirects a write.
 func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, opts RestoreOptions) (st RestoreStats, err error) {
+	// Refused before the target is touched.
+	if err := r.CanReadContents(ctx); err != nil {
+		return st, err
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.NumCPU()
 	}

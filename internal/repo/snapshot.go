@@ -110,6 +110,24 @@ func (r *Repository) SnapshotIDs(ctx context.Context) ([]ID, error) {
 // (planted, or damaged at rest) is skipped and noted, for verify and check
 // to report; any other failure to read one is an error, not a silent gap.
 func (r *Repository) Snapshots(ctx context.Context, asset string) ([]*Snapshot, error) {
+	if m := memoOf(ctx); m != nil {
+		all, err := m.snapshots(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		var res []*Snapshot
+		for _, s := range all {
+			if asset == "" || s.Asset == asset {
+				res = append(res, s)
+			}
+		}
+		return res, nil
+	}
+	return r.loadSnapshots(ctx, asset)
+}
+
+// loadSnapshots is Snapshots read from the store.
+func (r *Repository) loadSnapshots(ctx context.Context, asset string) ([]*Snapshot, error) {
 	ids, err := r.SnapshotIDs(ctx)
 	if err != nil {
 		return nil, err

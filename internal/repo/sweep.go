@@ -279,6 +279,20 @@ func (r *Repository) repack(ctx context.Context, st *sweepState, packs []ID, rep
 			if !live {
 				continue
 			}
+			if fl.Flags&frameFlagSealed != 0 {
+				// Sealed to a data key: moved as it is, so that a host
+				// without the identity can repack too.
+				if err := r.repackSealedFrame(ctx, w, fl, f); err != nil {
+					w.Abort()
+					return fmt.Errorf("repack %s: %w", packName(id), err)
+				}
+				for _, b := range f.Blobs {
+					if st.liveIn(b.ID, id) {
+						rep.RepackedBytes += int64(b.Len)
+					}
+				}
+				continue
+			}
 			raw, err := r.ReadFrame(ctx, fl)
 			if err != nil {
 				w.Abort()

@@ -52,6 +52,11 @@ func (r *Repository) Verify(ctx context.Context, opts VerifyOptions) (*VerifyRep
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
+	if opts.ReadData {
+		if err := r.CanReadContents(ctx); err != nil {
+			return nil, err
+		}
+	}
 	rep := &VerifyReport{}
 	mark := r.UnauthenticMark()
 	idx, err := r.loadIndexTolerant(ctx, rep)

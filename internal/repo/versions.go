@@ -41,7 +41,7 @@ func OverwrittenProblem(o Overwritten) string {
 		return fmt.Sprintf("%s: the current version is not authentic and no earlier version is (%s)", o.Name, o.Reason)
 	}
 	return fmt.Sprintf("%s: the current version is not authentic (%s); read instead from its earlier version %s, stored %s (lifeboat verify --repair makes it current again)",
-		o.Name, o.Reason, o.Version, o.Stored.UTC().Format(time.RFC3339))
+		o.Name, o.Reason, o.Version, o.Stored.UTC().Format("2006-01-02 15:04:05 UTC")) // lifeboat.TimeLayout; the format imports none of ours
 }
 
 // versionState is what a repository knows of its objects' versions,
@@ -320,6 +320,11 @@ type VersionsReport struct {
 	Overwritten []Overwritten
 }
 
+// CanaryArea holds the objects lifeboat check writes to probe a credential's rights
+// (canary/<host>, FORMAT.md §1): no part of the repository, never read, so never reported here
+// (a credential with too many rights can leave a canary several versions).
+const CanaryArea = "canary"
+
 // CheckVersions finds every object whose current version is not
 // authentic, with the newest earlier version that is. Lifeboat writes
 // every name once, so only a name with more than one version can have
@@ -338,7 +343,7 @@ func (r *Repository) CheckVersions(ctx context.Context) (*VersionsReport, error)
 	var multi []object
 	var cur object
 	flush := func() {
-		if cur.count > 1 && cur.latest.ID != "" && !cur.latest.DeleteMarker {
+		if cur.count > 1 && cur.latest.ID != "" && !cur.latest.DeleteMarker && !strings.HasPrefix(cur.name, CanaryArea+"/") {
 			multi = append(multi, cur)
 		}
 	}

@@ -467,7 +467,15 @@ func (s *Sink) Flush(ctx context.Context) error {
 		plain = s.zbuf
 		fh.Flags |= frameFlagZstd
 	}
-	s.sealed = c.seal(s.sealed[:0], plain, nil)
+	if s.w.r.rcp != nil && hasData(s.blobs) {
+		var err error
+		if s.sealed, err = s.w.r.sealFrame(s.sealed[:0], plain); err != nil {
+			return fmt.Errorf("seal frame: %w", err)
+		}
+		fh.Flags |= frameFlagSealed
+	} else {
+		s.sealed = c.seal(s.sealed[:0], plain, nil)
+	}
 	fh.SealedLen = uint32(len(s.sealed))
 	s.raw = s.raw[:0]
 	s.blobs = nil

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
 // The report rounds in one place each, so that the same record shows the
@@ -22,7 +24,7 @@ import (
 
 // timeLayout is how every moment is written: UTC, to the second, so that
 // an RPO "to the second" can be checked against the times beside it.
-const timeLayout = "2006-01-02 15:04:05 UTC"
+const timeLayout = lifeboat.TimeLayout
 
 func timeText(t time.Time) string {
 	if t.IsZero() {

@@ -260,7 +260,7 @@ func TestPoliciesInDocs(t *testing.T) {
 	}
 	for name, policy := range map[string]string{
 		"backup role": backupRole, "backup role for object_lock": backupRoleObjectLock, "expire role": expireRole,
-		"AWS if-none-match statement": awsRequireIfNoneMatch,
+		"restore role": restoreRole, "audit role": auditRole, "AWS if-none-match statement": awsRequireIfNoneMatch,
 	} {
 		if !json.Valid([]byte(policy)) {
 			t.Errorf("the %s is not valid JSON", name)
@@ -272,15 +272,26 @@ func TestPoliciesInDocs(t *testing.T) {
 	if got := BackupRolePolicy("vault"); strings.Contains(got, "BUCKET") || !strings.Contains(got, `"arn:aws:s3:::vault/*"`) {
 		t.Errorf("BackupRolePolicy(vault) = %s", got)
 	}
+	for prefix, want := range map[string]string{"db": `"arn:aws:s3:::vault/db/audit/*"`, "": `"arn:aws:s3:::vault/audit/*"`} {
+		if got := AuditRolePolicy("vault", prefix); strings.Contains(got, "BUCKET") || strings.Contains(got, "PREFIX") ||
+			!strings.Contains(got, want) || !strings.Contains(got, `"arn:aws:s3:::vault"`) || !json.Valid([]byte(got)) {
+			t.Errorf("AuditRolePolicy(vault, %q) = %s", prefix, got)
+		}
+		if got := RestoreRolePolicy("vault", prefix); strings.Contains(got, "BUCKET") || strings.Contains(got, "PREFIX") ||
+			!strings.Contains(got, want) || !strings.Contains(got, `"arn:aws:s3:::vault/*"`) || !json.Valid([]byte(got)) {
+			t.Errorf("RestoreRolePolicy(vault, %q) = %s", prefix, got)
+		}
+	}
 }
 
-// TestRolePoliciesAccepted runs both role documents through MinIO's policy parser.
+// TestRolePoliciesAccepted runs every role document through MinIO's policy parser.
 func TestRolePoliciesAccepted(t *testing.T) {
 	t.Parallel()
 	srv := Start(t)
 	ctx := testContext(t)
 	for name, policy := range map[string]string{"backup": BackupRolePolicy("vault"), "backup-object-lock": BackupRoleObjectLockPolicy("vault"),
-		"expire": ExpireRolePolicy("vault")} {
+		"expire": ExpireRolePolicy("vault"), "restore": RestoreRolePolicy("vault", "db"), "audit": AuditRolePolicy("vault", "db"),
+		"audit-at-root": AuditRolePolicy("vault", "")} {
 		if err := srv.addCannedPolicy(ctx, "lifeboat-"+name, policy); err != nil {
 			t.Errorf("MinIO refused the %s role: %v", name, err)
 		}

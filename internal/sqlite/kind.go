@@ -59,7 +59,7 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 	in := res.Info
 	return &asset.Restored{Snapshot: s, Lines: []string{
 		fmt.Sprintf("restored snapshot %s of %s (%s, taken %s) to %s: %s, %d pages of %d, journal mode %s, user_version %d, %s",
-			s.ID.Short(), r.Asset.Name, in.Source, s.EndTime.Local().Format("2006-01-02 15:04:05 MST"), res.Path, asset.HumanBytes(res.Bytes),
+			s.ID.Short(), r.Asset.Name, in.Source, lifeboat.FormatTime(s.EndTime), res.Path, asset.HumanBytes(res.Bytes),
 			in.PageCount, in.PageSize, in.JournalMode, in.UserVersion, time.Since(start).Round(time.Millisecond)),
 		"integrity_check: " + res.IntegrityCheck,
 	}}, nil

@@ -93,7 +93,7 @@ func (e *RetainedError) Error() string {
 		return fmt.Sprintf("%s is under %s and cannot be deleted until the hold is lifted", e.Name, e.Mode)
 	}
 	return fmt.Sprintf("%s is under %s retention until %s and cannot be deleted before then",
-		e.Name, e.Mode, e.Until.UTC().Format(time.RFC3339))
+		e.Name, e.Mode, e.Until.UTC().Format("2006-01-02 15:04:05 UTC")) // lifeboat.TimeLayout; storage imports none of ours
 }
 
 // Is makes errors.Is(err, ErrRetained) hold for a *RetainedError.

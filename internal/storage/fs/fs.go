@@ -227,7 +227,7 @@ func (b *backend) Put(ctx context.Context, name string, body io.ReadSeeker, size
 		}
 		// Not classify: a vanished temporary file or directory is no
 		// reason to tell the caller the object is missing.
-		return fmt.Errorf("put %s: %w", p, noSpace(permanentIfDenied(linkErr)))
+		return fmt.Errorf("put %s: %w", p, noSpace(b.denied(linkErr)))
 	}
 	if err := durable.SyncDir(filepath.Dir(p)); err != nil {
 		return fmt.Errorf("put %s: %w", p, err)
@@ -271,7 +271,7 @@ func (b *backend) createTemp(rel string) (*os.File, error) {
 			b.forgetDirs()
 			continue
 		}
-		return nil, fmt.Errorf("create temporary file: %w", permanentIfDenied(err))
+		return nil, fmt.Errorf("create temporary file: %w", b.denied(err))
 	}
 }
 
@@ -349,7 +349,7 @@ func (b *backend) ensureDir(rel string) error {
 			}
 		} else {
 			if !errors.Is(err, iofs.ErrExist) {
-				return fmt.Errorf("create directory: %w", permanentIfDenied(err))
+				return fmt.Errorf("create directory: %w", b.denied(err))
 			}
 			// An object may hold the name a directory needs; no retry
 			// will move it.
@@ -672,11 +672,16 @@ func noSpace(err error) error {
 	return err
 }
 
-func permanentIfDenied(err error) error {
-	if errors.Is(err, iofs.ErrPermission) {
-		return storage.Permanent(err)
+// denied marks a write the directory's permissions refuse: it will not
+// cure itself, and the message says what to change, since the directory
+// is this process's own (another user's is refused up front, see Open).
+func (b *backend) denied(err error) error {
+	if !errors.Is(err, iofs.ErrPermission) {
+		return err
 	}
-	return err
+	me := userName(os.Geteuid())
+	return storage.Permanent(fmt.Errorf("%w: the repository directory %s is not writable by %s (read-only mount or mode): make it writable (chmod -R u+w %s) or run as a user who may write it: %w",
+		err, b.root, me, b.root, storage.ErrPermission))
 }
 
 // ctxReader stops a copy at the next chunk once ctx is done, so a cancelled

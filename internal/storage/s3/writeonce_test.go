@@ -145,7 +145,7 @@ func TestLockOptions(t *testing.T) {
 func TestRetainedErrorMessage(t *testing.T) {
 	until := time.Date(2031, 5, 4, 3, 2, 1, 0, time.UTC)
 	err := fmt.Errorf("prune: %w", storage.Permanent(&storage.RetainedError{Name: "data/ab/pack", Until: until, Mode: "COMPLIANCE"}))
-	for _, want := range []string{"data/ab/pack", "COMPLIANCE", "2031-05-04T03:02:01Z"} {
+	for _, want := range []string{"data/ab/pack", "COMPLIANCE", "2031-05-04 03:02:01 UTC"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not name %q", err, want)
 		}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWebCommands: web user add prints the TOTP secret, web token create
+// prints a token the API takes, and lifeboat web serves the numbers
+// status prints; bad input is one line and exit 2.
+func TestWebCommands(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a"), "a", 0o600, time.Now())
+	e := newFilesEnv(t, []string{src}, nil)
+	e.mustRun("backup", "app-config")
+
+	add := exec.Command(e.bin, "-c", e.policy, "web", "user", "add", "ada", "--role", "admin", "--password-stdin")
+	add.Stdin = strings.NewReader("correct horse battery\n")
+	out, err := add.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "otpauth://totp/Lifeboat:ada") || !strings.Contains(string(out), "TOTP secret: ") {
+		t.Fatalf("web user add: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"web", "user", "add", "bob", "--role", "root", "--password-stdin"}, {"web", "token", "create", "--role", "god"}} {
+		if r := e.run(args...); r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "unknown role") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and one line naming the role", args, r.code, r.stderr)
+		}
+	}
+	token := strings.TrimSpace(e.mustRun("web", "token", "create", "--role", "viewer"))
+	if !strings.HasPrefix(token, "lbt_") {
+		t.Fatalf("token %q", token)
+	}
+
+	srv := exec.Command(e.bin, "-c", e.policy, "web", "--listen", "127.0.0.1:0")
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("lifeboat web said nothing: %v", err)
+	}
+	addr := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Name       string    `json:"name"`
+		LastBackup time.Time `json:"last_backup"`
+		State      string    `json:"state"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&rows)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/assets: %d %v", resp.StatusCode, err)
+	}
+	var status []struct {
+		Asset            string    `json:"asset"`
+		LastSnapshotTime time.Time `json:"last_snapshot_time"`
+	}
+	if err := json.Unmarshal([]byte(e.mustRun("status", "--json")), &status); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Name != "app-config" || !rows[0].LastBackup.Equal(status[0].LastSnapshotTime) || rows[0].State != "ok" {
+		t.Errorf("API %+v, status %+v", rows, status)
+	}
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Errorf("lifeboat web after SIGTERM: %v", err)
+	}
+	audit := e.mustRun("audit", "export", "--format", "jsonl")
+	for _, typ := range []string{"web-user-add", "web-token-create"} {
+		if !strings.Contains(audit, typ) {
+			t.Errorf("the audit trail lacks %s", typ)
+		}
+	}
+}

@@ -48,7 +48,10 @@ func startStreamer(t *testing.T, r *repo.Repository, c *pgtest.Cluster, flush ti
 	t.Cleanup(s.stop)
 	// The stream is on once the server sees it.
 	deadline := time.Now().Add(30 * time.Second)
-	for c.Psql(t, "postgres", "select count(*) from pg_stat_replication where application_name = 'lifeboat_pg'") != "1" {
+	// "streaming", not merely connected: the slot turns active only at
+	// START_REPLICATION, which a loaded machine may reach well after the
+	// walsender appears.
+	for c.Psql(t, "postgres", "select count(*) from pg_stat_replication where application_name = 'lifeboat_pg' and state = 'streaming'") != "1" {
 		if time.Now().After(deadline) {
 			t.Fatal("WAL stream did not connect")
 		}
@@ -190,6 +193,15 @@ func TestStreamRecoversEveryDurableCommit(t *testing.T) {
 		"-D", base, "-X", "none", "-c", "fast").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	// The base backup needs the WAL from its start: wait until the stream
+	// holds it, or a loaded machine restores from a stream that lagged
+	// behind the backup (which recovery rightly refuses).
+	backupEnd, _ := pglogrepl.ParseLSN(c.Psql(t, "postgres", "select pg_current_wal_insert_lsn()"))
+	for deadline := time.Now().Add(60 * time.Second); pglogrepl.LSN(s.durable.Load()) < backupEnd; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream did not reach the base backup's end %s in time (durable %s)", backupEnd, pglogrepl.LSN(s.durable.Load()))
+		}
 	}
 
 	// Commit rows one by one, noting each commit's end position.
@@ -449,7 +461,10 @@ func TestStreamHealsNetworkCut(t *testing.T) {
 	first := c.Psql(t, "postgres", "select pg_walfile_name(pg_current_wal_lsn())")
 	waitStreaming := func() {
 		deadline := time.Now().Add(30 * time.Second)
-		for c.Psql(t, "postgres", "select count(*) from pg_stat_replication where application_name = 'lifeboat_pg'") != "1" {
+		// "streaming", not merely connected: the slot turns active only at
+		// START_REPLICATION, which a loaded machine may reach well after the
+		// walsender appears.
+		for c.Psql(t, "postgres", "select count(*) from pg_stat_replication where application_name = 'lifeboat_pg' and state = 'streaming'") != "1" {
 			if time.Now().After(deadline) {
 				t.Fatal("WAL stream did not connect")
 			}

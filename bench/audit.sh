@@ -35,11 +35,14 @@ fi
 as_user=()
 if [[ $(id -u) -eq 0 ]]; then
 	as_user=(runuser -u "${BENCH_USER:-lifeboat-test}" --)
+	chown "${BENCH_USER:-lifeboat-test}" "$work" # the overhead's TMPDIR
 fi
 mode=${1:-all}
 [[ $# -gt 0 ]] && shift
 if [[ $mode == verify || $mode == all ]]; then
-	"${as_user[@]}" "$work/lbaudit" verify -lifeboat "$work/lifeboat" "$@"
+	# As root, so that the page cache can be dropped before each run (no
+	# PostgreSQL in this part).
+	"$work/lbaudit" verify -lifeboat "$work/lifeboat" "$@"
 fi
 if [[ $mode == overhead || $mode == all ]]; then
 	"${as_user[@]}" env TMPDIR="$work" "$work/lbaudit" overhead -lifeboat "$work/lifeboat" -baseline "$work/lifeboat-baseline" "$@"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Measures archive_command latency under load: `lifeboat wal-push` with a
-# key-file and with a passphrase repository, side by side with pgBackRest's
-# archive-push (when installed) in the same run, under `pgbench -c 4` at a
-# fixed rate. Each configuration takes its turn as archive_command for
+# key-file and with a passphrase repository, each alone and handing segments
+# to a running `lifeboat serve` (the "-serve" configurations: the daemon runs
+# for that turn only; "walpush-" is the small client cmd/lifeboat-walpush),
+# side by side with pgBackRest's archive-push (when
+# installed) in the same run, under `pgbench -c 4` at a fixed rate. Each configuration takes its turn as archive_command for
 # SECONDS of pgbench, then the archiver drains; a wrapper logs the wall time
 # of every call. Prints, per configuration, the median and p99 of each
 # round and the median of the rounds' medians and p99s.
@@ -38,7 +40,7 @@ need_root
 chown "$pguser" "$root" # initdb and repo init write here as postgres
 trap 'pg_stop; rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/logs"
-(cd "$repo_root" && build_lifeboat "$root/bin")
+(cd "$repo_root" && build_lifeboat "$root/bin" && go build -o "$root/bin/lifeboat-walpush" ./cmd/lifeboat-walpush)
 if [[ -n $baseline ]]; then
 	install -m 755 "$baseline" "$root/bin/baseline"
 fi
@@ -72,6 +74,10 @@ YAML
 	chown "$pguser" "$root/lb-$kind.yaml"
 	as_pg "$bin" -c "$root/lb-$kind.yaml" repo init >/dev/null
 	configs+=("lifeboat-$kind|$bin -c $root/lb-$kind.yaml wal-push bench")
+	# -v: each push through the daemon logs by=serve into the server's log.
+	configs+=("lifeboat-$kind-serve|$bin -c $root/lb-$kind.yaml -v wal-push bench")
+	# the small hand-off client (cmd/lifeboat-walpush), same arguments
+	configs+=("walpush-$kind-serve|$root/bin/lifeboat-walpush -c $root/lb-$kind.yaml -v wal-push bench")
 	if [[ -n $baseline ]]; then
 		configs+=("baseline-$kind|$root/bin/baseline -c $root/lb-$kind.yaml wal-push bench")
 	fi
@@ -130,18 +136,51 @@ stats() {
 			printf "%.1f %.1f %d\n", m, v[i], NR }'
 }
 
+# serve_start KIND / serve_stop: the daemon of a "-serve" turn. wal-push
+# finds its socket in the state directory; without it, wal-push works alone.
+serve_pid=""
+serve_start() {
+	# exec: $! is runuser, which passes SIGTERM on to serve.
+	(exec runuser -u "$pguser" -- "$bin" -c "$root/lb-$1.yaml" serve >>"$root/logs/serve-$1.log" 2>&1) &
+	serve_pid=$!
+	local i
+	for i in $(seq 1 300); do
+		[[ -S $root/state-$1/wal-push.sock ]] && return
+		sleep 0.1
+	done
+	echo "serve did not open its socket; see $root/logs/serve-$1.log" >&2
+	exit 1
+}
+serve_stop() {
+	if [[ -n $serve_pid ]]; then
+		kill -TERM "$serve_pid"
+		wait "$serve_pid" || true
+		serve_pid=""
+	fi
+}
+trap 'serve_stop; pg_stop; rm -rf "$root"' EXIT
+
 declare -A meds p99s
 for round in $(seq 1 "$rounds"); do
 	for c in "${configs[@]}"; do
 		name=${c%%|*} cmd=${c#*|}
 		w=$(wrapper "$name" "$cmd")
+		case $name in
+		*-serve)
+			kind=${name#*-}
+			serve_start "${kind%-serve}"
+			;;
+		esac
 		sql "alter system set archive_command = '$w %p'" "select pg_reload_conf()" >/dev/null
-		drain
+		drain # warms the new command up (the daemon opens the repository) outside the timed span
+		handed=$(grep -c "by=serve" "$root/pg.log" || true)
 		from=$(date +%s%N)
 		as_pg "$pgbin/pgbench" -h "$pgsock" -p "$pgport" -U postgres -c 4 -j 2 -R "$tps" -T "$secs" -n postgres >"$root/logs/pgbench-$name-$round.log" 2>&1
 		drain
+		serve_stop
 		read -r med p99 n < <(stats "$root/logs/$name.log" "$from")
-		echo "round $round $name: median $med ms, p99 $p99 ms over $n pushes"
+		handed=$(($(grep -c "by=serve" "$root/pg.log" || true) - handed))
+		echo "round $round $name: median $med ms, p99 $p99 ms over $n pushes ($handed handed to serve)"
 		meds[$name]+="$med " p99s[$name]+="$p99 "
 	done
 done

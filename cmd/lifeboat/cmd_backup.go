@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,12 +27,17 @@ type backupOptions struct {
 	noCopy         bool
 	json           bool
 	checkBlocks    bool
+	// all, pin and reason make an incident snapshot (docs/retention.md):
+	// every asset, each new snapshot held with the reason.
+	all    bool
+	pin    bool
+	reason string
 }
 
 func newBackupCommand(g *globalOptions) *cobra.Command {
 	var o backupOptions
 	cmd := &cobra.Command{
-		Use:   "backup ASSET",
+		Use:   "backup ASSET | --all [--pin --reason TEXT]",
 		Short: "Take a backup of an asset",
 		Long: `Take a physical backup of a PostgreSQL asset through the non-exclusive
 backup API. After the first backup the default is incremental: files unchanged
@@ -42,11 +49,27 @@ does), unless --no-copy.
 
 Exit 0 means the snapshot, its data and the WAL that makes it consistent are
 durably in the repository, and in every copy. When only the copy failed, the
-error says the snapshot is stored in the primary; lifeboat copy retries.`,
-		Args: exactArgs(1, "ASSET"),
+error says the snapshot is stored in the primary; lifeboat copy retries.
+
+--all backs up every asset of the policy; one that fails does not stop the
+others, and the command fails naming those that failed.
+
+--pin --reason TEXT makes an incident snapshot (a forensic snapshot before
+anything else is touched): the new snapshot is placed on legal hold, with the
+reason and who asked, in every repository of the asset that holds it (a copy
+that gets it later gets the hold with it). Expire never removes it until
+lifeboat unpin. With a failed copy the snapshot is still held in the primary.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.all {
+				return exactArgs(0, "no ASSET with --all")(cmd, args)
+			}
+			return exactArgs(1, "ASSET (or --all)")(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.asset = args[0]
-			return runBackup(cmd.Context(), g, o)
+			if len(args) == 1 {
+				o.asset = args[0]
+			}
+			return runBackups(cmd.Context(), g, o)
 		},
 	}
 	cmd.Flags().BoolVar(&o.full, "full", false, "read every file, not only those changed since the last backup")
@@ -56,17 +79,80 @@ error says the snapshot is stored in the primary; lifeboat copy retries.`,
 	cmd.Flags().BoolVar(&o.checkBlocks, "check-blocks", false, "PostgreSQL incrementals: also read changed files whole and fail naming any changed block the WAL since the parent does not reference")
 	cmd.Flags().BoolVar(&o.noCopy, "no-copy", false, "leave the copy repositories for a later lifeboat copy")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the snapshot as one line of JSON (as snapshots --json lists it) instead of the summary")
+	cmd.Flags().BoolVar(&o.all, "all", false, "back up every asset of the policy; a failure of one does not stop the others")
+	cmd.Flags().BoolVar(&o.pin, "pin", false, "incident snapshot: place the new snapshot on legal hold (needs --reason)")
+	cmd.Flags().StringVar(&o.reason, "reason", "", "with --pin: why the snapshot is held (the incident, who asked)")
 	return cmd
 }
 
-func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err error) {
-	svc, err := g.service()
+// runBackups backs up the asset named, or every asset with --all, and
+// with --pin holds each new snapshot.
+func runBackups(ctx context.Context, g *globalOptions, o backupOptions) error {
+	switch {
+	case o.pin && strings.TrimSpace(o.reason) == "":
+		return usagef("--pin needs --reason: the incident, and who asked for the hold")
+	case !o.pin && o.reason != "":
+		return usagef("--reason goes with --pin")
+	}
+	if !o.all {
+		return backupAndPin(ctx, g, o)
+	}
+	p, err := g.policy()
 	if err != nil {
 		return err
 	}
+	var failed []string
+	for _, a := range p.Assets {
+		one := o
+		one.asset = a.Name
+		if err := backupAndPin(ctx, g, one); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "lifeboat: %s\n", oneLine(err))
+			failed = append(failed, a.Name)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("backup --all: %d of %d assets failed: %s", len(failed), len(p.Assets), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// backupAndPin is one backup, then with --pin its hold: placed even when
+// only the copies failed, since the primary holds the snapshot.
+func backupAndPin(ctx context.Context, g *globalOptions, o backupOptions) error {
+	res, err := runBackup(ctx, g, o)
+	if !o.pin || res == nil || res.Snapshot == nil {
+		return err
+	}
+	svc, serr := g.service()
+	if serr != nil {
+		return errors.Join(err, serr)
+	}
+	id := res.Snapshot.ID.String()
+	held, perr := svc.PinSnapshot(ctx, res.Asset.Name, id, o.reason, time.Time{})
+	var where []string
+	for _, h := range held {
+		where = append(where, h.Repository.Name)
+	}
+	if len(held) > 0 {
+		fmt.Fprintf(g.stdout, "incident snapshot %s of %s held in %s: %s\n", res.Snapshot.ID.Short(), res.Asset.Name, strings.Join(where, ", "), o.reason)
+	}
+	if perr != nil {
+		perr = fmt.Errorf("backup %s: snapshot %s is stored but not held everywhere: %w; run lifeboat pin %s --reason ...", res.Asset.Name, res.Snapshot.ID.Short(), perr, res.Snapshot.ID.Short())
+	}
+	return errors.Join(err, perr)
+}
+
+func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (res *app.BackupResult, err error) {
+	svc, err := g.service()
+	if err != nil {
+		return nil, err
+	}
 	bar := newProgressLine(g)
 	defer bar.done()
-	res, err := svc.Backup(ctx, app.BackupRequest{Asset: o.asset, Full: o.full, Workers: o.workers, LockWait: o.lockWait, ArchiveTimeout: o.archiveTimeout,
+	res, err = svc.Backup(ctx, app.BackupRequest{Asset: o.asset, Full: o.full, Workers: o.workers, LockWait: o.lockWait, ArchiveTimeout: o.archiveTimeout,
 		CheckBlocks: o.checkBlocks, Progress: bar.set, Warn: func(msg string) {
 			bar.done()
 			fmt.Fprintf(g.stderr, "warning: %s\n", msg)
@@ -76,32 +162,32 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions) (err erro
 		defer func() { g.recordManualRun(ctx, svc, res, err) }()
 	}
 	if err != nil {
-		return err
+		return res, err
 	}
 	a, snap := res.Asset, res.Snapshot
 	// Printed before the copies: a run whose copy fails still names the
 	// snapshot the primary holds.
 	if o.json {
 		if err := g.printSnapshotJSON(svc, res.Repository.Name, snap); err != nil {
-			return err
+			return res, err
 		}
 	} else {
 		g.printSnapshot(res)
 	}
 	if o.noCopy || len(res.Copies) == 0 {
-		return nil
+		return res, nil
 	}
 	if err := svc.DrainQueues(ctx, res.Copies, true); err != nil {
-		return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
+		return res, fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 	}
 	for _, cp := range res.Copies {
 		c, err := svc.SyncCopy(ctx, res.Repo, res.Repository, cp)
 		if err != nil {
-			return fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
+			return res, fmt.Errorf("backup %s: snapshot %s is stored in %s, but %w; run lifeboat copy", a.Name, snap.ID.Short(), res.Repository.Name, err)
 		}
 		g.printCopied(c)
 	}
-	return nil
+	return res, nil
 }
 
 // printSnapshot is the line a backup of any kind ends with.

@@ -101,6 +101,9 @@ func runCheck(ctx context.Context, g *globalOptions, o checkOptions) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		if err := printFleetCheck(ctx, g, p, pool); err != nil {
+			return err
+		}
 	}
 	if n := failing(results); n > 0 {
 		return errors.New(plural(n, "check") + " failed")

@@ -11,12 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
-	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/expire"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/repo"
-	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
 type expireOptions struct {
@@ -205,68 +202,34 @@ func newUnpinCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin bool) (err error) {
-	defer g.audited(ctx, map[bool]string{true: audit.TypePin, false: audit.TypeUnpin}[pin], "", o.repository)(&err, map[string]string{"snapshot": id, "reason": o.reason, "until": o.until})
+func runPin(ctx context.Context, g *globalOptions, id string, o pinOptions, pin bool) error {
 	if !pin {
 		return runUnpin(ctx, g, id, o)
 	}
+	if strings.TrimSpace(o.reason) == "" {
+		return usagef("pin needs --reason: who asked for the hold, and why")
+	}
 	var until time.Time
-	if pin {
-		if strings.TrimSpace(o.reason) == "" {
-			return usagef("pin needs --reason: who asked for the hold, and why")
+	if o.until != "" {
+		t, err := time.Parse(time.DateOnly, o.until)
+		if err != nil {
+			return usagef("--until %q: want a date as YYYY-MM-DD", o.until)
 		}
-		if o.until != "" {
-			t, err := time.Parse("2006-01-02", o.until)
-			if err != nil {
-				return usagef("--until %q: want a date as YYYY-MM-DD", o.until)
-			}
-			until = t
-		}
+		until = t
 	}
-	p, err := g.policy()
+	svc, err := g.service()
 	if err != nil {
 		return err
 	}
-	repos, err := app.NamedOrAllRepositories(p, o.repository)
-	if err != nil {
-		return err
-	}
-	found := 0
-	for _, rp := range repos {
-		r, err := g.openRepository(ctx, rp)
-		if err != nil {
-			return err
-		}
-		s, err := r.FindSnapshot(ctx, id)
-		if errors.Is(err, storage.ErrNotFound) && o.repository == "" {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		found++
-		if pin {
-			_, err = r.PinSnapshot(ctx, s.ID, o.reason, until)
-			if errors.Is(err, repo.ErrPinned) {
-				fmt.Fprintf(g.stdout, "snapshot %s is pinned already in %s\n", s.ID.Short(), rp.Name)
-				continue
-			}
+	held, err := svc.Pin(ctx, o.repository, id, o.reason, until)
+	for _, h := range held {
+		if h.Pin == nil {
+			fmt.Fprintf(g.stdout, "snapshot %s is pinned already in %s\n", h.Snapshot.ID.Short(), h.Repository.Name)
 		} else {
-			err = r.UnpinSnapshot(ctx, s.ID)
+			fmt.Fprintf(g.stdout, "snapshot %s pinned in %s\n", h.Snapshot.ID.Short(), h.Repository.Name)
 		}
-		if err != nil {
-			return fmt.Errorf("repository %s: %w", rp.Name, err)
-		}
-		verb := "pinned"
-		if !pin {
-			verb = "unpinned"
-		}
-		fmt.Fprintf(g.stdout, "snapshot %s %s in %s\n", s.ID.Short(), verb, rp.Name)
 	}
-	if found == 0 {
-		return fmt.Errorf("no repository of the policy holds snapshot %q", id)
-	}
-	return nil
+	return err
 }
 
 func newForgetCommand(g *globalOptions) *cobra.Command {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
-	"github.com/lifeboat-dr/lifeboat/internal/report"
 )
 
 type reportOptions struct {
@@ -66,19 +64,15 @@ func runReport(ctx context.Context, g *globalOptions, o reportOptions) error {
 	}
 	svc := app.New(p, app.Options{Log: g.log, Now: g.now(time.Now)})
 	defer svc.Close()
-	in, err := svc.ReportInput(ctx, since, now, o.repository)
+	data, err := svc.Report(ctx, o.format, since, now, o.repository)
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	if err := report.Render(&buf, o.format, in); err != nil {
-		return err
-	}
 	if o.out == "" {
-		_, err := g.stdout.Write(buf.Bytes())
+		_, err := g.stdout.Write(data)
 		return err
 	}
-	return replaceFile(o.out, buf.Bytes())
+	return replaceFile(o.out, data)
 }
 
 // parseSince reads --since: a policy duration back from now, a date (from

@@ -45,6 +45,14 @@ settings; then start the server:
 and PostgreSQL replays archived WAL up to the target, then promotes.
 A time needs a zone: "2026-11-23 03:00:00+08", "2026-11-22T19:00:00Z".
 
+Some tables of a PostgreSQL or pg_dump asset, as they were at a time:
+
+    lifeboat restore ASSET [--time T] --table schema.table [--schema S] --out FILE
+
+restores into a throwaway server and writes only those tables and schemas to
+FILE in pg_dump's custom format (docs/postgres.md, docs/pgdump.md).
+--database DB with --to DIR restores one database of a PostgreSQL cluster.
+
 Other kinds restore their newest snapshot (or --snapshot): see docs/ for the
 flags each kind takes; a flag of another kind is refused.
 

@@ -21,12 +21,15 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/health"
 	"github.com/lifeboat-dr/lifeboat/internal/metrics"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
+	"github.com/lifeboat-dr/lifeboat/internal/walsock"
 )
 
 type serveOptions struct {
 	jobs          int
 	stopTimeout   time.Duration
 	drainInterval time.Duration
+	// http is where the dashboard is served as well; "" for nowhere.
+	http string
 }
 
 func newServeCommand(g *globalOptions) *cobra.Command {
@@ -47,7 +50,10 @@ daemon was down are made up by one run when it starts, not one per slot.
 SIGHUP reloads the policy; an invalid policy is refused and the running one
 kept. SIGTERM (or SIGINT) stops it: no new runs, running backups are asked to
 stop and recorded as aborted; after --stop-timeout they are killed. It exits
-0 when everything stopped in time. See docs/daemon.md.`,
+0 when everything stopped in time. See docs/daemon.md.
+
+--http ADDR also serves the dashboard there, as lifeboat web does (TLS and
+sign-in as the policy's web section says); see docs/web.md.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runServe(cmd.Context(), g, o)
@@ -56,6 +62,7 @@ stop and recorded as aborted; after --stop-timeout they are killed. It exits
 	cmd.Flags().IntVar(&o.jobs, "jobs", 2, "most runs at once, over all assets")
 	cmd.Flags().DurationVar(&o.stopTimeout, "stop-timeout", time.Minute, "on SIGTERM, how long running backups get to stop before they are killed")
 	cmd.Flags().DurationVar(&o.drainInterval, "drain-interval", 10*time.Second, "how often to look at the copy queues")
+	cmd.Flags().StringVar(&o.http, "http", "", "also serve the dashboard (as lifeboat web) on ADDR, host:port")
 	return cmd
 }
 
@@ -97,12 +104,24 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return err
 	}
 	defer unlock()
-	cat, err := catalog.Open(context.WithoutCancel(ctx), catalog.Path(p.StateDir))
+	cat, err := catalog.Open(context.WithoutCancel(ctx), catalog.Path(p.StateDir), app.CatalogOptions(p)...)
 	if err != nil {
 		return err
 	}
 	defer cat.Close()
 	clock := daemon.System
+	mets := metrics.New()
+	fl, err := openFleet(ctx, p, log, clock.Now, mets)
+	if err != nil {
+		return err
+	}
+	if fl.store != nil {
+		defer fl.store.Close()
+	}
+	// The outbox goes to the fleet catalog while the daemon runs
+	// (docs/fleet.md); what is left is shipped by the next start.
+	stopShipper := startShipper(ctx, app.New(p, app.Options{Log: log}))
+	defer stopShipper()
 	// The checks and drains run on the application service of the policy
 	// in force, with one pool of open repositories across them and across
 	// reloads (a changed repository is opened anew).
@@ -112,19 +131,52 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return app.New(p, app.Options{Log: log, Now: g.now(clock.Now), Pool: pool})
 	}
 	d, err := daemon.New(daemon.Config{
-		Policy: p, LoadPolicy: func() (*policy.Policy, error) { return auditReload(ctx, g, p, config) }, ConfigPath: config, Log: log, Clock: clock, Catalog: cat, Metrics: metrics.New(),
+		Policy: p, LoadPolicy: func() (*policy.Policy, error) { return auditReload(ctx, g, p, config) }, ConfigPath: config, Log: log, Clock: clock, Catalog: cat, Metrics: mets,
 		Runner: &daemon.ExecRunner{Exe: exe, Config: config, Env: []string{envServeRun + "=1"}, Clock: clock},
 		Check: func(ctx context.Context, p *policy.Policy, now time.Time) ([]health.Result, error) {
 			svc := service(p)
 			svc.FlushAudit(ctx) // a minute of archiving that no later push recorded
 			return svc.Health(ctx, now)
 		},
+		Fleet: fl.run, Alerts: fl.alerts,
 		Drain:  func(ctx context.Context, p *policy.Policy) error { return drainQueued(ctx, service(p)) },
 		Stream: func(ctx context.Context, p *policy.Policy) error { return service(p).StreamAll(ctx) },
-		Jobs:   o.jobs, StopTimeout: o.stopTimeout, DrainInterval: o.drainInterval,
+		Runbook: func(ctx context.Context, p *policy.Policy, now time.Time) error {
+			return service(p).WriteRunbook(ctx, now)
+		},
+		Report: func(ctx context.Context, p *policy.Policy, now time.Time) error {
+			return service(p).WriteReport(ctx, now)
+		},
+		ReportHere: fl.leads, // nil without a fleet: this host writes it
+		WALPush: func(ctx context.Context, p *policy.Policy, req walsock.Request, f *os.File) walsock.Reply {
+			return walPushReply(service(p).ArchiveLog(ctx, req.Asset, req.Repository, req.Name, f))
+		},
+		Jobs: o.jobs, StopTimeout: o.stopTimeout, DrainInterval: o.drainInterval,
 	})
 	if err != nil {
 		return err
+	}
+	if o.http != "" {
+		// The dashboard shows the policy serve started with: a reload
+		// changes the schedules, not the dashboard (restart for that).
+		dash, err := openDashboard(g, service(p), o.http)
+		if err != nil {
+			return err
+		}
+		webCtx, stopWeb := context.WithCancel(ctx)
+		webDone := make(chan struct{})
+		go func() {
+			defer close(webDone)
+			// A dashboard that fails leaves the backups running: said in
+			// the log, not turned into the daemon's failure.
+			if err := dash.serve(webCtx); err != nil {
+				log.Error("serve: the dashboard stopped", "error", err)
+			}
+		}()
+		defer func() {
+			stopWeb()
+			<-webDone
+		}()
 	}
 	go func() {
 		for range hup {

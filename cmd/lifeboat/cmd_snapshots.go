@@ -55,5 +55,14 @@ func runSnapshots(ctx context.Context, g *globalOptions, o snapshotsOptions) err
 			lifeboat.FormatTime(r.StopTime), r.StopLSN, r.Timeline, humanBytes(r.BytesTotal),
 			humanBytes(r.BytesNew), humanBytes(r.BytesStored), r.StopTime.Sub(r.StartTime).Round(time.Second), r.Name)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Holds under the table, so the table's columns stay as scripts read them.
+	for _, r := range rows {
+		if p := r.Pin; p != nil {
+			fmt.Fprintf(g.stdout, "held: %s in %s since %s by %s: %s\n", r.ID[:8], r.Repository, lifeboat.FormatTime(p.Created), p.By, p.Reason)
+		}
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"text/tabwriter"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/fleet"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
 
@@ -21,6 +23,10 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 the newest archived WAL segment, and for each copy repository how far it lags
 its primary: WAL files and snapshots it lacks, the age of the oldest missing
 WAL file, and this host's copy queue (entries, bytes, oldest, last error).
+
+With a fleet catalog (catalog: in the policy) it then lists every host's
+assets as their agents last published them: HOST, state, newest backup, RPO
+now against the tier's target (--json: {"rows": …, "fleet": …}).
 
 It exits 1 when a repository cannot be read.`,
 		Args: atMostOneAsset,
@@ -49,12 +55,31 @@ func runStatus(ctx context.Context, g *globalOptions, asset string, asJSON bool)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	fleetRows, err := svc.FleetAssets(ctx)
+	if err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	switch {
+	case asJSON && svc.FleetEnabled():
+		if err := g.printJSON(struct {
+			Rows  []statusRow   `json:"rows"`
+			Fleet []fleet.Asset `json:"fleet"`
+		}{rows, fleetRows}); err != nil {
+			return err
+		}
+	case asJSON:
 		if err := g.printJSON(rows); err != nil {
 			return err
 		}
-	} else if err := printStatus(g, rows, now); err != nil {
-		return err
+	default:
+		if err := printStatus(g, rows, now); err != nil {
+			return err
+		}
+		if svc.FleetEnabled() {
+			if err := printFleetAssets(g, fleetRows, now); err != nil {
+				return err
+			}
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("status: %d repositories could not be read", failed)
@@ -115,4 +140,27 @@ func printStatus(g *globalOptions, rows []statusRow, now time.Time) error {
 		fmt.Fprintln(g.stdout, "!", n)
 	}
 	return nil
+}
+
+// printFleetAssets prints every host's assets as published to the fleet
+// catalog (status and check).
+func printFleetAssets(g *globalOptions, rows []fleet.Asset, now time.Time) error {
+	fmt.Fprintf(g.stdout, "\nfleet catalog: %d assets\n", len(rows))
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tASSET\tKIND\tTIER\tSTATE\tLAST BACKUP\tRPO NOW\tRPO TARGET\tPUBLISHED")
+	secs := func(v *float64) string {
+		if v == nil {
+			return "-"
+		}
+		return (time.Duration(*v * float64(time.Second))).Round(time.Second).String()
+	}
+	for _, a := range rows {
+		last := "-"
+		if !a.LastBackup.IsZero() {
+			last = lifeboat.FormatTime(a.LastBackup)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s ago\n", a.Host, a.Name, a.Kind, cmp.Or(a.Tier, "-"), a.State, last,
+			secs(a.RPOSeconds), secs(a.RPOTargetSeconds), now.Sub(a.Updated).Round(time.Second))
+	}
+	return tw.Flush()
 }

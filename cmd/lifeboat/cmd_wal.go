@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
+	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+	"github.com/lifeboat-dr/lifeboat/internal/walsock"
 )
 
 func newWALPushCommand(g *globalOptions) *cobra.Command {
@@ -30,7 +34,12 @@ warning; check alerts until the planted object is removed.
 
 When the asset has copy repositories, the file is also added to each copy's
 queue in the state directory (durable before exit 0), and a background
-"lifeboat copy --queued" sends it on, so a slow copy never slows archiving.`,
+"lifeboat copy --queued" sends it on, so a slow copy never slows archiving.
+
+Where lifeboat serve runs with this state directory, the file is handed to it
+over state_dir/wal-push.sock and archived with the repository it keeps open;
+exit 0 still means the daemon stored it durably. With -v, such a push logs
+by=serve. See docs/postgres.md, "The hand-off to serve".`,
 		Args: exactArgs(2, "ASSET PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runWALPush(cmd.Context(), g, args[0], args[1])
@@ -47,13 +56,16 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 	if err != nil {
 		return err
 	}
-	queues, err := app.OpenCopyQueues(p, a)
-	if err != nil {
-		return fmt.Errorf("wal-push: %w", err)
-	}
 	rps, err := p.AssetRepositories(a)
 	if err != nil {
 		return &usageError{Err: err}
+	}
+	if handed, err := handWALToServe(ctx, g, p, a, rps[0], path); handed || err != nil {
+		return err
+	}
+	queues, err := app.OpenCopyQueues(p, a)
+	if err != nil {
+		return fmt.Errorf("wal-push: %w", err)
 	}
 	// A passphrase's Argon2id derivation would cost each segment a
 	// quarter of a second of CPU: the derived key is kept in state_dir.
@@ -92,6 +104,47 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 		}
 	}
 	return nil
+}
+
+// handWALToServe hands the file to the lifeboat serve of this state
+// directory, when one listens (docs/postgres.md, "The hand-off to
+// serve"), and reports whether it did; the error is the push's outcome.
+// Without a daemon, or one whose policy archives the asset elsewhere,
+// nothing was handed over and wal-push archives by itself.
+func handWALToServe(ctx context.Context, g *globalOptions, p *policy.Policy, a *policy.Asset, rp *policy.Repository, path string) (bool, error) {
+	socket := walsock.Path(p.StateDir)
+	req := walsock.Request{Asset: a.Name, Name: filepath.Base(path), Repository: rp.URL}
+	rep, err := walsock.Push(ctx, socket, req, path)
+	if errors.Is(err, walsock.ErrNoDaemon) {
+		return false, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("wal-push %s: %w", req.Name, err)
+	}
+	if rep.Mismatch {
+		g.log.Info("lifeboat serve's policy does not archive this asset into this repository; archiving without it", "asset", a.Name, "socket", socket)
+		return false, nil
+	}
+	if rep.Error != "" {
+		return true, fmt.Errorf("lifeboat serve: %s", rep.Error)
+	}
+	g.log.Info("archived", "asset", a.Name, "file", req.Name, "bytes", rep.Bytes, "existed", rep.Existed, "by", "serve")
+	if rep.Alternate != "" {
+		g.log.Warn("the file's name in the repository is taken by an object that is not authentic (planted without the key?); archived under its alternate name, where wal-fetch finds it; run lifeboat verify",
+			"asset", a.Name, "file", req.Name, "stored_as", rep.Alternate)
+	}
+	return true, nil
+}
+
+// walPushReply is serve's answer to wal-push for what ArchiveLog did.
+func walPushReply(res asset.ArchivedLog, err error) walsock.Reply {
+	switch {
+	case errors.Is(err, app.ErrNotThisPolicy):
+		return walsock.Reply{Mismatch: true}
+	case err != nil:
+		return walsock.Reply{Error: err.Error()}
+	}
+	return walsock.Reply{Bytes: res.Bytes, Existed: res.Existed, Alternate: res.Alternate}
 }
 
 func newWALFetchCommand(g *globalOptions) *cobra.Command {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/web"
 )
 
@@ -24,7 +25,10 @@ func newWebCommand(g *globalOptions) *cobra.Command {
 		Long: `Serve the dashboard: server-rendered pages and a JSON API (docs/web.md) on
 the policy's web.listen (127.0.0.1:8420 unless the policy says otherwise), over
 TLS when web.tls_cert and web.tls_key are set. Sign in with a local account
-(lifeboat web user add) or call the API with a token (lifeboat web token create).`,
+(lifeboat web user add) or through OpenID Connect (web.oidc), or call the API
+with a token (lifeboat web token create). Approvers approve with a security key
+when approvals.webauthn_signers is set. lifeboat serve --http ADDR serves the
+same dashboard from the daemon.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runWeb(cmd.Context(), g, listen) },
 	}
@@ -70,31 +74,61 @@ func runWeb(ctx context.Context, g *globalOptions, listen string) error {
 	if err != nil {
 		return err
 	}
+	return serveDashboard(ctx, g, svc, listen)
+}
+
+// serveDashboard serves svc's dashboard on listen (the policy's
+// web.listen when ""), over TLS when the policy has a certificate, until
+// ctx ends; `lifeboat web` and `lifeboat serve --http` both run it.
+func serveDashboard(ctx context.Context, g *globalOptions, svc *app.Service, listen string) error {
+	d, err := openDashboard(g, svc, listen)
+	if err != nil {
+		return err
+	}
+	return d.serve(ctx)
+}
+
+// dashboard is the dashboard's HTTP server with its socket open.
+type dashboard struct {
+	srv       *http.Server
+	ln        net.Listener
+	cert, key string
+}
+
+// openDashboard listens, so that an address in use or refused is an error
+// before anything else starts.
+func openDashboard(g *globalOptions, svc *app.Service, listen string) (*dashboard, error) {
 	wp := svc.Policy.Web
 	if listen == "" {
 		listen = wp.Listen
 	}
 	if _, _, err := net.SplitHostPort(listen); err != nil {
-		return usagef("--listen %q: write host:port, e.g. 127.0.0.1:8420", listen)
+		return nil, usagef("listen address %q: write host:port, e.g. 127.0.0.1:8420", listen)
 	}
 	tls := wp.TLSCert != ""
-	srv := &http.Server{Addr: listen, Handler: web.New(svc, web.Options{TLS: tls, SessionTTL: time.Duration(wp.Session), Log: g.log, Fresh: webFresh}),
+	srv := &http.Server{Addr: listen, Handler: web.New(svc, web.Options{TLS: tls, SessionTTL: time.Duration(wp.Session), Log: g.log, Fresh: webFresh, Listen: listen}),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("web: %w", err)
+		return nil, fmt.Errorf("web: %w", err)
 	}
 	scheme := "http"
 	if tls {
 		scheme = "https"
 	}
 	fmt.Fprintf(g.stdout, "lifeboat web: serving on %s://%s\n", scheme, ln.Addr())
+	return &dashboard{srv: srv, ln: ln, cert: wp.TLSCert, key: wp.TLSKey}, nil
+}
+
+// serve serves until ctx ends, then shuts down, letting requests in
+// flight finish for up to 10 seconds.
+func (d *dashboard) serve(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() {
-		if tls {
-			done <- srv.ServeTLS(ln, wp.TLSCert, wp.TLSKey)
+		if d.cert != "" {
+			done <- d.srv.ServeTLS(d.ln, d.cert, d.key)
 		} else {
-			done <- srv.Serve(ln)
+			done <- d.srv.Serve(d.ln)
 		}
 	}()
 	select {
@@ -104,7 +138,7 @@ func runWeb(ctx context.Context, g *globalOptions, listen string) error {
 	}
 	shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shut); err != nil {
+	if err := d.srv.Shutdown(shut); err != nil {
 		return fmt.Errorf("web: shutdown: %w", err)
 	}
 	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -91,3 +91,52 @@ func TestWebCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestServeHTTP: serve --http serves the dashboard beside the schedules
+// (the API answers a token), an address it cannot use stops it before
+// anything runs (one line, exit 2), and SIGTERM stops both with exit 0.
+func TestServeHTTP(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "a"), "a", 0o600, time.Now())
+	e := newFilesEnv(t, []string{src}, nil)
+	e.mustRun("backup", "app-config")
+	token := strings.TrimSpace(e.mustRun("web", "token", "create", "--role", "viewer"))
+	if r := e.run("serve", "--http", "nowhere"); r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, `"nowhere"`) {
+		t.Errorf("serve --http nowhere: exit %d, stderr %q; want 2 and one line naming the address", r.code, r.stderr)
+	}
+	srv := exec.Command(e.bin, "-c", e.policy, "serve", "--http", "127.0.0.1:0")
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.Contains(line, "serving on http://127.0.0.1:") {
+		t.Fatalf("serve --http said %q: %v", line, err)
+	}
+	addr := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Name string `json:"name"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&rows)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(rows) != 1 || rows[0].Name != "app-config" {
+		t.Fatalf("GET /api/assets from serve --http: %d %v %+v", resp.StatusCode, err, rows)
+	}
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Errorf("serve --http after SIGTERM: %v", err)
+	}
+}

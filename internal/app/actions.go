@@ -8,6 +8,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/audit"
+	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -127,7 +128,8 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest) (out *asset.R
 	}
 	mark := r.UnauthenticMark()
 	rr := &asset.Restore{Asset: a, Repo: r, Repository: req.Repository, SnapshotID: req.Snapshot, To: req.To, Workers: req.Workers,
-		UID: req.UID, GID: req.GID, Flags: req.Flags, Log: s.Log, Progress: req.Progress, SelfCommand: req.SelfCommand}
+		UID: req.UID, GID: req.GID, Flags: req.Flags, Log: s.Log, Progress: req.Progress, SelfCommand: req.SelfCommand,
+		SelfEnv: childenv.Self(s.Policy.EnvRefs())}
 	if rr.Progress == nil {
 		rr.Progress = func(asset.Progress) {}
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
+	"github.com/lifeboat-dr/lifeboat/internal/fleet"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -43,6 +44,9 @@ type Service struct {
 	pool    *Pool
 	ownPool bool // the service made its pool, and closes it
 	auditor auditor
+	// confined, when set, is the one repository the service opens (a
+	// platform exercise on a fresh host, platform.go); guarded by pool.mu.
+	confined string
 }
 
 // Pool keeps repositories open by what opens them (name, URL and
@@ -53,6 +57,8 @@ type Service struct {
 type Pool struct {
 	mu    sync.Mutex
 	repos map[string]*repo.Repository
+	// fleets are the fleet catalogs opened (fleet.go), by URL and host.
+	fleets map[string]*fleet.Store
 }
 
 // NewPool makes an empty pool.
@@ -70,6 +76,10 @@ func (p *Pool) Close() error {
 		}
 	}
 	p.repos = map[string]*repo.Repository{}
+	for _, f := range p.fleets {
+		f.Close()
+	}
+	p.fleets = nil
 	return errors.Join(errs...)
 }
 
@@ -195,6 +205,9 @@ func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.
 	key := poolKey(rp)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := s.confinedOut(rp); err != nil {
+		return nil, err
+	}
 	if r, ok := p.repos[key]; ok {
 		return r, nil
 	}

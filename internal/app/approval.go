@@ -179,7 +179,8 @@ func (s *Service) useApproval(ctx context.Context, g gate, id string) (err error
 }
 
 func (s *Service) approvalChecker() *approval.Checker {
-	return &approval.Checker{AllowedSigners: s.Policy.Approvals.AllowedSigners}
+	ap := s.Policy.Approvals
+	return &approval.Checker{AllowedSigners: ap.AllowedSigners, WebAuthnSigners: ap.WebAuthnSigners, WebAuthnOrigin: ap.WebAuthnOrigin}
 }
 
 // usedRecord is this host's record that request id was used.

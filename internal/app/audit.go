@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"os"
 	"reflect"
@@ -60,6 +61,9 @@ func (s *Service) audited(ctx context.Context, typ, assetName, repository string
 		}
 		// An action run with --approval names the request it spent.
 		e := &audit.Event{Type: typ, Asset: assetName, Repository: repository, Start: start, Time: s.Now(), Outcome: audit.OK, Request: approvalOf(ctx)}
+		if d, ok := ctx.Value(auditDetailsKey{}).(map[string]string); ok {
+			e.Details = maps.Clone(d)
+		}
 		if err != nil {
 			e.Outcome, e.Error = audit.Failed, oneLine(err)
 			if req, ok := approvalRefusal(err); ok {
@@ -76,8 +80,17 @@ func (s *Service) audited(ctx context.Context, typ, assetName, repository string
 	}
 }
 
-// Audited is audited for actions the CLI still carries out itself (pin,
-// unpin, key add, repo init): defer it with the action's error.
+type auditDetailsKey struct{}
+
+// WithAuditDetails returns ctx whose actions' audit events carry details:
+// the dashboard names the signed-in person and the client's address, which
+// the process's own actor and source do not tell.
+func WithAuditDetails(ctx context.Context, details map[string]string) context.Context {
+	return context.WithValue(ctx, auditDetailsKey{}, details)
+}
+
+// Audited is audited for actions carried out outside the service (key add,
+// repo init, the dashboard's sign-ins): defer it with the action's error.
 func (s *Service) Audited(ctx context.Context, typ, assetName, repository string) func(errp *error, details map[string]string) {
 	done := s.audited(ctx, typ, assetName, repository)
 	return func(errp *error, details map[string]string) {
@@ -153,7 +166,7 @@ func (s *Service) appendAndSeal(ctx context.Context, events []*audit.Event) erro
 		}
 		a.redact.Event(e)
 	}
-	cat, err := catalog.Open(ctx, catalog.Path(s.Policy.StateDir))
+	cat, err := s.openCatalog(ctx)
 	if err != nil {
 		return err
 	}
@@ -214,6 +227,9 @@ func sendSyslog(recs []audit.Record) error {
 func (s *Service) auditRepositories(events []*audit.Event) []*policy.Repository {
 	var out []*policy.Repository
 	add := func(rp *policy.Repository) {
+		if !s.mayOpen(rp) { // a fresh host seals into the one it has
+			return
+		}
 		for _, have := range out {
 			if have.Name == rp.Name {
 				return

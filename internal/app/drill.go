@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/audit"
-	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/childenv"
 	"github.com/lifeboat-dr/lifeboat/internal/drill"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
@@ -33,6 +32,8 @@ type DrillRequest struct {
 	// SelfCommand is how a restored asset calls this lifeboat back (the
 	// drill's restore_command).
 	SelfCommand func(args ...string) (string, error)
+	// OnPhase, when set, is told of each phase of the drill as it ends.
+	OnPhase func(name string, at time.Time)
 }
 
 // Drill carries out one drill and records its report in the repository
@@ -87,7 +88,7 @@ func (s *Service) Drill(ctx context.Context, req DrillRequest) (out *evidence.Dr
 	rep, err := drill.Run(ctx, drill.Options{
 		Kind: k, Asset: a, Tier: tier, Repo: r, Repository: repoName, Point: point, Time: req.Time, Snapshot: req.Snapshot,
 		Checks: checks, Trigger: req.Trigger, RestoreCommand: fetch, RestoreEnv: childenv.Self(s.Policy.EnvRefs()), RunAs: req.RunAs, WorkDir: req.WorkDir,
-		Workers: req.Workers, Log: s.Log, Now: s.Now,
+		Workers: req.Workers, OnPhase: req.OnPhase, Log: s.Log, Now: s.Now,
 	})
 	if rep == nil {
 		return nil, err
@@ -111,7 +112,7 @@ func (s *Service) Drill(ctx context.Context, req DrillRequest) (out *evidence.Dr
 }
 
 func (s *Service) recordDrill(ctx context.Context, rep *evidence.DrillReport) error {
-	c, err := catalog.Open(ctx, catalog.Path(s.Policy.StateDir))
+	c, err := s.openCatalog(ctx)
 	if err != nil {
 		return fmt.Errorf("record drill %s: %w", rep.ID, err)
 	}

@@ -125,5 +125,11 @@ func (s *Service) Health(ctx context.Context, now time.Time) ([]health.Result, e
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	return health.Evaluate(p, f), nil
+	results := health.Evaluate(p, f)
+	// The fleet's view of this host is a journal too: failing to queue
+	// it does not change what the check found.
+	if err := s.publishAssets(ctx, now, &f, results); err != nil {
+		s.Log.Warn("fleet catalog: publish asset states", "error", err)
+	}
+	return results, nil
 }

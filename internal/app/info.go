@@ -42,6 +42,7 @@ type PinRow struct {
 	Snapshot string    `json:"snapshot"`
 	Reason   string    `json:"reason"`
 	By       string    `json:"by"`
+	Created  time.Time `json:"created,omitzero"`
 	Until    time.Time `json:"until,omitzero"`
 }
 
@@ -104,7 +105,7 @@ func (s *Service) repositoryInfo(ctx context.Context, a *policy.Asset, name stri
 	}
 	for _, snap := range snaps {
 		if p := pins[snap.ID]; p != nil {
-			ri.Pins = append(ri.Pins, PinRow{Snapshot: snap.ID.String(), Reason: p.Reason, By: p.By, Until: p.Until})
+			ri.Pins = append(ri.Pins, PinRow{Snapshot: snap.ID.String(), Reason: p.Reason, By: p.By, Created: p.Created, Until: p.Until})
 		}
 	}
 	if pitr == nil {

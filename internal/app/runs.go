@@ -35,7 +35,7 @@ func (s *Service) RecordBackup(ctx context.Context, res *BackupResult, err error
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	c, err := catalog.Open(rctx, catalog.Path(s.Policy.StateDir))
+	c, err := s.openCatalog(rctx)
 	if err != nil {
 		return err
 	}
@@ -43,9 +43,13 @@ func (s *Service) RecordBackup(ctx context.Context, res *BackupResult, err error
 	return c.Insert(rctx, &rec)
 }
 
-// Runs lists the runs the catalog holds (f.Assets empty: every asset). It
-// creates no catalog where nothing ran.
+// Runs lists the runs the catalog holds (f.Assets empty: every asset):
+// every host's, each with its Host, when the policy names a fleet
+// catalog. It creates no catalog where nothing ran.
 func (s *Service) Runs(ctx context.Context, f catalog.Filter) ([]catalog.Run, error) {
+	if runs, ok, err := s.fleetRuns(ctx, f); ok {
+		return runs, err
+	}
 	var runs []catalog.Run
 	err := s.readCatalog(ctx, func(c *catalog.Catalog) (err error) {
 		runs, err = c.Runs(ctx, f)

@@ -30,6 +30,9 @@ type SnapshotRow struct {
 	BytesNew    int64     `json:"bytes_new"`
 	BytesStored int64     `json:"bytes_stored"`
 	Name        string    `json:"name,omitempty"` // a logical dump's <asset>_<YYYY-MM-DD>
+	// Pin is the legal hold on the snapshot in this repository (its
+	// reason and who placed it), nil when it is not held.
+	Pin *PinRow `json:"pin,omitempty"`
 }
 
 // Snapshots lists the snapshots of the asset ("" for all) in the
@@ -61,8 +64,16 @@ func (s *Service) Snapshots(ctx context.Context, assetName, repository string) (
 		if err != nil {
 			return nil, fmt.Errorf("repository %s: %w", rp.Name, err)
 		}
+		pins, err := r.Pins(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: pins: %w", rp.Name, err)
+		}
 		for _, snap := range snaps {
-			rows = append(rows, s.Row(rp.Name, snap))
+			row := s.Row(rp.Name, snap)
+			if p := pins[snap.ID]; p != nil {
+				row.Pin = &PinRow{Snapshot: row.ID, Reason: p.Reason, By: p.By, Created: p.Created, Until: p.Until}
+			}
+			rows = append(rows, row)
 		}
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].StopTime.Before(rows[j].StopTime) })

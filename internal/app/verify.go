@@ -76,7 +76,7 @@ func (s *Service) Verify(ctx context.Context, rp *policy.Repository, readData bo
 // recordVerify keeps the outcome in the catalog, where check and the
 // report find it.
 func (s *Service) recordVerify(ctx context.Context, repository string, started time.Time, found []string, objects int) error {
-	c, err := catalog.Open(ctx, catalog.Path(s.Policy.StateDir))
+	c, err := s.openCatalog(ctx)
 	if err != nil {
 		return fmt.Errorf("record the verify of %s: %w", repository, err)
 	}

@@ -2,8 +2,9 @@
 // that names one action exactly, kept in the repository; approvers' SSH
 // signatures over it (OpenSSH's sshsig format, namespace
 // lifeboat-approval, checked with ssh-keygen -Y verify against an
-// allowed_signers file); and the rules that decide whether an action may
-// run on it, once. docs/approvals.md describes the protocol and what an
+// allowed_signers file) or WebAuthn assertions made with a security key in
+// the dashboard (checked against a webauthn_signers file, webauthn.go);
+// and the rules that decide whether an action may run on it, once. docs/approvals.md describes the protocol and what an
 // attacker with which access can and cannot do.
 package approval
 

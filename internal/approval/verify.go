@@ -49,13 +49,20 @@ type Verdict struct {
 // Enough reports whether the request has the approvals it needs.
 func (v *Verdict) Enough() bool { return len(v.Approvers) >= v.Required }
 
-// Checker checks approval signatures against an allowed_signers file.
+// Checker checks approval signatures: SSH signatures against an
+// allowed_signers file, WebAuthn assertions against a webauthn_signers
+// file (webauthn.go).
 type Checker struct {
 	// AllowedSigners is the OpenSSH allowed_signers file naming the
-	// approvers.
+	// approvers; "" when approvers use security keys in the dashboard only.
 	AllowedSigners string
 	// Keygen is the ssh-keygen program; "" finds it on PATH.
 	Keygen string
+	// WebAuthnSigners is the file of approvers' registered security keys,
+	// and WebAuthnOrigin the dashboard's origin they sign for; "" when
+	// the policy has none.
+	WebAuthnSigners string
+	WebAuthnOrigin  string
 }
 
 func (c *Checker) keygen() (string, error) {
@@ -69,71 +76,127 @@ func (c *Checker) keygen() (string, error) {
 	return p, nil
 }
 
+// sshEnv is what checking SSH signatures needs, set up on the first one.
+type sshEnv struct {
+	keygen, dir string
+}
+
+func (c *Checker) sshEnv(env **sshEnv) error {
+	if *env != nil {
+		return nil
+	}
+	if _, err := os.Stat(c.AllowedSigners); err != nil {
+		return fmt.Errorf("approvals.allowed_signers: %w", err)
+	}
+	keygen, err := c.keygen()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "lifeboat-approval-")
+	if err != nil {
+		return err
+	}
+	*env = &sshEnv{keygen: keygen, dir: dir}
+	return nil
+}
+
 // Check judges the signatures of q. An error is returned only when they
-// cannot be judged (no ssh-keygen, no allowed_signers file); every
-// signature that does not count is in Verdict.Refused with its reason.
+// cannot be judged (no ssh-keygen, no allowed_signers file, an unreadable
+// webauthn_signers file); every signature that does not count is in
+// Verdict.Refused with its reason.
 func (c *Checker) Check(ctx context.Context, q *Request, sigs [][]byte) (*Verdict, error) {
 	v := &Verdict{Required: q.Required}
 	if len(sigs) == 0 {
 		return v, nil
 	}
-	if _, err := os.Stat(c.AllowedSigners); err != nil {
-		return nil, fmt.Errorf("approvals.allowed_signers: %w", err)
-	}
-	keygen, err := c.keygen()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "lifeboat-approval-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
+	var env *sshEnv
+	defer func() {
+		if env != nil {
+			os.RemoveAll(env.dir)
+		}
+	}()
+	var webauthnKeys []WebAuthnKey
+	webauthnRead := false
 	msg := q.Canonical()
 	// keys maps each signing key to the principals it verifies as.
 	keys := map[string][]string{}
 	var order []string
 	for i, sig := range sigs {
-		key, err := SignatureKey(sig)
-		if err != nil {
-			v.Refused = append(v.Refused, Refusal{Reason: err.Error()})
-			continue
+		var key string
+		var principals []string
+		if IsWebAuthn(sig) {
+			if !webauthnRead {
+				if c.WebAuthnSigners != "" {
+					var err error
+					if webauthnKeys, err = ReadWebAuthnSigners(c.WebAuthnSigners); err != nil {
+						return nil, err
+					}
+				}
+				webauthnRead = true
+			}
+			var reason string
+			key, principals, reason = c.checkWebAuthn(q, sig, webauthnKeys)
+			if reason != "" {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: reason})
+				continue
+			}
+		} else {
+			var err error
+			key, err = SignatureKey(sig)
+			if err != nil {
+				v.Refused = append(v.Refused, Refusal{Reason: err.Error()})
+				continue
+			}
+			if c.AllowedSigners == "" {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: "the policy names no allowed_signers: SSH signatures do not count"})
+				continue
+			}
+			if _, seen := keys[key]; seen {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: "a second signature by the same key counts once"})
+				continue
+			}
+			if err := c.sshEnv(&env); err != nil {
+				return nil, err
+			}
+			path := filepath.Join(env.dir, fmt.Sprintf("sig%d", i))
+			if err := os.WriteFile(path, sig, 0o600); err != nil {
+				return nil, err
+			}
+			listed, err := c.findPrincipals(ctx, env.keygen, path)
+			if err != nil {
+				return nil, err
+			}
+			if len(listed) == 0 {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: "the key is not in " + c.AllowedSigners})
+				continue
+			}
+			if p := slices.IndexFunc(listed, func(p string) bool { return IsRequester(p, q.Requester) }); p >= 0 {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: fmt.Sprintf("the key is the requester's (%s): nobody approves their own request", listed[p])})
+				continue
+			}
+			for _, p := range listed {
+				ok, err := c.verify(ctx, env.keygen, path, p, msg)
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					principals = append(principals, p)
+				}
+			}
+			if len(principals) == 0 {
+				v.Refused = append(v.Refused, Refusal{Key: key, Reason: "the signature does not verify over this request (signed another request, another namespace, or outside the key's validity in allowed_signers)"})
+				continue
+			}
 		}
 		if _, seen := keys[key]; seen {
 			v.Refused = append(v.Refused, Refusal{Key: key, Reason: "a second signature by the same key counts once"})
-			continue
-		}
-		path := filepath.Join(dir, fmt.Sprintf("sig%d", i))
-		if err := os.WriteFile(path, sig, 0o600); err != nil {
-			return nil, err
-		}
-		principals, err := c.findPrincipals(ctx, keygen, path)
-		if err != nil {
-			return nil, err
-		}
-		if len(principals) == 0 {
-			v.Refused = append(v.Refused, Refusal{Key: key, Reason: "the key is not in " + c.AllowedSigners})
 			continue
 		}
 		if p := slices.IndexFunc(principals, func(p string) bool { return IsRequester(p, q.Requester) }); p >= 0 {
 			v.Refused = append(v.Refused, Refusal{Key: key, Reason: fmt.Sprintf("the key is the requester's (%s): nobody approves their own request", principals[p])})
 			continue
 		}
-		var good []string
-		for _, p := range principals {
-			ok, err := c.verify(ctx, keygen, path, p, msg)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				good = append(good, p)
-			}
-		}
-		if len(good) == 0 {
-			v.Refused = append(v.Refused, Refusal{Key: key, Reason: "the signature does not verify over this request (signed another request, another namespace, or outside the key's validity in allowed_signers)"})
-			continue
-		}
-		keys[key] = good
+		keys[key] = principals
 		order = append(order, key)
 	}
 	for key, principal := range match(order, keys) {

@@ -265,6 +265,11 @@ type Restore struct {
 	// SelfCommand is how the restored asset calls this lifeboat back
 	// (PostgreSQL's restore_command).
 	SelfCommand func(args ...string) (string, error)
+	// SelfEnv is the environment a server the restore starts itself (a
+	// table-level restore's throwaway one) needs for SelfCommand to reach
+	// the repository (see childenv.Self), and nothing more of this
+	// process's own.
+	SelfEnv []string
 }
 
 // Restored is what a restore did, for the CLI to print.

@@ -64,6 +64,9 @@ func (c *Catalog) AppendAudit(ctx context.Context, build func(chain string, last
 		if _, err := stmt.ExecContext(ctx, r.Seq, encodeTime(r.Time), r.Body, r.Hash[:]); err != nil {
 			return nil, fmt.Errorf("catalog: record audit event %d: %w", r.Seq, err)
 		}
+		if err := c.queue(ctx, tx, OutboxAudit, fmt.Sprint(r.Seq), OutboxAuditRecord{Chain: chain, Seq: r.Seq, Time: r.Time, Body: r.Body, Hash: r.Hash[:]}); err != nil {
+			return nil, fmt.Errorf("catalog: record audit event %d: %w", r.Seq, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("catalog: audit: %w", err)

@@ -46,7 +46,10 @@ const (
 
 // Run is one run of an asset.
 type Run struct {
-	ID      int64
+	ID int64
+	// Host is the agent that ran it, set only by reads of the fleet
+	// catalog (internal/fleet); a host's own catalog leaves it empty.
+	Host    string
 	Asset   string
 	Kind    string
 	Trigger string // schedule, catch-up or manual
@@ -77,7 +80,19 @@ type Run struct {
 type Catalog struct {
 	db   *sql.DB
 	path string
+	// outbox: every write also queues its record for the fleet catalog
+	// (outbox.go), in the same transaction.
+	outbox bool
 }
+
+// Option changes how Open opens the catalog.
+type Option func(*Catalog)
+
+// WithOutbox makes every write also append its record to the outbox, in
+// the same transaction, for the shipper to send to the fleet catalog
+// (internal/fleet). Without it nothing is queued: a host without a fleet
+// catalog keeps no outbox.
+func WithOutbox() Option { return func(c *Catalog) { c.outbox = true } }
 
 // busyTimeout is how long a statement waits for another process's lock
 // (lifeboat runs reading while the daemon writes) before failing.
@@ -140,6 +155,31 @@ var migrations = []string{
 		seq        INTEGER NOT NULL,
 		sealed     TEXT    NOT NULL
 	);`,
+	// The outbox (outbox.go): records still to reach the fleet catalog,
+	// in the order they were written. AUTOINCREMENT: a sequence number
+	// is never reused, even once every row is shipped and deleted, since
+	// the fleet catalog resumes after the last one it holds.
+	`CREATE TABLE outbox (
+		seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+		type    TEXT    NOT NULL,
+		key     TEXT    NOT NULL,
+		payload TEXT    NOT NULL
+	);
+	CREATE INDEX outbox_type_key ON outbox (type, key);
+	CREATE TABLE outbox_meta (
+		key   TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
+	// Platform exercises (platform.go): one report each, naming the
+	// member drills recorded in drills.
+	`CREATE TABLE platform_drills (
+		id      TEXT    PRIMARY KEY,
+		grp     TEXT    NOT NULL,
+		started TEXT    NOT NULL,
+		passed  INTEGER NOT NULL,
+		report  TEXT    NOT NULL
+	);
+	CREATE INDEX platform_drills_started ON platform_drills (started);`,
 }
 
 // schemaVersion is the schema version this build writes.
@@ -151,7 +191,7 @@ func Path(stateDir string) string { return filepath.Join(stateDir, FileName) }
 // Open opens the catalog at path, creating it (and its directory) when
 // needed, and migrates it to the schema this build writes. A catalog written by a newer
 // Lifeboat is refused rather than misread.
-func Open(ctx context.Context, path string) (*Catalog, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*Catalog, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
@@ -172,6 +212,9 @@ func Open(ctx context.Context, path string) (*Catalog, error) {
 	// meeting SQLITE_BUSY, and the pragmas above hold for all statements.
 	db.SetMaxOpenConns(1)
 	c := &Catalog{db: db, path: path}
+	for _, o := range opts {
+		o(c)
+	}
 	if err := c.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -272,15 +315,22 @@ func decodeTime(s sql.NullString) (time.Time, error) {
 
 // Insert records a new run and sets r.ID.
 func (c *Catalog) Insert(ctx context.Context, r *Run) error {
-	res, err := c.db.ExecContext(ctx, `INSERT INTO runs
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO runs
 		(asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored, output, hook_output)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.Asset, r.Kind, r.Trigger, encodeTime(r.Slot), encodeTime(r.Start), encodeTime(r.End), string(r.Result),
-		r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput)
+			r.Asset, r.Kind, r.Trigger, encodeTime(r.Slot), encodeTime(r.Start), encodeTime(r.End), string(r.Result),
+			r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput)
+		if err != nil {
+			return err
+		}
+		if r.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		return c.queueRuns(ctx, tx, r.ID)
+	})
 	if err != nil {
-		return fmt.Errorf("catalog: record run of %s: %w", r.Asset, err)
-	}
-	if r.ID, err = res.LastInsertId(); err != nil {
+		r.ID = 0 // rolled back: there is no such run
 		return fmt.Errorf("catalog: record run of %s: %w", r.Asset, err)
 	}
 	return nil
@@ -289,36 +339,55 @@ func (c *Catalog) Insert(ctx context.Context, r *Run) error {
 // Update writes the run's end (End, Result, Error, Snapshot, bytes and
 // outputs) over its record.
 func (c *Catalog) Update(ctx context.Context, r *Run) error {
-	res, err := c.db.ExecContext(ctx, `UPDATE runs SET ended = ?, result = ?, error = ?, snapshot = ?,
+	errNoRun := errors.New("no such run")
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE runs SET ended = ?, result = ?, error = ?, snapshot = ?,
 		bytes = ?, bytes_stored = ?, output = ?, hook_output = ? WHERE id = ?`,
-		encodeTime(r.End), string(r.Result), r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput, r.ID)
+			encodeTime(r.End), string(r.Result), r.Error, r.Snapshot, r.Bytes, r.BytesStored, r.Output, r.HookOutput, r.ID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return errNoRun
+		}
+		return c.queueRuns(ctx, tx, r.ID)
+	})
 	if err != nil {
 		return fmt.Errorf("catalog: record end of run %d of %s: %w", r.ID, r.Asset, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return fmt.Errorf("catalog: record end of run %d of %s: no such run", r.ID, r.Asset)
 	}
 	return nil
 }
 
 // Filter selects runs.
 type Filter struct {
+	// Hosts selects the runs of these agents in the fleet catalog; none
+	// selects every host's. A host's own catalog ignores it.
+	Hosts []string
 	// Assets selects the runs recorded under any of these names; none
 	// selects every run.
 	Assets []string
-	Limit  int // 0 for no limit
+	// Since selects the runs started at or after it; zero: all.
+	Since time.Time
+	Limit int // 0 for no limit
 }
 
 // Runs lists runs, newest first.
 func (c *Catalog) Runs(ctx context.Context, f Filter) ([]Run, error) {
-	query := `SELECT id, asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored,
-		output, hook_output FROM runs`
+	query := runColumns + ` FROM runs`
 	var args []any
+	var conds []string
 	if len(f.Assets) > 0 {
-		query += " WHERE asset IN (?" + strings.Repeat(", ?", len(f.Assets)-1) + ")"
+		conds = append(conds, "asset IN (?"+strings.Repeat(", ?", len(f.Assets)-1)+")")
 		for _, a := range f.Assets {
 			args = append(args, a)
 		}
+	}
+	if !f.Since.IsZero() {
+		conds = append(conds, "started >= ?")
+		args = append(args, encodeTime(f.Since))
+	}
+	if len(conds) > 0 {
+		query += " WHERE " + strings.Join(conds, " AND ")
 	}
 	query += " ORDER BY started DESC, id DESC"
 	if f.Limit > 0 {
@@ -332,20 +401,9 @@ func (c *Catalog) Runs(ctx context.Context, f Filter) ([]Run, error) {
 	defer rows.Close()
 	var out []Run
 	for rows.Next() {
-		var r Run
-		var slot, start, end sql.NullString
-		var result string
-		if err := rows.Scan(&r.ID, &r.Asset, &r.Kind, &r.Trigger, &slot, &start, &end, &result, &r.Error,
-			&r.Snapshot, &r.Bytes, &r.BytesStored, &r.Output, &r.HookOutput); err != nil {
+		r, err := scanRun(rows)
+		if err != nil {
 			return nil, fmt.Errorf("catalog: list runs: %w", err)
-		}
-		r.Result = Result(result)
-		var errs [3]error
-		r.Slot, errs[0] = decodeTime(slot)
-		r.Start, errs[1] = decodeTime(start)
-		r.End, errs[2] = decodeTime(end)
-		if err := errors.Join(errs[:]...); err != nil {
-			return nil, fmt.Errorf("catalog: run %d: %w", r.ID, err)
 		}
 		out = append(out, r)
 	}
@@ -353,6 +411,29 @@ func (c *Catalog) Runs(ctx context.Context, f Filter) ([]Run, error) {
 		return nil, fmt.Errorf("catalog: list runs: %w", err)
 	}
 	return out, nil
+}
+
+// runColumns are what scanRun reads.
+const runColumns = `SELECT id, asset, kind, trigger, slot, started, ended, result, error, snapshot, bytes, bytes_stored,
+		output, hook_output`
+
+func scanRun(rows interface{ Scan(...any) error }) (Run, error) {
+	var r Run
+	var slot, start, end sql.NullString
+	var result string
+	if err := rows.Scan(&r.ID, &r.Asset, &r.Kind, &r.Trigger, &slot, &start, &end, &result, &r.Error,
+		&r.Snapshot, &r.Bytes, &r.BytesStored, &r.Output, &r.HookOutput); err != nil {
+		return r, err
+	}
+	r.Result = Result(result)
+	var errs [3]error
+	r.Slot, errs[0] = decodeTime(slot)
+	r.Start, errs[1] = decodeTime(start)
+	r.End, errs[2] = decodeTime(end)
+	if err := errors.Join(errs[:]...); err != nil {
+		return r, fmt.Errorf("run %d: %w", r.ID, err)
+	}
+	return r, nil
 }
 
 // LastScheduled returns, per asset, the newest run the schedule started
@@ -390,12 +471,37 @@ func (c *Catalog) LastScheduled(ctx context.Context) (map[string]Run, error) {
 // that died (killed, host crash) left them so. Only the one daemon that
 // owns the state directory may call it. It returns how many it closed.
 func (c *Catalog) AbortRunning(ctx context.Context, now time.Time, reason string) (int, error) {
-	res, err := c.db.ExecContext(ctx, `UPDATE runs SET result = ?, error = ?, ended = ? WHERE result = ?`,
-		string(Aborted), reason, encodeTime(now), string(Running))
-	if err != nil {
-		return 0, fmt.Errorf("catalog: close unfinished runs: %w", err)
-	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		var ids []int64
+		if c.outbox {
+			rows, err := tx.QueryContext(ctx, `SELECT id FROM runs WHERE result = ?`, string(Running))
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE runs SET result = ?, error = ?, ended = ? WHERE result = ?`,
+			string(Aborted), reason, encodeTime(now), string(Running))
+		if err != nil {
+			return err
+		}
+		if n, err = res.RowsAffected(); err != nil {
+			return err
+		}
+		return c.queueRuns(ctx, tx, ids...)
+	})
 	if err != nil {
 		return 0, fmt.Errorf("catalog: close unfinished runs: %w", err)
 	}

@@ -16,8 +16,14 @@ func (c *Catalog) RecordDrill(ctx context.Context, r *evidence.DrillReport) erro
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
-	if _, err := c.db.ExecContext(ctx, `INSERT INTO drills (id, asset, started, passed, report) VALUES (?, ?, ?, ?, ?)`,
-		r.ID, r.Asset, encodeTime(r.Started), r.Passed, string(doc)); err != nil {
+	err = c.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO drills (id, asset, started, passed, report) VALUES (?, ?, ?, ?, ?)`,
+			r.ID, r.Asset, encodeTime(r.Started), r.Passed, string(doc)); err != nil {
+			return err
+		}
+		return c.queue(ctx, tx, OutboxDrill, r.ID, OutboxDrillRecord{ID: r.ID, Asset: r.Asset, Started: r.Started, Passed: r.Passed, Report: doc})
+	})
+	if err != nil {
 		return fmt.Errorf("catalog: record drill %s of %s: %w", r.ID, r.Asset, err)
 	}
 	return nil
@@ -81,8 +87,19 @@ type Verify struct {
 
 // RecordVerify stores the outcome of a verify.
 func (c *Catalog) RecordVerify(ctx context.Context, v Verify) error {
-	if _, err := c.db.ExecContext(ctx, `INSERT INTO verifies (repository, started, ended, ok, error, objects) VALUES (?, ?, ?, ?, ?, ?)`,
-		v.Repository, encodeTime(v.Start), encodeTime(v.End), v.OK, v.Error, v.Objects); err != nil {
+	err := c.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO verifies (repository, started, ended, ok, error, objects) VALUES (?, ?, ?, ?, ?, ?)`,
+			v.Repository, encodeTime(v.Start), encodeTime(v.End), v.OK, v.Error, v.Objects)
+		if err != nil {
+			return err
+		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		return c.queue(ctx, tx, OutboxVerify, fmt.Sprint(id), OutboxVerifyRecord{ID: id, Verify: v})
+	})
+	if err != nil {
 		return fmt.Errorf("catalog: record verify of %s: %w", v.Repository, err)
 	}
 	return nil

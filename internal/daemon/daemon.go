@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,12 +57,28 @@ type Config struct {
 	// Metrics receives runs, drills and checks; it is served on the
 	// policy's metrics.listen. nil: a new set.
 	Metrics *metrics.Metrics
+	// Fleet runs this agent's part in a fleet (leadership and the fleet
+	// duties); Alerts takes the checks' problems instead of the policy's
+	// alert destinations (fleet.go). nil: a host on its own.
+	Fleet  FleetFunc
+	Alerts AlertFunc
 	// Check and Drain are the daemon's background work besides runs; nil
 	// leaves it out.
 	Check CheckFunc
 	Drain DrainFunc
 	// Stream runs the policy's streams (WAL streaming); nil leaves them out.
 	Stream StreamFunc
+	// WALPush archives what wal-push hands over the state directory's
+	// socket (walsock); nil: no socket, wal-push archives by itself.
+	WALPush WALPushFunc
+	// Runbook writes the runbook after every drill and policy reload
+	// (documents.go); nil: none.
+	Runbook DocumentFunc
+	// Report writes the DR report at start, after every drill and policy
+	// reload, and after a check once an hour; nil: none. ReportHere, when
+	// set, says whether this agent writes it (in a fleet, the leader).
+	Report     DocumentFunc
+	ReportHere func() bool
 	// Jobs is the most runs at once; StopTimeout how long runs get to stop
 	// before they are killed; DrainInterval how often the copy queues are
 	// drained.
@@ -91,8 +108,11 @@ type Daemon struct {
 	stop, kill chan struct{}
 	reload     chan struct{}
 
-	watch   *watcher
-	streams *streams
+	watch           *watcher
+	streams         *streams
+	runbook, report *docWriter
+	// current is pol for the WAL socket's goroutines.
+	current atomic.Pointer[policy.Policy]
 
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
@@ -116,6 +136,11 @@ const maxSleep = time.Minute
 // and check to end.
 const backgroundStopWait = 10 * time.Second
 
+// reportRefresh is how often, at most, serve writes the DR report anew
+// after a check when no drill or reload asked for it: its backup runs
+// change with every backup, and hourly keeps it current enough to read.
+const reportRefresh = time.Hour
+
 // New makes a daemon of cfg. It reads the schedules and the alerts of the
 // policy, and refuses a policy whose schedules do not parse or whose
 // alerts cannot be sent.
@@ -138,6 +163,7 @@ func New(cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: cfg.Log, clock: cfg.Clock, cat: cfg.Catalog, sched: scheduler.New(), pol: cfg.Policy,
 		running: map[string]*job{}, done: make(chan *job), stop: make(chan struct{}), kill: make(chan struct{}),
 		reload: make(chan struct{}, 1), drained: make(chan error, 1)}
+	d.current.Store(cfg.Policy)
 	var err error
 	if d.jobs, err = Jobs(cfg.Policy); err != nil {
 		return nil, err
@@ -177,9 +203,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.watch.close()
 	d.drainCtx, d.drainCancel = context.WithCancel(bg)
 	defer d.drainCancel()
+	d.runbook = &docWriter{what: "runbook", path: func(p *policy.Policy) string { return p.Runbook.Path },
+		write: d.cfg.Runbook, log: d.log, clock: d.clock, ctx: d.drainCtx}
+	defer d.runbook.wait()
+	d.report = &docWriter{what: "DR report", path: func(p *policy.Policy) string { return p.Report.Path },
+		here: d.cfg.ReportHere, every: reportRefresh, write: d.cfg.Report, log: d.log, clock: d.clock, ctx: d.drainCtx}
+	defer d.report.wait()
+	d.runbook.kick(d.pol)
+	d.report.kick(d.pol)
 	d.streams = &streams{run: d.cfg.Stream, parent: bg, log: d.log}
 	d.streams.start(d.pol)
 	defer d.streams.stop(backgroundStopWait)
+	defer d.startFleet(bg)()
+	defer d.serveWALSocket(ctx)()
 	d.log.Info("serving", "policy", d.cfg.ConfigPath, "assets", len(d.pol.Assets), "scheduled", len(d.jobs),
 		"catalog", catalog.Path(d.pol.StateDir), "jobs", d.cfg.Jobs)
 	d.logSchedule()
@@ -257,7 +293,7 @@ func Jobs(p *policy.Policy) ([]scheduler.Job, error) {
 	}
 	for i := range p.Assets {
 		a := &p.Assets[i]
-		if a.Drill == nil || a.Drill.Schedule == "" {
+		if a.Drill == nil || a.Drill.Schedule == "" || !drillsHere(p) {
 			continue
 		}
 		s, err := policy.ParseSchedule(a.Drill.Schedule)
@@ -266,8 +302,20 @@ func Jobs(p *policy.Policy) ([]scheduler.Job, error) {
 		}
 		jobs = append(jobs, scheduler.Job{Asset: DrillKey(a.Name), Spec: a.Drill.Schedule, Schedule: s})
 	}
+	if pd := p.PlatformDrill; pd != nil && pd.Schedule != "" && drillsHere(p) {
+		s, err := policy.ParseSchedule(pd.Schedule)
+		if err != nil {
+			return nil, fmt.Errorf("platform_drill: %w", err)
+		}
+		jobs = append(jobs, scheduler.Job{Asset: PlatformKey, Spec: pd.Schedule, Schedule: s})
+	}
 	return jobs, nil
 }
+
+// PlatformKey is the platform exercise's job in the scheduler and the
+// catalog's runs (lifeboat drill --platform, as platform_drill says). No
+// asset name holds a '#'.
+const PlatformKey = "#platform"
 
 func (d *Daemon) logSchedule() {
 	for _, j := range d.jobs {
@@ -309,6 +357,7 @@ func (d *Daemon) loop(ctx context.Context) error {
 			d.drainFinished(err)
 		case <-d.watch.checked:
 			d.watch.checking = false
+			d.report.refresh(d.pol) // the backup runs it lists
 		case <-wake.C():
 		}
 		wake.Stop()
@@ -358,7 +407,7 @@ func (d *Daemon) recordSkip(s scheduler.Skip, now time.Time) {
 		why = fmt.Sprintf("%d slots skipped: %s", s.Count, why)
 	}
 	kind := ""
-	if name, isDrill := strings.CutSuffix(s.Asset, DrillSuffix); isDrill {
+	if name, isDrill := strings.CutSuffix(s.Asset, DrillSuffix); isDrill || s.Asset == PlatformKey {
 		kind = "drill"
 	} else if a, err := d.pol.Asset(name); err == nil {
 		kind = string(a.Kind)
@@ -376,6 +425,10 @@ func (d *Daemon) finished(j *job) {
 	delete(d.running, j.rec.Asset)
 	d.sched.Done(j.rec.Asset)
 	d.watch.recordRun(j)
+	if j.action != ActionBackup {
+		d.runbook.kick(d.pol) // the last drill and the forecast changed
+		d.report.kick(d.pol)
+	}
 	attrs := []any{"asset", j.rec.Asset, "run", j.rec.ID, "result", j.rec.Result,
 		"duration", j.rec.End.Sub(j.rec.Start).Round(time.Millisecond)}
 	if j.rec.Snapshot != "" {
@@ -419,6 +472,7 @@ func (d *Daemon) reloadPolicy() {
 	now := d.clock.Now()
 	d.sched.Load(jobs, now, nil)
 	d.pol, d.jobs = p, jobs
+	d.current.Store(p)
 	d.nextCheck = now.Add(d.watch.interval)
 	d.streams.restart(p)
 	// Runs queued for an asset the policy no longer schedules are dropped.
@@ -429,6 +483,8 @@ func (d *Daemon) reloadPolicy() {
 		}
 		return false
 	})
+	d.runbook.kick(p)
+	d.report.kick(p)
 	d.log.Info("policy reloaded", "assets", len(p.Assets), "scheduled", len(jobs))
 	d.logSchedule()
 }

@@ -35,15 +35,21 @@ type job struct {
 // start records a run and starts it in its own goroutine.
 func (d *Daemon) start(r scheduler.Run) {
 	name, isDrill := strings.CutSuffix(r.Asset, DrillSuffix)
-	a, err := d.pol.Asset(name)
-	if err != nil { // gone from the policy since it was due
-		d.sched.Done(r.Asset)
-		return
+	a := &policy.Asset{}
+	if r.Asset != PlatformKey {
+		var err error
+		if a, err = d.pol.Asset(name); err != nil { // gone from the policy since it was due
+			d.sched.Done(r.Asset)
+			return
+		}
 	}
 	j := &job{action: ActionBackup, asset: name, hooks: a.Hooks, rec: catalog.Run{Asset: r.Asset, Kind: string(a.Kind),
 		Trigger: string(r.Trigger), Slot: r.Slot, Start: d.clock.Now(), Result: catalog.Running}}
-	if isDrill {
+	switch {
+	case isDrill:
 		j.action, j.hooks, j.rec.Kind = ActionDrill, policy.Hooks{}, "drill"
+	case r.Asset == PlatformKey:
+		j.action, j.asset, j.rec.Kind = ActionPlatform, "", "drill"
 	}
 	if err := d.cat.Insert(context.Background(), &j.rec); err != nil {
 		// A backup matters more than its record: run it anyway, and try

@@ -14,6 +14,9 @@ import (
 const (
 	ActionBackup = "backup"
 	ActionDrill  = "drill"
+	// ActionPlatform is the platform exercise (drill --platform), whose
+	// Child has no Asset.
+	ActionPlatform = "platform"
 )
 
 // Child is one run the daemon hands to its Runner: a backup or a drill of
@@ -76,8 +79,11 @@ const waitDelay = 5 * time.Second
 // Run starts `Exe -c Config backup|drill ASSET` and waits for it.
 func (r *ExecRunner) Run(c Child) Exit {
 	args := []string{"-c", r.Config, c.Action, c.Asset}
-	if c.Action == ActionDrill {
+	switch c.Action {
+	case ActionDrill:
 		args = append(args, "--trigger", "schedule")
+	case ActionPlatform:
+		args = []string{"-c", r.Config, "drill", "--platform", "--trigger", "schedule"}
 	}
 	cmd := exec.Command(r.Exe, args...)
 	cmd.Stdout, cmd.Stderr = c.Stdout, c.Stderr

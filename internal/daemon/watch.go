@@ -141,7 +141,29 @@ func (w *watcher) kick(p *policy.Policy) {
 			return
 		}
 		w.observe(results, now)
-		if n != nil {
+		if fleet := w.d.cfg.Alerts; fleet != nil {
+			problems := alert.Problems(results)
+			err := fleet(ctx, p, problems)
+			switch {
+			case err != nil && n != nil:
+				// A catalog out of reach must not silence this host's
+				// pages: it delivers its own problems, as without a fleet,
+				// until the catalog takes them again.
+				w.d.log.Warn("alerts not recorded in the fleet catalog; this agent delivers its own until it returns", "error", errLine(err))
+				if err := n.Update(ctx, problems); err != nil {
+					w.d.log.Warn("alerts not all delivered; retrying at the next check", "error", errLine(err))
+				}
+			case err != nil:
+				w.d.log.Warn("alerts not recorded in the fleet catalog; retrying at the next check", "error", errLine(err))
+			case n != nil:
+				// The leader delivers again: what this agent opened itself
+				// during an outage is resolved under its own key (the
+				// leader's carry the host in theirs).
+				if err := n.Update(ctx, nil); err != nil {
+					w.d.log.Warn("alerts opened during the catalog's outage not all resolved; retrying at the next check", "error", errLine(err))
+				}
+			}
+		} else if n != nil {
 			if err := n.Update(ctx, alert.Problems(results)); err != nil {
 				w.d.log.Warn("alerts not all delivered; retrying at the next check", "error", errLine(err))
 			}
@@ -183,6 +205,9 @@ func (w *watcher) recordRun(j *job) {
 		if j.report != nil {
 			w.metrics.RecordDrill(j.report)
 		}
+		return
+	}
+	if j.action == ActionPlatform { // its member drills are in the catalog, not in this child's result
 		return
 	}
 	w.metrics.RecordRun(j.rec.Asset, j.rec.Kind, string(j.rec.Result), j.rec.Start, j.rec.End, j.rec.Bytes, j.rec.BytesStored)

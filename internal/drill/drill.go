@@ -57,6 +57,9 @@ type Options struct {
 	// temporary directory). It needs room for a full restore.
 	WorkDir string
 	Workers int
+	// OnPhase, when set, is told of each phase as it ends (a platform
+	// exercise starts the next tier once this tier's data is restored).
+	OnPhase func(name string, at time.Time)
 	Log     *slog.Logger
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
@@ -160,6 +163,9 @@ func (d *drill) Phase(name string) { d.PhaseEnded(name, d.o.Now()) }
 func (d *drill) PhaseEnded(name string, at time.Time) {
 	d.rep.Phases = append(d.rep.Phases, evidence.Phase{Name: name, Seconds: round3(max(0, at.Sub(d.mark).Seconds()))})
 	d.mark = at
+	if d.o.OnPhase != nil {
+		d.o.OnPhase(name, at)
+	}
 }
 
 // Check records an integrity check's outcome.

@@ -29,5 +29,7 @@ func Alloc(n int) (buf []byte, release func()) {
 	}
 	// Advice is best effort: without huge pages the memory still works.
 	_ = syscall.Madvise(m, madvHugepage)
-	return m[:n], func() { syscall.Munmap(m) }
+	return m[:n], func() { unmap(m) }
 }
+
+func unmap(m []byte) { syscall.Munmap(m) }

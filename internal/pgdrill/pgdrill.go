@@ -8,6 +8,7 @@ package pgdrill
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -61,8 +62,23 @@ var since = map[string]int{
 	"primary_conninfo":        12,
 }
 
+// Host is what a throwaway server needs of the work it serves: a drill
+// (asset.Drill) or a scratch restore (Scratch).
+type Host interface {
+	// WorkDir is an empty private directory, removed afterwards.
+	WorkDir() string
+	// RunAs is the OS user servers run as under root ("": the data
+	// directory's owner, else postgres).
+	RunAs() string
+	// Cleanup registers a teardown step, run whatever happens.
+	Cleanup(func())
+	Log() *slog.Logger
+}
+
+var _ Host = asset.Drill(nil)
+
 // RunAs picks the OS user the drill's servers run as (see pgbin.RunAs).
-func RunAs(d asset.Drill, pgdata string) (*pgbin.User, error) {
+func RunAs(d Host, pgdata string) (*pgbin.User, error) {
 	u, err := pgbin.RunAs(d.RunAs(), pgdata)
 	if err != nil {
 		return nil, fmt.Errorf("%w (the drill's --run-as names the OS user)", err)
@@ -77,7 +93,7 @@ func RunAs(d asset.Drill, pgdata string) (*pgbin.User, error) {
 // HandOver: a restore run as root writes into them first, and must not
 // write into a directory the run-as user already holds (that user could
 // swap a link in under the restore).
-func NewServer(d asset.Drill, as *pgbin.User) (*pgbin.Server, error) {
+func NewServer(d Host, as *pgbin.User) (*pgbin.Server, error) {
 	var dirs [3]string
 	for i, name := range []string{"data", "sock", "log"} {
 		dirs[i] = filepath.Join(d.WorkDir(), name)
@@ -97,7 +113,7 @@ func NewServer(d asset.Drill, as *pgbin.User) (*pgbin.Server, error) {
 // user, once everything root writes into them is written: the server
 // runs as that user, and reaches its directories through the work
 // directory.
-func HandOver(d asset.Drill, srv *pgbin.Server, as *pgbin.User) error {
+func HandOver(d Host, srv *pgbin.Server, as *pgbin.User) error {
 	if err := as.Chown(srv.DataDir, d.WorkDir()); err != nil {
 		return fmt.Errorf("the drill's server: %w", err)
 	}
@@ -106,7 +122,7 @@ func HandOver(d asset.Drill, srv *pgbin.Server, as *pgbin.User) error {
 
 // Start starts srv, which the drill stops (immediately: it is thrown
 // away, so nothing it holds needs a checkpoint) whatever happens.
-func Start(ctx context.Context, d asset.Drill, srv *pgbin.Server) error {
+func Start(ctx context.Context, d Host, srv *pgbin.Server) error {
 	d.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -127,7 +143,7 @@ func Start(ctx context.Context, d asset.Drill, srv *pgbin.Server) error {
 
 // FreshCluster initialises and starts an empty cluster of bin in the
 // drill's work directory.
-func FreshCluster(ctx context.Context, d asset.Drill, bin pgbin.Bin, as *pgbin.User) (*pgbin.Server, error) {
+func FreshCluster(ctx context.Context, d Host, bin pgbin.Bin, as *pgbin.User) (*pgbin.Server, error) {
 	srv, err := NewServer(d, as)
 	if err != nil {
 		return nil, err

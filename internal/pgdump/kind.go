@@ -67,12 +67,30 @@ func (kind) RestoreFlags() []asset.Flag {
 		{Name: "database", Usage: "the dumped database to restore, when the snapshot holds several"},
 		{Name: "globals", Type: asset.FlagBool, Usage: "restore roles and tablespaces (pg_dumpall --globals-only) first"},
 		{Name: "no-owner", Type: asset.FlagBool, Usage: "leave objects owned by the restoring role (pg_restore --no-owner)"},
+		{Name: "table", Type: asset.FlagStrings, Usage: "restore only this table (schema.table, repeatable), dumped to --out"},
+		{Name: "schema", Type: asset.FlagStrings, Usage: "restore only this schema (repeatable), dumped to --out"},
+		{Name: "out", Usage: "with --table/--schema: the file the selection is written to (pg_dump custom format)"},
+		{Name: "time", Usage: "with --table/--schema: take the newest dump made at or before this time (with a zone)"},
+		{Name: "work-dir", Usage: "with --table/--schema: where the throwaway server is made (default: the system's temporary directory)"},
+		{Name: "run-as", Usage: "with --table/--schema, as root: the OS user the throwaway server runs as (default: postgres)"},
 	}
 }
 
 // Restore runs pg_restore into the database --to-dsn names.
 func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, error) {
 	a, f := r.Asset, r.Flags
+	sel, err := pgdrill.ParseSelection(f.Strings("table"), f.Strings("schema"))
+	if err != nil {
+		return nil, err
+	}
+	if !sel.Empty() {
+		return tableRestore(ctx, r, sel)
+	}
+	for _, name := range []string{"out", "time", "work-dir", "run-as"} {
+		if _, ok := f[name]; ok {
+			return nil, asset.Usagef("--%s applies only with --table or --schema", name)
+		}
+	}
 	if f.String("to-dsn") == "" {
 		return nil, asset.Usagef("asset %s is a logical dump: restore it into a database with --to-dsn \"host=... dbname=...\"", a.Name)
 	}

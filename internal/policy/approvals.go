@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -22,7 +23,15 @@ type Approvals struct {
 	Actions []string
 	// Expiry is how long a request stays open.
 	Expiry Duration
-	Line   int
+	// WebAuthnSigners is the absolute path of the file listing approvers'
+	// security keys registered in the dashboard ("" when none): like
+	// allowed_signers, it is written by whoever keeps the trust, never by
+	// the dashboard.
+	WebAuthnSigners string
+	// WebAuthnOrigin is the dashboard's origin as browsers reach it
+	// (https://host:port); its host is the WebAuthn relying party id.
+	WebAuthnOrigin string
+	Line           int
 }
 
 // The actions approvals can protect.
@@ -62,6 +71,8 @@ type approvalsYAML struct {
 	Required       string   `yaml:"required"`
 	Actions        []string `yaml:"actions"`
 	Expiry         string   `yaml:"expiry"`
+	WebAuthn       string   `yaml:"webauthn_signers"`
+	WebAuthnOrigin string   `yaml:"webauthn_origin"`
 }
 
 // approvals reads the approvals section; nil when the policy has none.
@@ -71,13 +82,30 @@ func (c *converter) approvals(raw *approvalsYAML) *Approvals {
 	}
 	const path = "approvals"
 	ap := &Approvals{Line: c.idx.line(path, 0), Required: DefaultApprovalsRequired, Expiry: Duration(DefaultApprovalExpiry)}
-	if f := c.nonEmpty(path+".allowed_signers", raw.AllowedSigners); f != "" {
-		if !filepath.IsAbs(f) {
+	file := func(key, raw string) string {
+		f := c.nonEmpty(path+"."+key, raw)
+		if f != "" && !filepath.IsAbs(f) {
 			f = filepath.Join(c.base, f)
 		}
-		ap.AllowedSigners = filepath.Clean(f)
-	} else if !c.failed[path+".allowed_signers"] {
-		c.fail(path+".allowed_signers", ap.Line, "allowed_signers is required: the OpenSSH allowed_signers file naming the approvers (\"<principal> <key type> <key>\" per line)")
+		if f == "" {
+			return ""
+		}
+		return filepath.Clean(f)
+	}
+	ap.AllowedSigners = file("allowed_signers", raw.AllowedSigners)
+	ap.WebAuthnSigners = file("webauthn_signers", raw.WebAuthn)
+	if ap.WebAuthnSigners != "" {
+		ap.WebAuthnOrigin = c.expand(path+".webauthn_origin", raw.WebAuthnOrigin)
+		if u, err := url.Parse(ap.WebAuthnOrigin); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || (u.Path != "" && u.Path != "/") {
+			c.fail(path+".webauthn_origin", ap.Line, fmt.Sprintf("webauthn_origin %q: write the dashboard's address as browsers reach it, e.g. https://lifeboat.example:8420 (the security keys are bound to its host)", ap.WebAuthnOrigin))
+		} else {
+			ap.WebAuthnOrigin = u.Scheme + "://" + u.Host
+		}
+	} else if raw.WebAuthnOrigin != "" {
+		c.fail(path+".webauthn_origin", ap.Line, "webauthn_origin goes with webauthn_signers: set both or neither")
+	}
+	if ap.AllowedSigners == "" && ap.WebAuthnSigners == "" && !c.failed[path+".allowed_signers"] {
+		c.fail(path+".allowed_signers", ap.Line, "allowed_signers is required: the OpenSSH allowed_signers file naming the approvers (\"<principal> <key type> <key>\" per line), or webauthn_signers for security keys registered in the dashboard")
 	}
 	if s := c.expand(path+".required", raw.Required); s != "" {
 		n, err := strconv.Atoi(s)

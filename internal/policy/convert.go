@@ -76,6 +76,12 @@ func (c *converter) convert(raw *fileYAML) *Policy {
 	p.Approvals = c.approvals(raw.Approvals)
 	p.Audit = c.audit(raw.Audit)
 	p.Web = c.web(raw.Web)
+	p.Groups = c.groups(raw.Groups)
+	p.PlatformDrill = c.platformDrill(raw.PlatformDrill)
+	p.Runbook = c.runbook(raw.Runbook)
+	p.Report = c.reportFile(raw.Report)
+	p.Fleet = c.fleet(raw.Catalog, raw.Host)
+	p.DrillHost = c.drillHost(raw.DrillHost)
 	return p
 }
 

@@ -16,17 +16,24 @@ import (
 // expansion runs before any value is interpreted; conversion to durations,
 // sizes and secrets happens afterwards, in convert.go.
 type fileYAML struct {
-	Repositories []repositoryYAML    `yaml:"repositories"`
-	Tiers        map[string]tierYAML `yaml:"tiers"`
-	Assets       []assetYAML         `yaml:"assets"`
-	StateDir     string              `yaml:"state_dir"`
-	User         string              `yaml:"user"`
-	Alerts       []alertYAML         `yaml:"alerts"`
-	Check        *checkYAML          `yaml:"check"`
-	Metrics      *metricsYAML        `yaml:"metrics"`
-	Approvals    *approvalsYAML      `yaml:"approvals"`
-	Audit        *auditYAML          `yaml:"audit"`
-	Web          *webYAML            `yaml:"web"`
+	Repositories  []repositoryYAML    `yaml:"repositories"`
+	Tiers         map[string]tierYAML `yaml:"tiers"`
+	Assets        []assetYAML         `yaml:"assets"`
+	StateDir      string              `yaml:"state_dir"`
+	User          string              `yaml:"user"`
+	Alerts        []alertYAML         `yaml:"alerts"`
+	Check         *checkYAML          `yaml:"check"`
+	Metrics       *metricsYAML        `yaml:"metrics"`
+	Approvals     *approvalsYAML      `yaml:"approvals"`
+	Groups        map[string][]string `yaml:"groups"`
+	PlatformDrill *platformDrillYAML  `yaml:"platform_drill"`
+	Audit         *auditYAML          `yaml:"audit"`
+	Web           *webYAML            `yaml:"web"`
+	Runbook       *runbookYAML        `yaml:"runbook"`
+	Report        *reportFileYAML     `yaml:"report"`
+	Catalog       string              `yaml:"catalog"`
+	Host          string              `yaml:"host"`
+	DrillHost     string              `yaml:"drill_host"`
 }
 
 type alertYAML struct {
@@ -126,7 +133,7 @@ type hooksYAML struct {
 // knownKeys lists the keys of the *YAML type yaml.v3 calls goType.
 func knownKeys(goType string) []string {
 	for _, v := range []any{fileYAML{}, repositoryYAML{}, tierYAML{}, assetYAML{}, objectLockYAML{}, retentionYAML{}, hooksYAML{},
-		alertYAML{}, checkYAML{}, metricsYAML{}, drillYAML{}, drillCheckYAML{}, approvalsYAML{}, auditYAML{}, webYAML{}} {
+		alertYAML{}, checkYAML{}, metricsYAML{}, drillYAML{}, drillCheckYAML{}, approvalsYAML{}, auditYAML{}, webYAML{}, oidcYAML{}, platformDrillYAML{}} {
 		t := reflect.TypeOf(v)
 		if t.String() != goType {
 			continue

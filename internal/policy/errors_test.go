@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level is a list",
 			src:  "- repositories\n",
-			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets, state_dir, user, alerts, check, metrics, approvals, audit, web; found a list`},
+			want: []string{`lifeboat.yaml:1: the policy must be a mapping with the keys repositories, tiers, assets, state_dir, user, alerts, check, metrics, approvals, groups, platform_drill, audit, web, runbook, report, catalog, host, drill_host; found a list`},
 		},
 		{
 			name: "unknown key in asset",

@@ -72,6 +72,21 @@ type Policy struct {
 	Audit Audit
 	// Web is the dashboard's listener and sessions (web.go).
 	Web Web
+	// Groups name sets of assets (a platform exercise of one group);
+	// PlatformDrill is the scheduled platform exercise, nil when none
+	// (platform.go).
+	Groups        map[string][]string
+	PlatformDrill *PlatformDrill
+	// Runbook is where serve keeps the generated runbook (runbook.go).
+	Runbook Runbook
+	// Report is where serve keeps the DR report (reportfile.go).
+	Report ReportFile
+	// Fleet is the shared catalog and this agent's name in it (fleet.go);
+	// its Catalog is empty when runs are kept in SQLite only.
+	Fleet Fleet
+	// DrillHost is the agent that runs the scheduled drills, "" when
+	// every agent runs its own (drillhost.go).
+	DrillHost string
 
 	// kinds are the kinds this policy was read with; nil for a policy
 	// built in code, whose kinds Validate takes as they are.

@@ -94,6 +94,7 @@ func (p *Policy) problems() []*FieldError {
 	c.assets()
 	c.alerts()
 	c.monitoring()
+	c.platform()
 	return c.problems
 }
 

@@ -26,11 +26,22 @@ func TestWebSection(t *testing.T) {
 	if p.Web.Listen != "0.0.0.0:9443" || p.Web.TLSKey != "/etc/k.pem" || time.Duration(p.Web.Session) != 2*time.Hour {
 		t.Errorf("set: %+v", p.Web)
 	}
+	p, err = parse([]byte(webBase+"web: {oidc: {issuer: 'https://id.example', client_id: lifeboat, client_secret: '${OIDC_SECRET}', roles: {dba: approver}, default_role: none}}\n"),
+		"lifeboat.yaml", "/etc/lifeboat", lookupIn(map[string]string{"OIDC_SECRET": "s3cret"}), testKinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := p.Web.OIDC; o == nil || o.ClientSecret.Reveal() != "s3cret" || o.Roles["dba"] != "approver" || o.DefaultRole != "" || o.RolesClaim != "groups" || o.UsernameClaim != "email" {
+		t.Errorf("oidc: %+v", p.Web.OIDC)
+	}
 	for _, c := range []struct{ src, want string }{
 		{"web: {listen: nowhere}", "web.listen: listen must be host:port"},
 		{"web: {tls_cert: /c.pem}", "tls_cert and tls_key go together"},
 		{"web: {session: 10s}", "session must be at least a minute"},
-		{"web: {oidc: {issuer: 'https://id.example'}}", "OpenID Connect sign-in is not implemented yet"},
+		{"web: {oidc: {issuer: 'https://id.example'}}", "web.oidc.client_id: client_id is required"},
+		{"web: {oidc: {issuer: 'id.example', client_id: x}}", "issuer \"id.example\": write an absolute http(s) URL"},
+		{"web: {oidc: {issuer: 'https://id.example', client_id: x, roles: {dba: root}}}", "web.oidc.roles.dba: role \"root\""},
+		{"web: {oidc: {issuer: 'https://id.example', client_id: x, scope: y}}", "scope"},
 		{"web: {port: 1}", "port"},
 	} {
 		_, err := parseText(t, webBase+c.src+"\n")

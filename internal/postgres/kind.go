@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
+	"github.com/lifeboat-dr/lifeboat/internal/pgdrill"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
@@ -66,6 +67,12 @@ func (kind) RestoreFlags() []asset.Flag {
 		{Name: "delta", Type: asset.FlagBool, Usage: "restore into an existing data directory, rewriting only what differs"},
 		{Name: "tablespace", Type: asset.FlagStrings, Usage: "restore a tablespace elsewhere: NAME_OR_OID=DIR (repeatable)"},
 		{Name: "archive-off", Type: asset.FlagBool, Usage: "turn WAL archiving off in the restored cluster (for copies that must not archive into this asset)"},
+		{Name: "table", Type: asset.FlagStrings, Usage: "restore only this table (schema.table, repeatable) through a throwaway server, dumped to --out"},
+		{Name: "schema", Type: asset.FlagStrings, Usage: "restore only this schema (repeatable) through a throwaway server, dumped to --out"},
+		{Name: "out", Usage: "with --table/--schema: the file the selection is written to (pg_dump custom format)"},
+		{Name: "database", Usage: "restore only this database of the cluster (the others are left out and marked invalid); with --table/--schema: the database they are in (default: the DSN's)"},
+		{Name: "work-dir", Usage: "with --table/--schema/--database: where the throwaway server or its socket is made (default: the system's temporary directory)"},
+		{Name: "run-as", Usage: "with --table/--schema, as root: the OS user the throwaway server runs as (default: the owner of pgdata, else postgres)"},
 	}
 }
 
@@ -74,12 +81,27 @@ func (kind) RestoreFlags() []asset.Flag {
 // up to it once the server starts.
 func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, error) {
 	a, f := r.Asset, r.Flags
-	if r.To == "" {
-		return nil, asset.Usagef("restore needs --to DIR")
-	}
 	target, err := ParseTarget(f.String("time"), f.String("lsn"), f.String("xid"), f.String("name"))
 	if err != nil {
 		return nil, err
+	}
+	sel, err := pgdrill.ParseSelection(f.Strings("table"), f.Strings("schema"))
+	if err != nil {
+		return nil, err
+	}
+	if !sel.Empty() {
+		return tableRestore(ctx, r, sel, target)
+	}
+	for _, name := range []string{"out", "run-as"} {
+		if _, ok := f[name]; ok {
+			return nil, asset.Usagef("--%s applies only with --table or --schema", name)
+		}
+	}
+	if _, ok := f["work-dir"]; ok && f.String("database") == "" {
+		return nil, asset.Usagef("--work-dir applies only with --table, --schema or --database")
+	}
+	if r.To == "" {
+		return nil, asset.Usagef("restore needs --to DIR")
 	}
 	ts := map[string]string{}
 	for _, m := range f.Strings("tablespace") {
@@ -96,6 +118,9 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 	restoreCmd, err := r.SelfCommand(fetch...)
 	if err != nil {
 		return nil, err
+	}
+	if db := f.String("database"); db != "" {
+		return oneDatabaseRestore(ctx, r, target, db, ts, restoreCmd)
 	}
 	start := time.Now()
 	res, err := Restore(ctx, r.Repo, RestoreOptions{

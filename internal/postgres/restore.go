@@ -63,7 +63,11 @@ type RestoreOptions struct {
 	// restored for inspection does not archive into the source's asset.
 	ArchiveOff bool
 	UID, GID   int // owner of the restored files; -1 keeps the recorded ones
-	Progress   func(written, total int64)
+	// OnlyDatabase, when set, restores that database (and the system
+	// ones) and leaves the others out: their relation files are written
+	// as sparse zeros, never read (see onedb.go).
+	OnlyDatabase string
+	Progress     func(written, total int64)
 	// Writing, when set, is called once the snapshot is chosen and its
 	// index loaded, as the data starts to be written: a drill times the two
 	// apart.
@@ -76,6 +80,13 @@ type RestoreResult struct {
 	Snapshot *repo.Snapshot
 	Info     *SnapshotInfo
 	Stats    repo.RestoreStats
+	// LeftOut are the OIDs of the databases OnlyDatabase left out, to be
+	// marked invalid once recovery is over.
+	LeftOut []uint32
+	// What recoverOneDatabase found: the last transaction replayed, and
+	// the names of the databases it marked invalid.
+	recovered time.Time
+	leftNames []string
 }
 
 // Restore writes a data directory from a snapshot with the recovery
@@ -103,6 +114,21 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	} else if err := checkReachable(repo.WithListMemo(ctx), r, opts.Asset, opts.Target, info); err != nil {
 		return nil, err
 	}
+	var zero func(string) bool
+	var left []uint32
+	if opts.OnlyDatabase != "" {
+		if opts.Delta {
+			return nil, fmt.Errorf("--database does not combine with --delta")
+		}
+		dbs, err := databaseOIDs(ctx, r, snap, info)
+		if err != nil {
+			return nil, err
+		}
+		if left, err = leftOut(dbs, opts.OnlyDatabase, snap); err != nil {
+			return nil, err
+		}
+		zero = zeroed(left)
+	}
 	dirs, err := prepareDirs(opts, info)
 	if err != nil {
 		return nil, err
@@ -118,6 +144,9 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	needed := make(map[repo.ID]bool)
 	if err := r.WalkTree(ctx, treeIdx, snap.Tree, func(n *repo.Node) error {
 		treePaths[n.Path] = true
+		if zero != nil && zero(n.Path) {
+			return nil
+		}
 		for _, b := range n.Blocks {
 			needed[b.ID] = true
 		}
@@ -144,7 +173,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	// pg_tblspc/<oid> is restored as a link to its directory, and what
 	// lies below it is written into that directory, confined there.
 	ro := repo.RestoreOptions{
-		Root: dirs.data, Mounts: dirs.ts, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers,
+		Root: dirs.data, Mounts: dirs.ts, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers, Zero: zero,
 	}
 	if opts.Progress != nil {
 		total := snap.Stats.BytesTotal
@@ -160,7 +189,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	if err := dirs.close(); err != nil {
 		return nil, err
 	}
-	return &RestoreResult{Snapshot: snap, Info: info, Stats: st}, nil
+	return &RestoreResult{Snapshot: snap, Info: info, Stats: st, LeftOut: left}, nil
 }
 
 // chooseSnapshot picks the newest snapshot that is consistent before the

@@ -103,8 +103,20 @@ type PushResult struct {
 // its error returned: wal-push queues the object for the copies there.
 func PushWAL(ctx context.Context, r *repo.Repository, asset, path string, stored func(name string, data []byte) error) (PushResult, error) {
 	name := filepath.Base(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return PushResult{Name: name}, fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	defer f.Close()
+	return PushWALFile(ctx, r, asset, name, f, stored)
+}
+
+// PushWALFile is PushWAL of a WAL file called name that is already open
+// (lifeboat serve gets the archiver's descriptor over its socket). It
+// reads f from its start with ReadAt, so f's offset does not matter.
+func PushWALFile(ctx context.Context, r *repo.Repository, asset, name string, f *os.File, stored func(name string, data []byte) error) (PushResult, error) {
 	res := PushResult{Name: name}
-	data, release, err := readWALFile(path)
+	data, release, err := readWALFile(f)
 	if err != nil {
 		return res, fmt.Errorf("wal-push %s: %w", name, err)
 	}
@@ -174,12 +186,7 @@ func PushWAL(ctx context.Context, r *repo.Repository, asset, path string, stored
 // readWALFile reads a WAL file into a huge-page buffer. A fresh heap
 // buffer, or a memory map of the page cache, would make this short-lived
 // process fault in 4096 pages, which costs more than compressing them.
-func readWALFile(path string) ([]byte, func(), error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
+func readWALFile(f *os.File) ([]byte, func(), error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
@@ -187,8 +194,11 @@ func readWALFile(path string) ([]byte, func(), error) {
 	if st.Size() > MaxWALSegmentSize {
 		return nil, nil, fmt.Errorf("%d bytes: larger than any WAL segment", st.Size())
 	}
-	buf, release := hugemem.Alloc(int(st.Size()))
-	if _, err := io.ReadFull(f, buf); err != nil {
+	if !st.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("not a regular file (%v)", st.Mode().Type())
+	}
+	buf, release := hugemem.Scratch(int(st.Size()))
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, st.Size()), buf); err != nil {
 		release()
 		return nil, nil, err
 	}

@@ -229,6 +229,13 @@ func (r *Repository) deliver(ctx context.Context, dst storage.Backend, name stri
 	theirs, err := readCapped(ctx, dst, name, r.objectCap(name))
 	if err == nil {
 		if _, oerr := r.openStored(name, theirs); oerr == nil {
+			if strings.HasPrefix(name, pinArea) {
+				// A hold on the same snapshot, placed in the copy too
+				// (lifeboat pin holds it in every repository): the two
+				// differ only in when they were placed, and either keeps
+				// the snapshot.
+				return false, nil
+			}
 			// Authentic, with other bytes: a key holder wrote it. Not
 			// for a copy to decide which one is right.
 			return false, fmt.Errorf("copy %s to %s: the copy holds an authentic object with other content: %w", name, dst.Location(), ErrConflict)

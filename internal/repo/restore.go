@@ -45,6 +45,11 @@ type RestoreOptions struct {
 	// links a restore writes through: a node below any other symlink of
 	// the tree is refused as corrupt before anything is written.
 	Mounts map[string]*RestoreDir
+	// Zero, when not nil, names files restored at their size but reading
+	// as zeros (sparse), their content not read: the relations of the
+	// databases a PostgreSQL restore leaves out, which recovery still
+	// finds where the WAL expects them. Not with Delta.
+	Zero func(treePath string) bool
 	// Delta keeps existing files and rewrites only the blocks that differ.
 	Delta   bool
 	Workers int
@@ -146,7 +151,7 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 		}
 	}
 	began := time.Now()
-	plan, frames, err := r.planRestore(idx, files, opts.Delta)
+	plan, frames, err := r.planRestore(idx, files, opts.Delta, opts.Zero)
 	if err != nil {
 		return st, err
 	}
@@ -435,7 +440,7 @@ func statAt(dirfd int, name string) (fileID, *unix.Stat_t, error) {
 }
 
 // planRestore maps every block to write onto the frame that holds it.
-func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool) (map[int][]blockTarget, []FrameLoc, error) {
+func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool, zero func(string) bool) (map[int][]blockTarget, []FrameLoc, error) {
 	plan := make(map[int][]blockTarget)
 	frameNo := make(map[int32]int)
 	var frames []FrameLoc
@@ -449,6 +454,9 @@ func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool) (
 		return z == b.ID
 	}
 	for fi, f := range files {
+		if zero != nil && !delta && zero(f.node.Path) {
+			continue
+		}
 		var off int64
 		for bi, b := range f.node.Blocks {
 			boff := off
@@ -641,7 +649,8 @@ func (rs *treeRestore) createFile(f *restoreFile) error {
 		}
 	}
 	err = unix.Ftruncate(fd, f.node.Size)
-	if err == nil && f.keep == nil && f.node.Size > 0 {
+	zero := rs.opts.Zero != nil && !rs.opts.Delta && rs.opts.Zero(f.node.Path)
+	if err == nil && f.keep == nil && f.node.Size > 0 && !zero {
 		// Reserve the file's blocks in one piece: blocks arrive out of
 		// order (an incremental's pages land in the holes of its parent's
 		// frames), and allocating them as they are written back fragments

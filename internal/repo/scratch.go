@@ -12,7 +12,7 @@ import (
 func (c *crypter) sealS2Large(aad string, payload []byte) ([]byte, func()) {
 	ns, tag := c.aead.NonceSize(), c.aead.Overhead()
 	head := len(objectMagic) + ns // ciphertext starts here
-	buf, release := hugemem.Alloc(head + 1 + s2.MaxEncodedLen(len(payload)) + tag)
+	buf, release := hugemem.Scratch(head + 1 + s2.MaxEncodedLen(len(payload)) + tag)
 	copy(buf, objectMagic)
 	nonce := buf[len(objectMagic):head]
 	if _, err := randRead(nonce); err != nil {

@@ -80,5 +80,8 @@ code { font-family: ui-monospace, Menlo, Consolas, monospace; }
 {{- range .Notes}}
 <p>{{.}}</p>
 {{- end}}
+{{- range .Code}}
+<pre><code>{{.}}</code></pre>
+{{- end}}
 {{- end}}
 `))

@@ -10,7 +10,10 @@ import (
 // or an error message can neither break a table nor inject HTML into the
 // rendered page.
 func writeMarkdown(w io.Writer, r *Report) error {
-	d := drawDocument(r)
+	return writeMarkdownDocument(w, drawDocument(r))
+}
+
+func writeMarkdownDocument(w io.Writer, d document) error {
 	var b strings.Builder
 	b.WriteString("# " + mdText(d.Title) + "\n\n")
 	for _, f := range d.Facts {
@@ -33,6 +36,13 @@ func mdSection(b *strings.Builder, s section, level int) {
 	}
 	for _, p := range s.Notes {
 		b.WriteString("\n" + mdText(p) + "\n")
+	}
+	for _, c := range s.Code {
+		fence := "```"
+		for strings.Contains(c, fence) {
+			fence += "`"
+		}
+		b.WriteString("\n" + fence + "sh\n" + c + "\n" + fence + "\n")
 	}
 	for _, sub := range s.Subs {
 		mdSection(b, sub, level+1)

@@ -38,6 +38,12 @@ type Input struct {
 	Since     time.Time // zero: all history
 	Generated time.Time
 	Host      string
+	// Runbook is what the service read for the runbook (runbook.go); when
+	// set, the report carries the runbook too.
+	Runbook []RunbookAsset
+	// Platform are the platform exercises (catalog.PlatformDrills), any
+	// order; see platform.go.
+	Platform []*evidence.PlatformReport
 }
 
 // Formats lists the formats Render writes.
@@ -69,10 +75,12 @@ func Render(w io.Writer, format string, in Input) error {
 	return nil
 }
 
-func writeJSON(w io.Writer, r *Report) error {
+func writeJSON(w io.Writer, r *Report) error { return writeJSONValue(w, r) }
+
+func writeJSONValue(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return enc.Encode(v)
 }
 
 // Version is the version of the JSON document; it grows when a field
@@ -106,6 +114,9 @@ type Report struct {
 	// Untiered lists policy assets without a tier, which have no
 	// objectives to be measured against.
 	Untiered []string `json:"untiered"`
+	// Runbook is the recovery runbook as of the report, when the caller
+	// gathered it.
+	Runbook *Runbook `json:"runbook,omitempty"`
 }
 
 // Summary is the report in a few numbers.
@@ -204,6 +215,9 @@ type LogRow struct {
 	WALFiles         int              `json:"wal_files"`
 	Phases           []evidence.Phase `json:"phases"`
 	Checks           []evidence.Check `json:"checks"`
+	// Platform is set on the line of a platform exercise (Kind
+	// PlatformKind): its tiers and member drills.
+	Platform *PlatformRow `json:"platform,omitempty"`
 }
 
 // ObjectiveRow holds one tiered asset's targets against what its drills in
@@ -404,6 +418,7 @@ func Build(in Input) *Report {
 		r.Schedule = append(r.Schedule, scheduleRow(name, nil, ds))
 		r.Forecasts = append(r.Forecasts, forecastRow(name, ds[0].Tier, ds[0].RTOTargetSeconds, ds, in.Sizes[name]))
 	}
+	addPlatform(r, p, in)
 	for _, s := range r.Schedule {
 		switch s.Result {
 		case ResultUntested:
@@ -419,6 +434,9 @@ func Build(in Input) *Report {
 	}
 
 	r.Backups = backupRows(p, in.Runs, in.Since)
+	if in.Runbook != nil {
+		r.Runbook = BuildRunbook(in)
+	}
 	return r
 }
 

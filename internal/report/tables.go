@@ -25,7 +25,10 @@ type section struct {
 	Intro  []string
 	Tables []table
 	Notes  []string
-	Subs   []section
+	// Code are shell blocks (comment lines, then commands), shown
+	// verbatim after the notes: the runbook's lines are copied and run.
+	Code []string
+	Subs []section
 }
 
 type table struct {
@@ -82,6 +85,9 @@ func drawDocument(r *Report) document {
 		drawForecasts(r),
 		drawBackups(r),
 		drawDetails(r),
+	}
+	if r.Runbook != nil {
+		d.Sections = append(d.Sections, drawRunbookSection(r.Runbook))
 	}
 	return d
 }
@@ -439,6 +445,10 @@ func drawDetails(r *Report) section {
 		out.Intro = append(out.Intro, "No drill in the period.")
 	}
 	for i, l := range r.Log {
+		if l.Platform != nil {
+			out.Subs = append(out.Subs, platformDetails(i, l))
+			continue
+		}
 		result := "PASS"
 		switch {
 		case l.Aborted:

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 	"golang.org/x/crypto/argon2"
@@ -65,6 +67,9 @@ type User struct {
 	Password string    `json:"password"` // $argon2id$v=19$m=…,t=…,p=…$salt$hash
 	TOTP     string    `json:"totp"`     // base32 secret
 	Created  time.Time `json:"created"`
+	// WebAuthn are the security keys that may stand in for the TOTP code
+	// at sign-in, registered on the account page.
+	WebAuthn []webauthn.Credential `json:"webauthn,omitempty"`
 }
 
 // Token is an API token: only its SHA-256 is kept, the token itself is
@@ -198,6 +203,20 @@ var errSignIn = errors.New("wrong user name, password or code")
 
 // check verifies a sign-in: the password, then the TOTP code at now.
 func (a *Accounts) check(name, password, code string, now time.Time) (*User, error) {
+	found, err := a.password(name, password)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := totp.ValidateCustom(strings.TrimSpace(code), found.TOTP, now, totp.ValidateOpts{
+		Period: 30, Skew: 1, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil || !ok {
+		return nil, errSignIn
+	}
+	return found, nil
+}
+
+// password checks the first factor of a sign-in: the account's password.
+func (a *Accounts) password(name, password string) (*User, error) {
 	f, err := a.load()
 	if err != nil {
 		return nil, err
@@ -217,12 +236,62 @@ func (a *Accounts) check(name, password, code string, now time.Time) (*User, err
 	if !checkPassword(found.Password, password) {
 		return nil, errSignIn
 	}
-	ok, err := totp.ValidateCustom(strings.TrimSpace(code), found.TOTP, now, totp.ValidateOpts{
-		Period: 30, Skew: 1, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
-	if err != nil || !ok {
-		return nil, errSignIn
-	}
 	return found, nil
+}
+
+// user is the local account name.
+func (a *Accounts) user(name string) (*User, error) {
+	f, err := a.load()
+	if err != nil {
+		return nil, err
+	}
+	for i := range f.Users {
+		if f.Users[i].Name == name {
+			return &f.Users[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no local account %s", name)
+}
+
+// Local reports whether name is a local account (not a person signed in
+// through OpenID Connect).
+func (a *Accounts) Local(name string) bool {
+	f, err := a.load()
+	if err != nil {
+		return false
+	}
+	for _, u := range f.Users {
+		if u.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// SaveCredential keeps a security key of the local account name for
+// sign-in, or updates the one of the same id (its signature counter).
+func (a *Accounts) SaveCredential(name string, c webauthn.Credential) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, err := a.load()
+	if err != nil {
+		return err
+	}
+	for i := range f.Users {
+		u := &f.Users[i]
+		if u.Name != name {
+			continue
+		}
+		for j := range u.WebAuthn {
+			if bytes.Equal(u.WebAuthn[j].ID, c.ID) {
+				u.WebAuthn[j] = c
+				return a.save(f)
+			}
+		}
+		u.WebAuthn = append(u.WebAuthn, c)
+		return a.save(f)
+	}
+	return fmt.Errorf("no local account %s", name)
 }
 
 // Argon2id parameters: OWASP's recommended minimum (19 MiB, two passes),

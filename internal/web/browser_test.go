@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,6 +115,27 @@ func TestBrowser(t *testing.T) {
 		got := run(t, admin, "state of "+name, chromedp.AttributeValue(chromedp.CSS(`tr[data-asset="`+name+`"]`), "data-state"))
 		if got.Value != state {
 			t.Errorf("%s: the overview shows %q, want %q", name, got.Value, state)
+		}
+	}
+
+	// The page shows the API's numbers (which TestOverviewStates holds to
+	// status and check): last backup, copies' lag, the last drill's RTO.
+	var rows []AssetRow
+	e.get(t, e.token(t, Viewer), "/api/assets", &rows)
+	for _, r := range rows {
+		cell := func(class string) string {
+			return run(t, admin, class+" of "+r.Name, chromedp.Text(chromedp.CSS(`tr[data-asset="`+r.Name+`"] td.`+class)))
+		}
+		if got, want := cell("last-backup"), stampText(r.LastBackup); got != want {
+			t.Errorf("%s: the overview shows last backup %q, the API %q", r.Name, got, want)
+		}
+		for _, c := range r.Copies {
+			if c.Lag != nil && !strings.Contains(cell("copies"), fmt.Sprintf("%s: %d WAL, %d snapshots", c.Repository, c.Lag.WALFiles, c.Lag.Snapshots)) {
+				t.Errorf("%s: the overview's copies %q lack %s's lag %+v", r.Name, cell("copies"), c.Repository, c.Lag)
+			}
+		}
+		if d := r.LastDrill; d != nil && !strings.Contains(cell("last-drill"), "RTO "+seconds(d.RTOSeconds)) {
+			t.Errorf("%s: the overview's last drill %q, the API's RTO %s", r.Name, cell("last-drill"), seconds(d.RTOSeconds))
 		}
 	}
 

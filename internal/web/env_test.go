@@ -29,15 +29,20 @@ type env struct {
 	dir string
 }
 
-func newEnv(t *testing.T) *env { return makeEnv(t, false) }
+func newEnv(t *testing.T) *env { return makeEnv(t, false, nil) }
 
 // newEnvTLS is newEnv served over TLS.
-func newEnvTLS(t *testing.T) *env { return makeEnv(t, true) }
+func newEnvTLS(t *testing.T) *env { return makeEnv(t, true, nil) }
 
-func makeEnv(t *testing.T, tls bool) *env {
+// makeEnv builds the env; extra, given the test directory and the
+// address the dashboard will listen on (known before the policy is
+// written), returns policy text appended to the env's.
+func makeEnv(t *testing.T, tls bool, extra func(dir, addr string) string) *env {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
+	ts := httptest.NewUnstartedServer(nil)
+	t.Cleanup(ts.Close)
 	for _, d := range []string{"primary", "offsite", "notes", "docs", "spare", "db"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			t.Fatal(err)
@@ -79,7 +84,7 @@ assets:
       checks:
         - {name: all entries, sql: "select count(*) from entries", expect: "= 999"}
   - {name: spare, kind: files, tier: gold, paths: [%[1]s/spare], repositories: [primary]}
-`, dir))
+`, dir)+extraPolicy(extra, dir, ts.Listener.Addr().String()))
 	if err := repo.GenerateKeyFile(filepath.Join(dir, "key")); err != nil {
 		t.Fatal(err)
 	}
@@ -116,13 +121,19 @@ assets:
 	if err == nil || rep == nil || rep.Passed {
 		t.Fatalf("the ledger drill should fail its check: report %+v, error %v", rep, err)
 	}
-	srv := New(svc, Options{SessionTTL: time.Hour, TLS: tls})
-	var ts *httptest.Server
+	srv := New(svc, Options{SessionTTL: time.Hour, TLS: tls, Listen: ts.Listener.Addr().String()})
+	ts.Config.Handler = srv
 	if tls {
-		ts = httptest.NewTLSServer(srv)
+		ts.StartTLS()
 	} else {
-		ts = httptest.NewServer(srv)
+		ts.Start()
 	}
-	t.Cleanup(ts.Close)
 	return &env{svc: svc, srv: srv, ts: ts, dir: dir}
+}
+
+func extraPolicy(extra func(dir, addr string) string, dir, addr string) string {
+	if extra == nil {
+		return ""
+	}
+	return extra(dir, addr)
 }

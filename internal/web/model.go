@@ -6,7 +6,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/app"
@@ -164,7 +163,7 @@ func (s *Server) gatherOverview(ctx context.Context, now time.Time) (*Overview, 
 		}
 		checks[r.Asset] = append(checks[r.Asset], r)
 	}
-	h := host()
+	h := s.hostName()
 	for _, a := range assets {
 		var last *evidence.DrillReport
 		ds, err := svc.Drills(ctx, a.Name, 1)
@@ -176,6 +175,13 @@ func (s *Server) gatherOverview(ctx context.Context, now time.Time) (*Overview, 
 		}
 		ov.Assets = append(ov.Assets, assetRow(p, a, h, byAsset[a.Name], checks[a.Name], last, now))
 	}
+	others, err := s.fleetRows(ctx, h, now)
+	if err != nil {
+		// This host's rows still stand: the page says what is missing.
+		ov.Repositories = append(ov.Repositories, health.Result{Check: "fleet_catalog", OK: false,
+			Message: "the other hosts' assets are not shown: " + err.Error()})
+	}
+	ov.Assets = append(ov.Assets, others...)
 	return ov, nil
 }
 
@@ -261,6 +267,11 @@ func judge(r *AssetRow) string {
 // AssetDetail is the asset page and GET /api/assets/{host}/{name}.
 type AssetDetail struct {
 	AssetRow
+	// Remote says the asset is another host's: the page holds what its
+	// agent published to the fleet catalog (state, checks, drills), and
+	// its repositories, snapshots and restore commands are on that
+	// host's own dashboard.
+	Remote   bool            `json:"remote,omitempty"`
 	Info     app.AssetInfo   `json:"info"`
 	Drills   []DrillRow      `json:"drills"`
 	Checks   []health.Result `json:"checks"`
@@ -307,47 +318,48 @@ func (s *Server) assetDetail(ctx context.Context, name string, now time.Time) (*
 		d.Drills = append(d.Drills, *drillRow(x))
 	}
 	d.Checks = append([]health.Result{}, d.AssetRow.checks...)
-	d.Commands = restoreCommands(svc.Policy.Source, &d)
+	d.Commands = restoreCommands(svc, d.Info)
 	return &d, nil
 }
 
-// restoreCommands are the command lines that restore the asset: its
-// newest state, each repository's newest snapshot, and for an asset with
-// a restorable window its latest moment.
-func restoreCommands(policyPath string, d *AssetDetail) []Command {
-	base := "lifeboat"
-	if policyPath != "" {
-		base += " -c " + shellQuote(policyPath)
+// remoteDetail is the page of an asset another agent of the fleet
+// protects, from the fleet catalog alone.
+func (s *Server) remoteDetail(ctx context.Context, host, name string, now time.Time) (*AssetDetail, error) {
+	ov, err := s.overview(ctx, now)
+	if err != nil {
+		return nil, err
 	}
-	to := shellQuote("/var/tmp/restore-" + d.Name)
-	out := []Command{{What: "restore the newest state from the primary", Line: fmt.Sprintf("%s restore %s --to %s", base, shellQuote(d.Name), to)}}
-	for i, ri := range d.Info.Repositories {
-		from := ""
-		if i > 0 {
-			from = " --repository " + shellQuote(ri.Status.Repository)
-		}
-		for _, w := range ri.Windows {
-			if w.LatestTime.IsZero() {
-				continue
-			}
-			at := w.LatestTime.UTC().Format(time.RFC3339)
-			out = append(out, Command{What: fmt.Sprintf("restore to %s (timeline %d, the end of the restorable window in %s)", at, w.Timeline, ri.Status.Repository),
-				Line: fmt.Sprintf("%s restore %s --to %s%s --time %s", base, shellQuote(d.Name), to, from, at)})
-		}
-		if n := len(ri.Snapshots); n > 0 {
-			snap := ri.Snapshots[n-1]
-			out = append(out, Command{What: fmt.Sprintf("restore snapshot %s from %s", shortID(snap.ID), ri.Status.Repository),
-				Line: fmt.Sprintf("%s restore %s --to %s%s --snapshot %s", base, shellQuote(d.Name), to, from, snap.ID)})
+	d := AssetDetail{Remote: true, Drills: []DrillRow{}, Commands: []Command{}}
+	found := false
+	for _, r := range ov.Assets {
+		if r.Host == host && r.Name == name {
+			d.AssetRow, found = r, true
 		}
 	}
-	return out
+	if !found {
+		return nil, errNotFound
+	}
+	ds, err := s.svc.FleetAssetDrills(ctx, host, name, 20)
+	if err != nil {
+		return nil, fmt.Errorf("fleet catalog: %w", err)
+	}
+	for _, x := range ds {
+		d.Drills = append(d.Drills, *drillRow(x))
+	}
+	d.Checks = append([]health.Result{}, d.AssetRow.checks...)
+	return &d, nil
 }
 
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@") == "" {
-		return s
+// restoreCommands are the command lines that restore the asset: the
+// runbook's (app.Service.RestoreCommands), newest point first, then the
+// earlier points.
+func restoreCommands(svc *app.Service, info app.AssetInfo) []Command {
+	plan := svc.RestoreCommands(info, app.RunbookRoot)
+	out := []Command{}
+	for _, l := range append(plan.Latest, plan.ToTime...) {
+		out = append(out, Command{What: "restore " + l.What, Line: l.Line})
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return out
 }
 
 func shortID(id string) string {

@@ -24,15 +24,16 @@ type page struct {
 	CSRF  string
 	Now   time.Time
 	Data  any
+	// Script loads the dashboard's one script (security keys).
+	Script bool
+	// OIDC is the OpenID Connect provider the sign-in page offers.
+	OIDC string
+	// Refresh is where the page moves on to by itself.
+	Refresh string
 }
 
 var funcs = template.FuncMap{
-	"stamp": func(t time.Time) string {
-		if t.IsZero() {
-			return "-"
-		}
-		return lifeboat.FormatTime(t)
-	},
+	"stamp": stampText,
 	"secs": func(v any) string {
 		switch x := v.(type) {
 		case *float64:
@@ -62,12 +63,20 @@ var funcs = template.FuncMap{
 	},
 }
 
+// stampText is a time as pages show it (lifeboat.TimeLayout), "-" for none.
+func stampText(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return lifeboat.FormatTime(t)
+}
+
 // pages are parsed on first use rather than at package init, which every
 // lifeboat process (wal-push included) would pay.
 var pages = sync.OnceValue(func() map[string]*template.Template {
 	m := map[string]*template.Template{}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html"))
-	for _, name := range []string{"overview", "asset", "drills", "approvals", "audit", "signin", "error"} {
+	for _, name := range []string{"overview", "asset", "drills", "approvals", "audit", "signin", "error", "account", "continue"} {
 		t := template.Must(layout.Clone())
 		m[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
 	}
@@ -81,6 +90,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, name s
 		p.User, p.Role, p.CSRF = c.name, c.role, c.csrf
 	}
 	p.Now = s.now()
+	if p.Script {
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	}
 	var buf bytes.Buffer
 	if err := pages()[name].ExecuteTemplate(&buf, "layout.html", p); err != nil {
 		s.log.Error("web: page failed to render", "page", name, "error", err)
@@ -129,12 +141,7 @@ func (s *Server) overviewPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) assetPage(w http.ResponseWriter, r *http.Request) {
-	name, err := s.assetName(r)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	d, err := s.assetDetail(r.Context(), name, s.now())
+	d, err := s.detailOf(r)
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -173,10 +180,13 @@ func (s *Server) approvalsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return rows[i].Request.Created.After(rows[j].Request.Created) })
-	s.render(w, r, http.StatusOK, "approvals", page{Title: "Approvals", Data: struct {
+	keys := s.wa != nil && whoOf(r).role.Allows(Approver)
+	s.render(w, r, http.StatusOK, "approvals", page{Title: "Approvals", Script: keys, Data: struct {
 		Rows       []app.ApprovalRow
 		Configured bool
-	}{rows, s.svc.Policy.Approvals != nil}})
+		WebAuthn   bool
+		Approved   string
+	}{rows, s.svc.Policy.Approvals != nil, keys, r.URL.Query().Get("approved")}})
 }
 
 func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
+
 	"github.com/lifeboat-dr/lifeboat/internal/app"
 	"github.com/lifeboat-dr/lifeboat/internal/audit"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
@@ -51,6 +53,10 @@ type Options struct {
 	// every request. Gathering reads every repository and runs every
 	// check, seconds for hundreds of assets.
 	Fresh time.Duration
+	// Listen is the address the dashboard listens on, from which the
+	// OpenID Connect callback URL is made when web.oidc.redirect_url is
+	// not set.
+	Listen string
 }
 
 // Server serves the dashboard of one service.
@@ -66,6 +72,10 @@ type Server struct {
 
 	gather sync.Mutex // one gathering at a time; the others wait for it
 	cached *Overview
+
+	oidc       *oidcAuth          // nil without web.oidc
+	wa         *webauthn.WebAuthn // nil without approvals.webauthn_signers
+	keySignins keySignins
 }
 
 // New makes the dashboard of svc, with the accounts of its state_dir.
@@ -78,6 +88,21 @@ func New(svc *app.Service, o Options) *Server {
 	}
 	s := &Server{svc: svc, accounts: OpenAccounts(AccountsPath(svc.Policy.StateDir)), sessions: newSessions(o.SessionTTL),
 		limit: newLimiter(5, 15*time.Minute), tls: o.TLS, log: o.Log, mux: http.NewServeMux(), fresh: o.Fresh}
+	if oc := svc.Policy.Web.OIDC; oc != nil {
+		listen := o.Listen
+		if listen == "" {
+			listen = svc.Policy.Web.Listen
+		}
+		s.oidc = newOIDC(oc, redirectFor(listen, o.TLS))
+	}
+	// The policy checked the origin; a relying party go-webauthn still
+	// refuses leaves security keys off (the pages offer none), said in
+	// the log rather than keeping the dashboard from starting.
+	if wa, err := newWebAuthn(svc); err != nil {
+		s.log.Error("web: security keys are off", "error", err)
+	} else {
+		s.wa = wa
+	}
 	s.routes()
 	return s
 }
@@ -104,7 +129,20 @@ func (s *Server) routes() {
 		w.Header().Set("Content-Type", "text/css; charset=utf-8")
 		w.Write([]byte(styleCSS))
 	})
+	m.HandleFunc("GET /webauthn.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Write([]byte(webauthnJS))
+	})
 	m.HandleFunc("GET /signin", s.signinForm)
+	m.HandleFunc("GET /oidc/login", s.needOIDC(s.oidcLogin))
+	m.HandleFunc("GET /oidc/callback", s.needOIDC(s.oidcCallback))
+	m.Handle("GET /account", s.need(Viewer, s.accountPage))
+	m.HandleFunc("POST /signin/key/options", s.keySigninOptions)
+	m.HandleFunc("POST /signin/key", s.keySignin)
+	m.Handle("POST /account/webauthn/options", s.need(Viewer, s.registerOptions))
+	m.Handle("POST /account/webauthn/register", s.need(Viewer, s.register))
+	m.Handle("POST /approvals/{id}/webauthn/options", s.need(Approver, s.approveOptions))
+	m.Handle("POST /approvals/{id}/webauthn", s.need(Approver, s.approveWithKey))
 	m.HandleFunc("POST /signin", s.signin)
 	m.Handle("POST /signout", s.need(Viewer, s.signout))
 
@@ -124,6 +162,26 @@ func (s *Server) routes() {
 	m.Handle("GET /api/report", s.need(Viewer, s.apiReport))
 	m.Handle("GET /api/approvals", s.need(Viewer, s.apiApprovals))
 	m.Handle("GET /api/audit", s.need(Viewer, s.apiAudit))
+}
+
+// needOIDC answers 404 when the policy has no web.oidc.
+func (s *Server) needOIDC(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.oidc == nil {
+			s.fail(w, r, http.StatusNotFound, "sign-in through OpenID Connect is not configured (web.oidc)")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// sessionOf is the browser session of r; nil for a bearer token.
+func (s *Server) sessionOf(r *http.Request) *session {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	return s.sessions.get(c.Value, s.now())
 }
 
 // who is the caller of a request that passed need.
@@ -233,7 +291,15 @@ func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge int
 func (s *Server) signinForm(w http.ResponseWriter, r *http.Request) {
 	token := randomText(32)
 	s.setCookie(w, signinCookie, token, 600)
-	s.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", CSRF: token})
+	s.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", CSRF: token, OIDC: s.oidcIssuer(), Script: s.wa != nil})
+}
+
+// oidcIssuer is the provider the sign-in page offers, "" for none.
+func (s *Server) oidcIssuer() string {
+	if s.oidc == nil {
+		return ""
+	}
+	return s.oidc.cfg.Issuer
 }
 
 // signin checks the password and the TOTP code; every sign-in and every
@@ -261,7 +327,7 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) {
 		record(&err, details)
 		token := randomText(32)
 		s.setCookie(w, signinCookie, token, 600)
-		s.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", CSRF: token, Data: err.Error()})
+		s.render(w, r, http.StatusUnauthorized, "signin", page{Title: "Sign in", CSRF: token, Data: err.Error(), OIDC: s.oidcIssuer(), Script: s.wa != nil})
 		return
 	}
 	record(nil, details)
@@ -302,15 +368,37 @@ func (s *Server) filtered(ctx context.Context, f Filter) (*Overview, error) {
 
 // assetName is the asset of a path /…/{host}/{name}: an asset of this
 // host's policy.
+// assetName is the asset a request names, of this host's policy; an
+// asset of another host (a fleet catalog's) is errRemote.
 func (s *Server) assetName(r *http.Request) (string, error) {
-	if r.PathValue("host") != host() {
+	name := r.PathValue("name")
+	if r.PathValue("host") != s.hostName() {
+		if s.svc.FleetEnabled() {
+			return name, errRemote
+		}
 		return "", errNotFound
 	}
-	name := r.PathValue("name")
 	if _, err := s.svc.Policy.Asset(name); err != nil {
 		return "", errNotFound
 	}
 	return name, nil
+}
+
+// errRemote marks an asset another agent of the fleet protects: its page
+// holds what that agent published, not its repositories.
+var errRemote = errors.New("an asset of another host")
+
+// detailOf is the asset page's content for the asset a request names, of
+// this host or of another host of the fleet.
+func (s *Server) detailOf(r *http.Request) (*AssetDetail, error) {
+	name, err := s.assetName(r)
+	switch {
+	case errors.Is(err, errRemote):
+		return s.remoteDetail(r.Context(), r.PathValue("host"), name, s.now())
+	case err != nil:
+		return nil, err
+	}
+	return s.assetDetail(r.Context(), name, s.now())
 }
 
 func (s *Server) apiOverview(w http.ResponseWriter, r *http.Request) {
@@ -332,12 +420,7 @@ func (s *Server) apiAssets(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiAsset(w http.ResponseWriter, r *http.Request) {
-	name, err := s.assetName(r)
-	if err != nil {
-		s.internal(w, r, err)
-		return
-	}
-	d, err := s.assetDetail(r.Context(), name, s.now())
+	d, err := s.detailOf(r)
 	if err != nil {
 		s.internal(w, r, err)
 		return

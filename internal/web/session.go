@@ -3,6 +3,8 @@ package web
 import (
 	"sync"
 	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
 )
 
 // session is a signed-in browser. Sessions live in memory: a restart of
@@ -12,6 +14,11 @@ type session struct {
 	role    Role
 	csrf    string
 	expires time.Time
+	// ceremony is a security-key registration begun and not finished;
+	// registered are the webauthn_signers lines of keys registered in
+	// this session, shown until the session ends.
+	ceremony   *webauthn.SessionData
+	registered []string
 }
 
 type sessions struct {
@@ -50,6 +57,36 @@ func (s *sessions) get(id string, now time.Time) *session {
 		return nil
 	}
 	return ses
+}
+
+func (s *sessions) setCeremony(ses *session, d *webauthn.SessionData) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ses.ceremony = d
+}
+
+// takeCeremony returns the registration begun in ses, once.
+func (s *sessions) takeCeremony(ses *session) *webauthn.SessionData {
+	if ses == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := ses.ceremony
+	ses.ceremony = nil
+	return d
+}
+
+func (s *sessions) addRegistered(ses *session, line string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ses.registered = append(ses.registered, line)
+}
+
+func (s *sessions) registered(ses *session) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), ses.registered...)
 }
 
 func (s *sessions) end(id string) {

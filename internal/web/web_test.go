@@ -171,6 +171,8 @@ type browser struct {
 	base   string
 	status int
 	body   string
+	// location is the last answer's Location header.
+	location string
 }
 
 func newBrowser(t *testing.T, base string) *browser {
@@ -194,7 +196,7 @@ func (b *browser) do(method, path string, form url.Values) *browser {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	b.status, b.body = resp.StatusCode, string(raw)
+	b.status, b.body, b.location = resp.StatusCode, string(raw), resp.Header.Get("Location")
 	return b
 }
 
@@ -336,7 +338,7 @@ func TestPagesWellFormed(t *testing.T) {
 	}
 	out := artifacts(t)
 	for _, path := range []string{"/", "/?state=failing", "/assets/" + host() + "/docs", "/assets/" + host() + "/ledger",
-		"/drills", "/report", "/approvals", "/audit", "/audit?type=web-sign-in", "/signin"} {
+		"/drills", "/report", "/approvals", "/audit", "/audit?type=web-sign-in", "/account", "/signin"} {
 		b.do("GET", path, nil)
 		if b.status != http.StatusOK {
 			t.Errorf("GET %s: %d", path, b.status)

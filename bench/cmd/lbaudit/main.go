@@ -180,6 +180,7 @@ func runVerify(ctx context.Context, args []string) error {
 		time.Since(genStart).Seconds(), size(catalog.Path(filepath.Join(dir, "state"))), size(filepath.Join(dir, "repo")))
 	var secs []float64
 	for i := range *runs {
+		cold := dropCaches()
 		t := time.Now()
 		out, err := exec.Command(*bin, "-c", policyPath, "audit", "verify").CombinedOutput()
 		d := time.Since(t).Seconds()
@@ -190,7 +191,7 @@ func runVerify(ctx context.Context, args []string) error {
 			fmt.Print(string(out))
 		}
 		secs = append(secs, d)
-		fmt.Printf("audit verify run %d: %.2f s\n", i+1, d)
+		fmt.Printf("audit verify run %d: %.2f s (%s)\n", i+1, d, cold)
 	}
 	fmt.Printf("audit verify over %d events: median %.2f s (target < 30 s)\n", *events, median(secs))
 	return nil
@@ -454,4 +455,14 @@ func makeFiles(dir string, mib int) error {
 		}
 	}
 	return nil
+}
+
+// dropCaches empties the page cache before a timed run, as the benchmark
+// rules ask (root only), and says which it was.
+func dropCaches() string {
+	exec.Command("sync").Run()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return "page cache kept: not root"
+	}
+	return "page cache dropped"
 }

@@ -1,6 +1,6 @@
 // Command lbweb measures the dashboard (docs/web.md):
 //
-//	lbweb [-assets 500] [-runs 1000000] [-drills 12] [-n 40] [-dir DIR]
+//	lbweb [-assets 500] [-runs 1000000] [-drills 12] [-n 40] [-dir DIR] [-catalog sqlite|postgres] [-hosts 20]
 //
 // builds a policy of -assets files assets in one file:// repository, backs
 // each up once through the service, writes -runs runs and -drills drill
@@ -12,6 +12,13 @@
 // requests served from the gathered overview (lifeboat web keeps one for
 // 30 s). Targets: overview ≤ 150 ms p95
 // and ≤ 300 KB, asset page ≤ 200 ms p95.
+//
+// With -catalog postgres it starts a throwaway PostgreSQL as the fleet
+// catalog (docs/fleet.md) of -hosts hosts: this host backs up its share of
+// the assets, and the others' assets, the runs and the drill reports are
+// written straight into the fleet catalog's tables (fleet.go); it also
+// times the fleet catalog's part of a gathering (every host's published
+// assets and newest drills).
 package main
 
 import (
@@ -39,14 +46,23 @@ func main() {
 	drills := flag.Int("drills", 12, "drill reports per asset")
 	n := flag.Int("n", 40, "requests per page")
 	dir := flag.String("dir", "", "work directory (default: a temporary one, removed)")
+	cat := flag.String("catalog", "sqlite", "sqlite (one host) or postgres (a fleet catalog of -hosts hosts)")
+	hosts := flag.Int("hosts", 20, "hosts of the fleet (-catalog postgres)")
 	flag.Parse()
-	if err := run(*assets, *runs, *drills, *n, *dir); err != nil {
+	if *cat != "sqlite" && *cat != "postgres" {
+		fmt.Fprintln(os.Stderr, "lbweb: -catalog is sqlite or postgres")
+		os.Exit(2)
+	}
+	if *cat == "sqlite" {
+		*hosts = 1
+	}
+	if err := run(*assets, *runs, *drills, *n, *dir, *hosts); err != nil {
 		fmt.Fprintln(os.Stderr, "lbweb:", err)
 		os.Exit(1)
 	}
 }
 
-func run(nAssets, nRuns, nDrills, n int, dir string) error {
+func run(nAssets, nRuns, nDrills, n int, dir string, nHosts int) error {
 	ctx := context.Background()
 	if dir == "" {
 		d, err := os.MkdirTemp("", "lbweb-")
@@ -57,9 +73,19 @@ func run(nAssets, nRuns, nDrills, n int, dir string) error {
 		dir = d
 	}
 	var b strings.Builder
+	var fl *fleetBench
+	if nHosts > 1 {
+		var err error
+		if fl, err = startFleet(ctx, dir, nHosts); err != nil {
+			return err
+		}
+		defer fl.stop()
+		fmt.Fprintf(&b, "catalog: '%s'\nhost: %s\n", fl.url, hostName(0))
+	}
+	local := nAssets / max(1, nHosts) // this host's share; the rest are the other hosts'
 	fmt.Fprintf(&b, "state_dir: %[1]s/state\nrepositories:\n  - {name: primary, url: \"file://%[1]s/repo\", key_file: %[1]s/key}\n", dir)
 	b.WriteString("tiers:\n  gold: {rpo: 1h, rto: 1h}\n  silver: {rpo: 24h, rto: 4h}\nassets:\n")
-	for i := range nAssets {
+	for i := range local {
 		src := filepath.Join(dir, "src", fmt.Sprintf("a%03d", i))
 		if err := os.MkdirAll(src, 0o700); err != nil {
 			return err
@@ -102,14 +128,18 @@ func run(nAssets, nRuns, nDrills, n int, dir string) error {
 	}
 	be.Close()
 	start := time.Now()
-	for i := range nAssets {
+	for i := range local {
 		if _, err := svc.Backup(ctx, app.BackupRequest{Asset: fmt.Sprintf("a%03d", i)}); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("setup: %d backups in %s\n", nAssets, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("setup: %d backups in %s\n", local, time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	if err := fillCatalog(ctx, catalog.Path(svc.Policy.StateDir), nAssets, nRuns, nDrills); err != nil {
+	if fl != nil {
+		if err := fl.fill(ctx, svc, nAssets, nRuns, nDrills); err != nil {
+			return err
+		}
+	} else if err := fillCatalog(ctx, catalog.Path(svc.Policy.StateDir), nAssets, nRuns, nDrills); err != nil {
 		return err
 	}
 	fmt.Printf("setup: %d runs and %d drills in the catalog in %s\n", nRuns, nAssets*nDrills, time.Since(start).Round(time.Millisecond))
@@ -123,6 +153,9 @@ func run(nAssets, nRuns, nDrills, n int, dir string) error {
 		return err
 	}
 	host, _ := os.Hostname()
+	if fl != nil {
+		host = hostName(0)
+	}
 	for _, p := range []struct{ name, path string }{
 		{"overview page", "/"},
 		{"GET /api/assets", "/api/assets"},
@@ -149,6 +182,9 @@ func run(nAssets, nRuns, nDrills, n int, dir string) error {
 		}
 		slices.Sort(times)
 		fmt.Printf("%-16s p50 %8s  p95 %8s  max %8s  %7.1f KB\n", p.name, pct(times, 50), pct(times, 95), times[len(times)-1].Round(time.Millisecond), float64(size)/1024)
+	}
+	if fl != nil {
+		return fl.timeReads(ctx, svc, n)
 	}
 	return nil
 }

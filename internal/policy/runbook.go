@@ -1,0 +1,52 @@
+package policy
+
+import (
+	"path/filepath"
+)
+
+// Runbook is the policy's runbook section (docs/runbook.md): where serve
+// keeps the generated runbook current. Path is "" when the policy has no
+// such section, and serve then writes none.
+type Runbook struct {
+	Path string
+	// Format is RunbookMarkdown or RunbookHTML.
+	Format string
+	Line   int
+}
+
+// Runbook formats.
+const (
+	RunbookMarkdown = "md"
+	RunbookHTML     = "html"
+)
+
+type runbookYAML struct {
+	Path   string `yaml:"path"`
+	Format string `yaml:"format"`
+}
+
+// runbook reads the runbook section; a relative path is resolved against
+// the policy file's directory, as state_dir is.
+func (c *converter) runbook(raw *runbookYAML) Runbook {
+	const path = "runbook"
+	rb := Runbook{Format: RunbookMarkdown, Line: c.idx.line(path, 0)}
+	if raw == nil {
+		return rb
+	}
+	rb.Path = c.nonEmpty(path+".path", raw.Path)
+	if rb.Path == "" && !c.idx.has(path+".path") {
+		c.fail(path+".path", rb.Line, "runbook needs path: the file serve keeps the runbook in, e.g. /var/lib/lifeboat/runbook.md")
+	}
+	if rb.Path != "" && !filepath.IsAbs(rb.Path) {
+		rb.Path = filepath.Join(c.base, rb.Path)
+	}
+	if f := c.expand(path+".format", raw.Format); f != "" {
+		switch f {
+		case RunbookMarkdown, RunbookHTML:
+			rb.Format = f
+		default:
+			c.fail(path+".format", rb.Line, "format must be md or html")
+		}
+	}
+	return rb
+}

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -116,34 +114,13 @@ func TestFleetReadsShowEveryHost(t *testing.T) {
 	}
 	// The dashboard of web-1 lists both hosts' assets, each its own row.
 	token := strings.TrimSpace(a.mustRun("web", "token", "create", "--role", "viewer"))
-	srv := exec.Command(a.bin, "-c", a.policy, "web", "--listen", "127.0.0.1:0")
-	stdout, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("lifeboat web said nothing: %v", err)
-	}
-	addr := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, addr := startDashboard(t, a, "web", "--listen", "127.0.0.1:0")
 	var api []struct {
 		Host, Name, State string
 		LastBackup        time.Time `json:"last_backup"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&api)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/assets: %d %v", resp.StatusCode, err)
+	if code := getJSON(t, addr, "/api/assets", token, &api); code != http.StatusOK {
+		t.Fatalf("GET /api/assets: %d", code)
 	}
 	seen := map[string]bool{}
 	for _, r := range api {
@@ -153,20 +130,14 @@ func TestFleetReadsShowEveryHost(t *testing.T) {
 		t.Errorf("GET /api/assets on web-1: %+v, want web-1/app and web-2/app, both ok with a backup", api)
 	}
 	// The other host's asset has a page too, from what its agent published.
-	req, _ = http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets/web-2/app", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if resp, err = http.DefaultClient.Do(req); err != nil {
-		t.Fatal(err)
-	}
 	var remote struct {
 		Host, Name, State string
 		Remote            bool
 		LastBackup        time.Time `json:"last_backup"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&remote)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || !remote.Remote || remote.Host != "web-2" || remote.State != "ok" || remote.LastBackup.IsZero() {
-		t.Errorf("GET /api/assets/web-2/app on web-1: %d %v %+v, want web-2's app, remote, ok with a backup", resp.StatusCode, err, remote)
+	if code := getJSON(t, addr, "/api/assets/web-2/app", token, &remote); code != http.StatusOK || !remote.Remote || remote.Host != "web-2" ||
+		remote.State != "ok" || remote.LastBackup.IsZero() {
+		t.Errorf("GET /api/assets/web-2/app on web-1: %d %+v, want web-2's app, remote, ok with a backup", code, remote)
 	}
 
 	for _, d := range []*daemonProc{da, db} {

@@ -38,35 +38,14 @@ func TestWebCommands(t *testing.T) {
 		t.Fatalf("token %q", token)
 	}
 
-	srv := exec.Command(e.bin, "-c", e.policy, "web", "--listen", "127.0.0.1:0")
-	stdout, err := srv.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("lifeboat web said nothing: %v", err)
-	}
-	addr := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, addr := startDashboard(t, e, "web", "--listen", "127.0.0.1:0")
 	var rows []struct {
 		Name       string    `json:"name"`
 		LastBackup time.Time `json:"last_backup"`
 		State      string    `json:"state"`
 	}
-	err = json.NewDecoder(resp.Body).Decode(&rows)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /api/assets: %d %v", resp.StatusCode, err)
+	if code := getJSON(t, addr, "/api/assets", token, &rows); code != http.StatusOK {
+		t.Fatalf("GET /api/assets: %d", code)
 	}
 	var status []struct {
 		Asset            string    `json:"asset"`
@@ -105,7 +84,26 @@ func TestServeHTTP(t *testing.T) {
 	if r := e.run("serve", "--http", "nowhere"); r.code != 2 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, `"nowhere"`) {
 		t.Errorf("serve --http nowhere: exit %d, stderr %q; want 2 and one line naming the address", r.code, r.stderr)
 	}
-	srv := exec.Command(e.bin, "-c", e.policy, "serve", "--http", "127.0.0.1:0")
+	srv, addr := startDashboard(t, e, "serve", "--http", "127.0.0.1:0")
+	var rows []struct {
+		Name string `json:"name"`
+	}
+	if code := getJSON(t, addr, "/api/assets", token, &rows); code != http.StatusOK || len(rows) != 1 || rows[0].Name != "app-config" {
+		t.Fatalf("GET /api/assets from serve --http: %d %+v", code, rows)
+	}
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Errorf("serve --http after SIGTERM: %v", err)
+	}
+}
+
+// startDashboard runs lifeboat with args (web or serve --http, listening
+// on port 0) and returns the process and the address it says it serves.
+func startDashboard(t *testing.T, e *env, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	srv := exec.Command(e.bin, append([]string{"-c", e.policy}, args...)...)
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -115,28 +113,25 @@ func TestServeHTTP(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.Contains(line, "serving on http://127.0.0.1:") {
-		t.Fatalf("serve --http said %q: %v", line, err)
+	if err != nil || !strings.Contains(line, "http://127.0.0.1:") {
+		t.Fatalf("lifeboat %v said %q: %v", args, line, err)
 	}
-	addr := strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
-	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+"/api/assets", nil)
+	return srv, strings.TrimSpace(line[strings.LastIndex(line, " ")+1:])
+}
+
+// getJSON GETs the API path at addr with a bearer token into v and
+// returns the status code.
+func getJSON(t *testing.T, addr, path, token string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", addr+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rows []struct {
-		Name string `json:"name"`
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %d, %v", path, resp.StatusCode, err)
 	}
-	err = json.NewDecoder(resp.Body).Decode(&rows)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || len(rows) != 1 || rows[0].Name != "app-config" {
-		t.Fatalf("GET /api/assets from serve --http: %d %v %+v", resp.StatusCode, err, rows)
-	}
-	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Wait(); err != nil {
-		t.Errorf("serve --http after SIGTERM: %v", err)
-	}
+	return resp.StatusCode
 }

@@ -114,19 +114,7 @@ func (s *Store) Drills(ctx context.Context, f DrillFilter) ([]Drill, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet catalog: list drills: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Drill, error) {
-		var d Drill
-		var id, doc string
-		if err := row.Scan(&d.Host, &id, &doc); err != nil {
-			return d, err
-		}
-		r, err := evidence.Unmarshal([]byte(doc))
-		if err != nil {
-			return d, fmt.Errorf("drill %s of %s: %w", id, d.Host, err)
-		}
-		d.Report = r
-		return d, nil
-	})
+	out, err := pgx.CollectRows(rows, scanDrill)
 	if err != nil {
 		return nil, fmt.Errorf("fleet catalog: list drills: %w", err)
 	}
@@ -254,6 +242,21 @@ func (s *Store) AuditRecords(ctx context.Context, host string, f catalog.AuditFi
 	return nil
 }
 
+// scanDrill reads a row of host, id and report.
+func scanDrill(row pgx.CollectableRow) (Drill, error) {
+	var d Drill
+	var id, doc string
+	if err := row.Scan(&d.Host, &id, &doc); err != nil {
+		return d, err
+	}
+	r, err := evidence.Unmarshal([]byte(doc))
+	if err != nil {
+		return d, fmt.Errorf("drill %s of %s: %w", id, d.Host, err)
+	}
+	d.Report = r
+	return d, nil
+}
+
 // LastDrills is the newest drill report of each asset of each host.
 func (s *Store) LastDrills(ctx context.Context) ([]Drill, error) {
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (host, asset) host, id, report FROM drills
@@ -261,19 +264,7 @@ func (s *Store) LastDrills(ctx context.Context) ([]Drill, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet catalog: last drills: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Drill, error) {
-		var d Drill
-		var id, doc string
-		if err := row.Scan(&d.Host, &id, &doc); err != nil {
-			return d, err
-		}
-		r, err := evidence.Unmarshal([]byte(doc))
-		if err != nil {
-			return d, fmt.Errorf("drill %s of %s: %w", id, d.Host, err)
-		}
-		d.Report = r
-		return d, nil
-	})
+	out, err := pgx.CollectRows(rows, scanDrill)
 	if err != nil {
 		return nil, fmt.Errorf("fleet catalog: last drills: %w", err)
 	}

@@ -1,9 +1,6 @@
 package policy
 
-import (
-	"path/filepath"
-	"time"
-)
+import "time"
 
 // ReportFile is the policy's report section (docs/report.md): where serve
 // keeps the DR report current. Path is "" when the policy has no such
@@ -32,13 +29,7 @@ func (c *converter) reportFile(raw *reportFileYAML) ReportFile {
 	if raw == nil {
 		return rf
 	}
-	rf.Path = c.nonEmpty(path+".path", raw.Path)
-	if rf.Path == "" && !c.idx.has(path+".path") {
-		c.fail(path+".path", rf.Line, "report needs path: the file serve keeps the DR report in, e.g. /var/lib/lifeboat/dr-report.html")
-	}
-	if rf.Path != "" && !filepath.IsAbs(rf.Path) {
-		rf.Path = filepath.Join(c.base, rf.Path)
-	}
+	rf.Path = c.outputPath(path, rf.Line, raw.Path, "the DR report", "/var/lib/lifeboat/dr-report.html")
 	if f := c.expand(path+".format", raw.Format); f != "" {
 		switch f {
 		case "md", "html", "json":

@@ -33,13 +33,7 @@ func (c *converter) runbook(raw *runbookYAML) Runbook {
 	if raw == nil {
 		return rb
 	}
-	rb.Path = c.nonEmpty(path+".path", raw.Path)
-	if rb.Path == "" && !c.idx.has(path+".path") {
-		c.fail(path+".path", rb.Line, "runbook needs path: the file serve keeps the runbook in, e.g. /var/lib/lifeboat/runbook.md")
-	}
-	if rb.Path != "" && !filepath.IsAbs(rb.Path) {
-		rb.Path = filepath.Join(c.base, rb.Path)
-	}
+	rb.Path = c.outputPath(path, rb.Line, raw.Path, "the runbook", "/var/lib/lifeboat/runbook.md")
 	if f := c.expand(path+".format", raw.Format); f != "" {
 		switch f {
 		case RunbookMarkdown, RunbookHTML:
@@ -49,4 +43,18 @@ func (c *converter) runbook(raw *runbookYAML) Runbook {
 		}
 	}
 	return rb
+}
+
+// outputPath reads the required path of a section naming a file serve
+// keeps written (what, e.g. the runbook); a relative path is taken from
+// the policy file's directory, as state_dir is.
+func (c *converter) outputPath(section string, line int, value, what, example string) string {
+	p := c.nonEmpty(section+".path", value)
+	if p == "" && !c.idx.has(section+".path") {
+		c.fail(section+".path", line, section+" needs path: the file serve keeps "+what+" in, e.g. "+example)
+	}
+	if p != "" && !filepath.IsAbs(p) {
+		p = filepath.Join(c.base, p)
+	}
+	return p
 }

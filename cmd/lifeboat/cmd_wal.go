@@ -14,6 +14,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/policy"
 	"github.com/lifeboat-dr/lifeboat/internal/postgres"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/walsock"
 )
 
@@ -181,10 +182,22 @@ func runWALFetch(ctx context.Context, g *globalOptions, repository, until, asset
 		// it: recovery ends where a failure at that moment would.
 		return fmt.Errorf("wal-fetch %s: after %s, the end of the archive for this recovery: %w", name, until, postgres.ErrWALNotFound)
 	}
-	r, err := g.assetRepository(ctx, p, a, repository)
+	rp, err := assetRepositoryNamed(p, a, repository)
+	if err != nil {
+		return err
+	}
+	// A recovery runs one wal-fetch per segment: like wal-push, keep the
+	// key a passphrase derives in state_dir when it is this user's.
+	var r *repo.Repository
+	if app.OwnStateDir(p.StateDir) {
+		r, err = app.OpenRepositoryKeyCached(ctx, rp, p.StateDir, g.log, g.now(time.Now))
+	} else {
+		r, err = g.openRepository(ctx, rp)
+	}
 	if err != nil {
 		return fmt.Errorf("wal-fetch: %w", err)
 	}
+	defer r.Close()
 	err = postgres.FetchWAL(ctx, r, a.Name, name, dest)
 	if errors.Is(err, postgres.ErrWALNotFound) {
 		// At the end of the archive, the WAL stream's prefix of the

@@ -286,16 +286,26 @@ func (g *globalOptions) primaryRepository(ctx context.Context, p *policy.Policy,
 // assetRepository opens the asset's repository called name, or its primary
 // when name is empty.
 func (g *globalOptions) assetRepository(ctx context.Context, p *policy.Policy, a *policy.Asset, name string) (*repo.Repository, error) {
+	rp, err := assetRepositoryNamed(p, a, name)
+	if err != nil {
+		return nil, err
+	}
+	return g.openRepository(ctx, rp)
+}
+
+// assetRepositoryNamed is the asset's repository called name, or its
+// primary when name is empty.
+func assetRepositoryNamed(p *policy.Policy, a *policy.Asset, name string) (*policy.Repository, error) {
 	rps, err := p.AssetRepositories(a)
 	if err != nil {
 		return nil, &usageError{Err: err}
 	}
 	if name == "" {
-		return g.openRepository(ctx, rps[0])
+		return rps[0], nil
 	}
 	for _, rp := range rps {
 		if rp.Name == name {
-			return g.openRepository(ctx, rp)
+			return rp, nil
 		}
 	}
 	return nil, usagef("asset %s does not use repository %q (it uses %v)", a.Name, name, a.Repositories)

@@ -136,6 +136,16 @@ func TestWALPushPassphraseKeyCache(t *testing.T) {
 	if err := os.Chmod(files[0], 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// wal-fetch (restore_command, a process per segment) reads the same
+	// cache: it says so when the cache is unsafe, and fetches anyway.
+	if r := e.run("wal-fetch", "db", filepath.Base(seg), filepath.Join(t.TempDir(), "fetched")); r.code != 0 || !strings.Contains(r.stderr, "key cache not used") {
+		t.Fatalf("wal-fetch beside an unsafe cache: exit %d: %s", r.code, r.stderr)
+	}
+	// It derived the key and wrote the cache anew, private: unsafe again
+	// for the push.
+	if err := os.Chmod(files[0], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if r := e.run("wal-push", "db", next); r.code != 0 || !strings.Contains(r.stderr, "key cache not used") {
 		t.Fatalf("push beside an unsafe cache: exit %d: %s", r.code, r.stderr)
 	}

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/asset"
@@ -267,6 +268,19 @@ func OpenRepositoryKeyCached(ctx context.Context, rp *policy.Repository, stateDi
 
 // KeyCacheDir is where the key cache lives in a state directory.
 func KeyCacheDir(stateDir string) string { return filepath.Join(stateDir, "keycache") }
+
+// OwnStateDir reports whether stateDir belongs to this process's user:
+// only then may it keep a key cache there (wal-fetch run by a server of
+// another user, in a drill, derives the key instead, without a warning
+// per segment).
+func OwnStateDir(stateDir string) bool {
+	fi, err := os.Stat(stateDir)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}
 
 func openRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger, clock func() time.Time, keyCache string) (*repo.Repository, error) {
 	be, err := OpenBackend(ctx, rp)

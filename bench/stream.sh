@@ -11,7 +11,14 @@
 # newest ledger stamp restored (a stamp precedes its commit, so this errs
 # on the long side). Prints each round and the median.
 #
-#   bench/stream.sh [-t SECONDS] [-r ROUNDS] [-f FLUSH_INTERVAL] [-k]
+#   bench/stream.sh [-t SECONDS] [-r ROUNDS] [-f FLUSH_INTERVAL] [-k] [-s]
+#
+# -s makes the stream a synchronous standby (synchronous_standby_names =
+# 'lifeboat_bench'): a commit returns only once the repository holds it.
+# A round then also counts the transactions pgbench saw acknowledged
+# against the ledger rows restored: fewer rows than acknowledgements is an
+# acknowledged commit lost. With -s -k -r 20 it is issue 16's "no
+# acknowledged commit lost in 20 kill-and-restore rounds".
 #
 # -k kills the stream with SIGKILL in the same instant as the cluster (a
 # Lifeboat on the database host that dies with it): it cannot store what
@@ -22,13 +29,14 @@
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-secs=20 rounds=3 flush=1s killboth=0
-while getopts "t:r:f:k" o; do
+secs=20 rounds=3 flush=1s killboth=0 sync=0
+while getopts "t:r:f:ks" o; do
 	case $o in
 	t) secs=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	f) flush=$OPTARG ;;
 	k) killboth=1 ;;
+	s) sync=1 ;;
 	*) exit 2 ;;
 	esac
 done
@@ -97,6 +105,11 @@ YAML
 	# The backup's WAL comes from the stream too: start it first.
 	until [[ $(sql "select count(*) from pg_stat_replication where application_name = 'lifeboat_bench'") == 1 ]]; do sleep 0.1; done
 	as_pg "$bin" -c "$root/lb.yaml" backup bench >/dev/null 2>"$root/backup.log" || { cat "$root/backup.log" >&2; exit 1; }
+	if ((sync)); then
+		sql "alter system set synchronous_standby_names = 'lifeboat_bench'" >/dev/null
+		sql "select pg_reload_conf()" >/dev/null
+		until [[ $(sql "select sync_state from pg_stat_replication where application_name = 'lifeboat_bench'") == sync ]]; do sleep 0.1; done
+	fi
 	cat >"$root/ledger.sql" <<'SQL'
 \set aid random(1, 100000 * :scale)
 \set delta random(-5000, 5000)
@@ -120,6 +133,7 @@ SQL
 	# Last acknowledged: the newest end time in pgbench's transaction logs
 	# (time_epoch and time_us, fields 5 and 6; failed ones have no latency).
 	acked=$(cat "$root"/pglog/tx.* | awk '$3 != "failed" && $3 != "serialization" { t = $5 + $6 / 1e6; if (t > m) m = t } END { printf "%.6f", m }')
+	nacked=$(cat "$root"/pglog/tx.* | awk '$3 != "failed" && $3 != "serialization"' | wc -l)
 	as_pg "$bin" -c "$root/lb.yaml" restore bench --to "$root/restored" --archive-off >/dev/null 2>"$root/restore.log"
 	as_pg env HOME="$pghome" "$pgbin/pg_ctl" -D "$root/restored" -l "$root/restored.log" -w -t 300 start >/dev/null
 	until [[ $(sql "select pg_is_in_recovery()") == f ]]; do sleep 0.2; done
@@ -127,7 +141,12 @@ SQL
 	rows=$(sql "select count(*) from ledger")
 	as_pg "$pgbin/pg_ctl" -D "$root/restored" -m fast -w stop >/dev/null
 	rpo=$(awk -v a="$acked" -v r="$restored" 'BEGIN { printf "%.3f", a - r }')
-	echo "round $i: last acknowledged $(date -u -d "@$acked" +%T.%N | cut -c1-12), newest restored $(date -u -d "@$restored" +%T.%N | cut -c1-12), RPO ${rpo}s ($rows ledger rows restored)"
+	lost=$((nacked > rows ? nacked - rows : 0))
+	echo "round $i: last acknowledged $(date -u -d "@$acked" +%T.%N | cut -c1-12), newest restored $(date -u -d "@$restored" +%T.%N | cut -c1-12), RPO ${rpo}s ($rows ledger rows restored, $nacked acknowledged, $lost acknowledged lost)"
 	results+=("$rpo")
+	losses=$((${losses:-0} + lost))
 done
+if ((sync)); then
+	echo "synchronous: $losses acknowledged commits lost over $rounds rounds"
+fi
 printf '%s\n' "${results[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "median RPO over %d rounds: %.3fs (flush_interval %s%s)\n", NR, v[int((NR + 1) / 2)], "'"$flush"'", "'"$( ((killboth)) && echo ', stream killed too')"'" }'

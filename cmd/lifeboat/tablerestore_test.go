@@ -266,3 +266,88 @@ func TestRestoreOneDatabase(t *testing.T) {
 		t.Fatalf("want one usage line for a database the snapshot lacks; got %d\n%s", r.code, r.stderr)
 	}
 }
+
+// TestTableRestoreEarlyCheck: a name the snapshot's list lacks, when no
+// commit in the WAL up to the target changed the catalogs, is refused
+// before anything is restored; a table created after the snapshot is
+// still found; a snapshot without the list checks after the restore.
+func TestTableRestoreEarlyCheck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, false)
+	// Only the test's own commits may touch the catalogs: an autoanalyze
+	// commit would (rightly) send the early check to the late one.
+	e.sql("alter system set autovacuum = off")
+	e.sql("select pg_reload_conf()")
+	e.sql(`create schema app; create table app.orders (id int primary key);
+		insert into app.orders select generate_series(1, 10)`)
+	e.mustRun("backup", "db")
+	stamp := "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || 'Z'"
+	e.sql("insert into app.orders select generate_series(11, 15)")
+	ts1 := e.sql(stamp)
+	e.sql("create table app.late (id int); insert into app.late select generate_series(1, 20)")
+	ts2 := e.sql(stamp)
+	e.sql("drop table app.late")
+	e.switchAndWait()
+
+	t.Run("now", func(t *testing.T) {
+		t.Run("misspelled table is refused before the restore", func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			out := filepath.Join(dir, "x.dump")
+			start := time.Now()
+			r := e.forTest(t).run("restore", "db", "--time", ts1, "--table", "app.ordrs", "--out", out)
+			took := time.Since(start)
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, `table "app"."ordrs" does not exist in database "postgres"`) ||
+				!strings.Contains(r.stderr, "no commit in the archived WAL from its start to time ") {
+				t.Fatalf("want exit 2 and one early line naming app.ordrs; got %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			// -v shows the restore's steps: none of them ran.
+			r = e.forTest(t).run("-v", "restore", "db", "--time", ts1, "--table", "app.ordrs", "--schema", "nope", "--out", out)
+			if r.code != 2 || strings.Contains(r.stderr, "table restore: snapshot chosen") || !strings.Contains(r.stderr, `table "app"."ordrs", schema "nope" do not exist`) {
+				t.Fatalf("want the refusal before any restore step; got %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			r = e.forTest(t).run("restore", "db", "--time", ts1, "--database", "nodb", "--table", "app.orders", "--out", out)
+			if r.code != 2 || strings.Count(r.stderr, "\n") != 1 || !strings.Contains(r.stderr, `database "nodb" does not exist`) {
+				t.Fatalf("want exit 2 and one early line naming database nodb; got %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			if left, _ := os.ReadDir(dir); len(left) != 0 {
+				t.Fatalf("a refused table restore left %v", left)
+			}
+			t.Logf("early refusal took %s", took)
+		})
+		t.Run("table created after the snapshot is found", func(t *testing.T) {
+			t.Parallel()
+			out := filepath.Join(t.TempDir(), "late.dump")
+			r := e.forTest(t).run("-v", "restore", "db", "--time", ts2, "--table", "app.late", "--out", out)
+			if r.code != 0 || !strings.Contains(r.stderr, "names are checked after the restore") || !strings.Contains(r.stderr, "changed the catalogs") {
+				t.Fatalf("want the late check and success; got %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			c := loadDump(t, out, "create schema app")
+			if got := c.Psql(t, "postgres", "select count(*) from app.late"); got != "20" {
+				t.Fatalf("restored app.late has %s rows, want 20", got)
+			}
+		})
+	})
+
+	t.Run("snapshot without the list checks late", func(t *testing.T) {
+		// A database the backup may not connect to leaves the snapshot
+		// without a list, as snapshots of older versions are.
+		e.sql("create database nocat")
+		hba := filepath.Join(e.pg.DataDir, "pg_hba.conf")
+		old, err := os.ReadFile(hba)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(hba, append([]byte("local nocat all reject\nhost nocat all all reject\n"), old...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.sql("select pg_reload_conf()")
+		e.mustRun("backup", "db")
+		out := filepath.Join(t.TempDir(), "x.dump")
+		r := e.forTest(t).run("-v", "restore", "db", "--table", "app.ordrs", "--out", out)
+		if r.code != 2 || !strings.Contains(r.stderr, "the snapshot lists no relations") || !strings.Contains(r.stderr, "table restore: recovered and promoted") ||
+			!strings.Contains(r.stderr, `table "app"."ordrs" does not exist in database "postgres" at the end of the archived WAL`) {
+			t.Fatalf("want the late refusal after a restore; got %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+	})
+}

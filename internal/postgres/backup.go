@@ -53,6 +53,10 @@ type SnapshotInfo struct {
 	TablespaceMap    string           `json:"tablespace_map,omitempty"`
 	// WALBlocks tells how an incremental found its changed blocks.
 	WALBlocks *WALBlocksInfo `json:"wal_blocks,omitempty"`
+	// Catalog lists the databases, schemas and relations as they were
+	// just before the stop, for a table restore's early check; absent in
+	// snapshots of older versions and when the list was not taken.
+	Catalog *CatalogInfo `json:"catalog,omitempty"`
 }
 
 // TablespaceInfo records a tablespace stored under pg_tblspc/<oid>.
@@ -297,6 +301,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	if err != nil {
 		return nil, err
 	}
+	mark := b.catalogMark(ctx)
 	entries, err := b.scan(tablespaces)
 	if err != nil {
 		return nil, err
@@ -324,6 +329,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 	if err != nil {
 		return nil, err
 	}
+	catalog := b.catalog(ctx, mark)
 	stop, err := StopBackup(ctx, conn, false)
 	if err != nil {
 		return nil, err
@@ -355,7 +361,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 		BlockSize: b.opts.BlockSize, DataChecksums: b.si.DataChecksums,
 		ChecksumFailures: b.ckFails, ChecksumErrors: b.ckErrs,
 		BackupLabel: stop.LabelFile, TablespaceMap: stop.TablespaceMap,
-		WALBlocks: walInfo,
+		WALBlocks: walInfo, Catalog: catalog,
 	}
 	for _, ts := range tablespaces {
 		info.Tablespaces = append(info.Tablespaces, TablespaceInfo{OID: ts.OID, Name: ts.Name, Location: ts.Location})

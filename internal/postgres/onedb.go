@@ -39,7 +39,7 @@ var dbFilesKept = []string{"PG_VERSION", "pg_filenode.map"}
 // databaseOIDs reads the snapshot's pg_database (global/1262) and
 // returns each database name's OIDs (several when a name was dropped and
 // made again: every version of a row still on its pages is read).
-func databaseOIDs(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, info *SnapshotInfo) (map[string][]uint32, error) {
+func databaseOIDs(ctx context.Context, r *repo.Repository, ix *repo.IndexEntries, snap *repo.Snapshot, info *SnapshotInfo) (map[string][]uint32, error) {
 	if info.PGVersion < 120000 {
 		return nil, asset.Usagef("--database needs PostgreSQL 12 or later (this backup is of %d)", info.PGVersion/10000)
 	}
@@ -49,10 +49,7 @@ func databaseOIDs(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, 
 	}
 	defer os.RemoveAll(tmp)
 	const rel = "global/1262"
-	idx, err := r.LoadIndex(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
-	if err != nil {
-		return nil, err
-	}
+	idx := ix.Select(func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
 	needed := map[repo.ID]bool{}
 	found := false
 	if err := r.WalkTree(ctx, idx, snap.Tree, func(n *repo.Node) error {
@@ -69,9 +66,7 @@ func databaseOIDs(ctx context.Context, r *repo.Repository, snap *repo.Snapshot, 
 	if !found {
 		return nil, fmt.Errorf("snapshot %s holds no %s (pg_database): %w", snap.ID.Short(), rel, repo.ErrCorrupt)
 	}
-	if idx, err = r.LoadIndex(ctx, func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] }); err != nil {
-		return nil, err
-	}
+	idx = ix.Select(func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] })
 	if _, err := r.RestoreTree(ctx, idx, snap.Tree, repo.RestoreOptions{Dir: tmp, UID: -1, GID: -1,
 		Target: func(p string) string {
 			if p == "global" || p == rel {

@@ -116,11 +116,15 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	}
 	var zero func(string) bool
 	var left []uint32
+	var entries *repo.IndexEntries // read once, when --database needs it early
 	if opts.OnlyDatabase != "" {
 		if opts.Delta {
 			return nil, fmt.Errorf("--database does not combine with --delta")
 		}
-		dbs, err := databaseOIDs(ctx, r, snap, info)
+		if entries, err = r.ReadIndexEntries(ctx); err != nil {
+			return nil, err
+		}
+		dbs, err := databaseOIDs(ctx, r, entries, snap, info)
 		if err != nil {
 			return nil, err
 		}
@@ -134,12 +138,15 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		return nil, err
 	}
 	defer dirs.close()
-	// Two passes over the index keep only this snapshot's blobs in
-	// memory, however large the repository is.
-	treeIdx, err := r.LoadIndex(ctx, func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
-	if err != nil {
-		return nil, err
+	// Two selections of one read of the index keep only this snapshot's
+	// blobs in the map, however large the repository is.
+	ix := entries
+	if ix == nil {
+		if ix, err = r.ReadIndexEntries(ctx); err != nil {
+			return nil, err
+		}
 	}
+	treeIdx := ix.Select(func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
 	treePaths := make(map[string]bool)
 	needed := make(map[repo.ID]bool)
 	if err := r.WalkTree(ctx, treeIdx, snap.Tree, func(n *repo.Node) error {
@@ -154,11 +161,8 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	}); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", snap.ID.Short(), err)
 	}
-	idx, err := r.LoadIndex(ctx, func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] })
-	if err != nil {
-		return nil, err
-	}
-	treeIdx, needed = nil, nil
+	idx := ix.Select(func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] })
+	treeIdx, needed, ix, entries = nil, nil, nil, nil
 	if opts.Delta {
 		// Files a later state of the cluster left behind (old WAL, new
 		// relations, signal files) would mislead recovery.

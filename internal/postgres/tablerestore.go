@@ -22,9 +22,10 @@ import (
 // pg_dump writes the selection to --out in its custom format. The server
 // is stopped and the work directory removed whatever happens.
 //
-// Which tables exist is known only to the restored catalog, so a name
-// that does not exist is found after the restore and replay, but before
-// anything is written to --out.
+// A name the snapshot's list lacks, when no commit in the WAL up to the
+// target changed the catalogs, is refused before the restore
+// (precheckSelection); otherwise only the restored catalog knows, and the
+// names are checked after the replay, before anything is written to --out.
 func tableRestore(ctx context.Context, r *asset.Restore, sel pgdrill.Selection, target Target) (*asset.Restored, error) {
 	a, f := r.Asset, r.Flags
 	if r.To != "" {
@@ -78,6 +79,9 @@ func tableRestore(ctx context.Context, r *asset.Restore, sel pgdrill.Selection, 
 	// Restore) before the work directory exists.
 	_, info, err := chooseSnapshot(ctx, r.Repo, RestoreOptions{Asset: a.Name, Target: target, Snapshot: r.SnapshotID})
 	if err != nil {
+		return nil, err
+	}
+	if err := precheckSelection(ctx, r.Repo, a.Name, info, sel, db, target, r.Log); err != nil {
 		return nil, err
 	}
 	host, err := pgdrill.NewScratch(f.String("work-dir"), f.String("run-as"), r.Log)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/lifeboat"
 )
@@ -51,6 +52,16 @@ const (
 	dbaseCreateWALLog      = 0x10
 	dbaseDrop              = 0x20
 
+	// xact records (access/xact.h of REL_15_STABLE).
+	xactOpMask         = 0x70
+	xactHasInfo        = 0x80
+	xactCommit         = 0x00
+	xactAbort          = 0x20
+	xactCommitPrepared = 0x30
+	xactAbortPrepared  = 0x40
+	xactXinfoHasDBInfo = 1 << 0
+	xactXinfoHasInvals = 1 << 3
+
 	globalTablespaceOID  = 1664
 	defaultTablespaceOID = 1663
 )
@@ -82,10 +93,22 @@ type WALRefs struct {
 	Notes   []string
 	Records int
 	Refs    int // distinct blocks referenced
+	// CatalogCommits holds, per database OID, the earliest commit in the
+	// range that changed the system catalogs (its commit record carries
+	// invalidation messages, as every such commit does at wal_level
+	// replica): only such a commit can make a relation, schema or database
+	// name appear. Key 0 is a commit whose database is not recorded, and a
+	// zero time one whose time could not be read.
+	CatalogCommits map[uint32]time.Time
+	// StopAfter, when set, ends the scan at the first commit or abort
+	// later than it: recovery to that time replays nothing from there on.
+	StopAfter *time.Time
+	stopped   bool
 }
 
 func newWALRefs() *WALRefs {
-	return &WALRefs{blocks: map[relFork]map[uint32]struct{}{}, unsureRel: map[RelKey]bool{}, unsureDB: map[[2]uint32]bool{}}
+	return &WALRefs{blocks: map[relFork]map[uint32]struct{}{}, unsureRel: map[RelKey]bool{}, unsureDB: map[[2]uint32]bool{},
+		CatalogCommits: map[uint32]time.Time{}}
 }
 
 // Vouches reports whether the WAL describes every change to the relation
@@ -252,7 +275,15 @@ func maxAlign(x uint64) uint64 { return (x + 7) &^ 7 }
 // the side of reading more. An error means the WAL could not be read or
 // parsed; the caller then trusts none of it.
 func ScanWALRefs(ctx context.Context, get walSegmentSource, segSize uint64, start, end lifeboat.LSN) (*WALRefs, error) {
-	w := newWALRefs()
+	return scanWAL(ctx, get, segSize, start, end, newWALRefs())
+}
+
+// errWALEnd, from a segment source, says the WAL ends before that
+// segment: the scan stops there without error, as a recovery that runs
+// out of WAL does (a record cut off by the end is not replayed either).
+var errWALEnd = errors.New("the archived WAL ends")
+
+func scanWAL(ctx context.Context, get walSegmentSource, segSize uint64, start, end lifeboat.LSN, w *WALRefs) (*WALRefs, error) {
 	s := &walStream{ctx: ctx, get: get, segSize: segSize}
 	pos := uint64(start) - uint64(start)%segSize
 	// The segment's first page may continue a record from the previous
@@ -272,12 +303,15 @@ func ScanWALRefs(ctx context.Context, get walSegmentSource, segSize uint64, star
 		}
 		pos += walPageSize
 	}
-	for pos < uint64(end) {
+	for pos < uint64(end) && !w.stopped {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		if pos%walPageSize == 0 {
 			_, _, hdr, err := s.page(pos)
+			if errors.Is(err, errWALEnd) {
+				return w, nil
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -296,6 +330,9 @@ func ScanWALRefs(ctx context.Context, get walSegmentSource, segSize uint64, star
 			return nil, fmt.Errorf("record at %s: length %d (the WAL ends before %s?): %w", lifeboat.LSN(pos), totLen, end, errWALFormat)
 		}
 		rec, next, err := s.record(pos, totLen)
+		if errors.Is(err, errWALEnd) {
+			return w, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -504,6 +541,7 @@ func (w *WALRefs) parseRecord(rec []byte, inRange bool) (bool, error) {
 		// Commit and abort records carry the relations they drop: their
 		// files are gone, and a relfilenode used again is created anew
 		// with an smgr record.
+		w.xact(info, main)
 	default:
 		if info&xlrSpecialRelUpdate != 0 {
 			w.setWhole(fmt.Sprintf("a record of resource manager %d changes relation files beyond its block references", rmid))
@@ -511,6 +549,53 @@ func (w *WALRefs) parseRecord(rec []byte, inRange bool) (bool, error) {
 	}
 	return false, nil
 }
+
+// xact notes a commit that changed the catalogs, and ends the scan at
+// the first commit or abort after StopAfter. The main data begins with
+// xl_xact_commit (or _abort): the time, then xinfo when XLOG_XACT_HAS_INFO
+// is set, then the database when XACT_XINFO_HAS_DBINFO is.
+func (w *WALRefs) xact(info uint8, main []byte) {
+	op := info & xactOpMask
+	if op != xactCommit && op != xactCommitPrepared && op != xactAbort && op != xactAbortPrepared {
+		return
+	}
+	var at time.Time
+	if len(main) >= 8 {
+		at = pgEpoch.Add(time.Duration(int64(binary.LittleEndian.Uint64(main))) * time.Microsecond)
+	}
+	if w.StopAfter != nil && len(main) >= 8 && at.After(*w.StopAfter) {
+		w.stopped = true
+		return
+	}
+	if op != xactCommit && op != xactCommitPrepared {
+		return
+	}
+	if info&xactHasInfo == 0 {
+		return
+	}
+	if len(main) < 12 {
+		w.catalogCommit(0, time.Time{})
+		return
+	}
+	xinfo := binary.LittleEndian.Uint32(main[8:])
+	if xinfo&xactXinfoHasInvals == 0 {
+		return
+	}
+	var db uint32
+	if xinfo&xactXinfoHasDBInfo != 0 && len(main) >= 16 {
+		db = binary.LittleEndian.Uint32(main[12:])
+	}
+	w.catalogCommit(db, at)
+}
+
+func (w *WALRefs) catalogCommit(db uint32, at time.Time) {
+	if old, ok := w.CatalogCommits[db]; !ok || at.Before(old) {
+		w.CatalogCommits[db] = at
+	}
+}
+
+// pgEpoch is where PostgreSQL's timestamps count from.
+var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func (w *WALRefs) note(format string, args ...any) {
 	if len(w.Notes) < 20 {

@@ -157,6 +157,47 @@ func (r *Repository) LoadIndex(ctx context.Context, keep func(BlobType, ID) bool
 	return r.loadIndex(ctx, keep, func(p ID) bool { return stored[p] })
 }
 
+// IndexEntries is the repository's index read once: every entry of every
+// authentic index object whose pack is stored, in the order LoadIndex
+// adds them. A restore needs two selections of the index (the tree blobs,
+// to learn which data blobs the snapshot names, then those blobs); taking
+// both from one read lists data/ and reads, opens and decodes each index
+// object once instead of twice. Holding the entries costs no more than
+// reading them does: the reader holds every decoded object at once anyway.
+type IndexEntries struct {
+	packs []packEntry
+}
+
+// ReadIndexEntries reads every index object once, for Select.
+func (r *Repository) ReadIndexEntries(ctx context.Context) (*IndexEntries, error) {
+	stored, err := r.storedPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e := &IndexEntries{}
+	err = r.eachIndexObject(ctx, func(_ string, packs []packEntry) {
+		for _, p := range packs {
+			if stored[p.ID] {
+				e.packs = append(e.packs, p)
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Select builds an index of the blobs keep selects (nil keeps all), as
+// LoadIndex with keep would have from the same index objects.
+func (e *IndexEntries) Select(keep func(BlobType, ID) bool) *Index {
+	x := newIndex()
+	for _, p := range e.packs {
+		x.add(p, keep)
+	}
+	return x
+}
+
 // storedPacks lists the packs in storage. It is listed before the index
 // objects are: a pack an index object names is stored before the object,
 // so the only entries a later listing could add are those of a backup

@@ -80,6 +80,7 @@ func TestDebianPackage(t *testing.T) {
 	}
 	for path, modeOwner := range map[string]string{
 		"/usr/bin/lifeboat":                        "-rwxr-xr-x root/root",
+		"/usr/bin/lifeboat-walpush":                "-rwxr-xr-x root/root",
 		"/usr/lib/systemd/system/lifeboat.service": "-rw-r--r-- root/root",
 		"/etc/lifeboat/lifeboat.yaml.example":      "-rw-r--r-- root/root",
 		"/usr/share/doc/lifeboat/daemon.md":        "-rw-r--r-- root/root",

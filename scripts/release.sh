@@ -72,19 +72,19 @@ describe() {
 	[[ $commit =~ ^[0-9a-f]{7,64}$|^unknown$ ]] || die "commit \"$commit\" is not a commit hash"
 }
 
-# build_binary OUT [dev]: the release binary. CGO off: a static binary that runs on any Debian and
+# build_binary OUT [dev [PKG]]: the release binary (PKG: ./cmd/lifeboat unless given). CGO off: a static binary that runs on any Debian and
 # Ubuntu release (the sqlite driver is pure Go); -trimpath: no build machine paths in it; -s -w:
 # no symbol table or DWARF (a third of the size), while panics still print named stack traces.
 # Those flags make Go compile everything again (once, then cached); "dev" leaves them out.
 build_binary() {
-	local out=$1 flags=(-trimpath) ldflags="-s -w " cgo=0
+	local out=$1 flags=(-trimpath) ldflags="-s -w " cgo=0 pkg=${3:-./cmd/lifeboat}
 	if [[ ${2:-} == dev ]]; then
 		flags=() ldflags="" cgo=$(go env CGO_ENABLED)
 	fi
 	mkdir -p "$(dirname "$out")"
 	(cd "$root_dir" && CGO_ENABLED=$cgo go build "${flags[@]}" -buildvcs=false \
 		-ldflags "$ldflags-X main.version=$version -X main.commit=$commit" \
-		-o "$out" ./cmd/lifeboat)
+		-o "$out" "$pkg")
 }
 
 cmd=${1:-}
@@ -107,6 +107,9 @@ deb)
 	stage=$(mktemp -d "${TMPDIR:-/tmp}/lifeboat-deb.XXXXXX")
 	trap 'rm -rf "$stage"' EXIT
 	build_binary "$stage/lifeboat"
+	# archive_command's small client (docs/postgres.md, "The hand-off to serve"), beside lifeboat,
+	# which it runs whenever no serve takes the segment.
+	build_binary "$stage/lifeboat-walpush" release ./cmd/lifeboat-walpush
 	# The unit in docs/ is for a binary installed by hand in /usr/local/bin; the package's is in
 	# /usr/bin.
 	sed 's|^ExecStart=/usr/local/bin/lifeboat |ExecStart=/usr/bin/lifeboat |' \

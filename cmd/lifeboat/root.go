@@ -278,21 +278,6 @@ func (g *globalOptions) openRepository(ctx context.Context, rp *policy.Repositor
 	return app.OpenRepository(ctx, rp, g.log, g.now(time.Now))
 }
 
-// primaryRepository opens the first repository of an asset.
-func (g *globalOptions) primaryRepository(ctx context.Context, p *policy.Policy, a *policy.Asset) (*repo.Repository, error) {
-	return g.assetRepository(ctx, p, a, "")
-}
-
-// assetRepository opens the asset's repository called name, or its primary
-// when name is empty.
-func (g *globalOptions) assetRepository(ctx context.Context, p *policy.Policy, a *policy.Asset, name string) (*repo.Repository, error) {
-	rp, err := assetRepositoryNamed(p, a, name)
-	if err != nil {
-		return nil, err
-	}
-	return g.openRepository(ctx, rp)
-}
-
 // assetRepositoryNamed is the asset's repository called name, or its
 // primary when name is empty.
 func assetRepositoryNamed(p *policy.Policy, a *policy.Asset, name string) (*policy.Repository, error) {

@@ -87,11 +87,3 @@ func Self(policyVars []string) []string {
 	}
 	return env
 }
-
-// Without returns env without the variables named.
-func Without(env []string, names ...string) []string {
-	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		k, _, _ := strings.Cut(kv, "=")
-		return slices.Contains(names, k)
-	})
-}

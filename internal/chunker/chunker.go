@@ -134,6 +134,3 @@ func (c *Chunker) Next() ([]byte, error) {
 	c.off += n
 	return chunk, nil
 }
-
-// BytesRead is how many bytes the chunker has read from the stream.
-func (c *Chunker) BytesRead() int64 { return c.read }

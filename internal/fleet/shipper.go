@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -203,6 +202,3 @@ func (s *Shipper) step(ctx context.Context) (int, error) {
 	}
 	return len(rows), nil
 }
-
-// String describes the shipper for logs.
-func (s *Shipper) String() string { return fmt.Sprintf("fleet shipper for %s", s.Store.Host()) }

@@ -166,9 +166,6 @@ func collapse(sched cron.Schedule, first, now time.Time) (time.Time, int, time.T
 // Done marks the asset's run finished, so its next slot may start one.
 func (s *Scheduler) Done(asset string) { delete(s.busy, asset) }
 
-// Busy reports whether a run of the asset is going (or waiting to start).
-func (s *Scheduler) Busy(asset string) bool { return s.busy[asset] }
-
 // Next is the earliest upcoming slot of any asset: the time Due should be
 // called again. It is zero when nothing is scheduled.
 func (s *Scheduler) Next() time.Time {

@@ -175,17 +175,12 @@ func deref(s *string) string {
 	return *s
 }
 
-// RunOnce is one connection: it streams from the start of the segment
+// runOnce is one connection: it streams from the start of the segment
 // holding the slot's restart position, so the segment in progress is
-// always received whole, and returns when the connection ends.
-func RunOnce(ctx context.Context, cfg Config) error {
-	var resume pglogrepl.LSN
-	return runOnce(ctx, cfg, &resume)
-}
-
-// runOnce is RunOnce that starts no earlier than the segment holding
-// *resume, what this process already made durable (the slot may not have
-// heard of it before the connection ended), and advances it.
+// always received whole, but no earlier than the segment holding *resume,
+// what this process already made durable (the slot may not have heard of
+// it before the connection ended), which it advances; it returns when the
+// connection ends.
 func runOnce(ctx context.Context, cfg Config, resume *pglogrepl.LSN) error {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = DefaultFlushInterval

@@ -74,17 +74,7 @@ func runWALPush(ctx context.Context, g *globalOptions, asset, path string) error
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
-	var enqueue func(name string, stored []byte) error
-	if len(queues) > 0 {
-		enqueue = func(name string, stored []byte) error {
-			for _, q := range queues {
-				if err := q.Add(name, stored); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}
+	enqueue := app.EnqueueAll(queues)
 	res, err := postgres.PushWAL(ctx, r, a.Name, path, enqueue)
 	app.AuditWALPush(ctx, p, a.Name, a.Repositories[0], r, path, err, g.log, g.now(time.Now))
 	if err != nil {

@@ -107,6 +107,23 @@ func OpenCopyQueues(p *policy.Policy, a *policy.Asset) ([]*copyqueue.Queue, erro
 	return qs, nil
 }
 
+// EnqueueAll is what a pushed or streamed file is handed to once stored:
+// it adds the stored object to every copy queue of qs. nil for no queues,
+// so the caller queues nothing.
+func EnqueueAll(qs []*copyqueue.Queue) func(name string, stored []byte) error {
+	if len(qs) == 0 {
+		return nil
+	}
+	return func(name string, stored []byte) error {
+		for _, q := range qs {
+			if err := q.Add(name, stored); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // DrainQueues sends what the queues of the copy repositories hold. With
 // wait false a queue another drainer holds is left to it. Queues are
 // drained side by side, so a slow copy does not hold back the others. A

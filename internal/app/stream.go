@@ -51,17 +51,7 @@ func (s *Service) Stream(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", a.Name, err)
 	}
-	var enqueue func(name string, stored []byte) error
-	if len(queues) > 0 {
-		enqueue = func(name string, stored []byte) error {
-			for _, q := range queues {
-				if err := q.Add(name, stored); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}
+	enqueue := EnqueueAll(queues)
 	dir := filepath.Join(s.Policy.StateDir, "stream", a.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("stream %s: %w", a.Name, err)

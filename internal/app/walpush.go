@@ -41,17 +41,7 @@ func (s *Service) ArchiveLog(ctx context.Context, assetName, repositoryURL, name
 	if err != nil {
 		return asset.ArchivedLog{}, fmt.Errorf("wal-push: %w", err)
 	}
-	var enqueue func(name string, stored []byte) error
-	if len(queues) > 0 {
-		enqueue = func(name string, stored []byte) error {
-			for _, q := range queues {
-				if err := q.Add(name, stored); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}
+	enqueue := EnqueueAll(queues)
 	r, err := s.Repository(ctx, rp)
 	if err != nil {
 		err = fmt.Errorf("wal-push: %w", err)

@@ -9,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
 )
 
 // TestWALPushHandOff: with lifeboat serve running, wal-push hands the
@@ -35,27 +33,7 @@ func TestWALPushHandOff(t *testing.T) {
 		t.Fatalf("re-push through serve: exit %d: %s", r.code, r.stderr)
 	}
 
-	before := treeDigest(t, filepath.Join(e.repo, "wal"))
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	forged := filepath.Join(t.TempDir(), filepath.Base(seg))
-	if err := os.WriteFile(forged, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if r := e.run("-v", "wal-push", "db", forged); r.code == 0 || !strings.Contains(r.stderr, "different content") {
-		t.Fatalf("conflicting push through serve: exit %d: %s", r.code, r.stderr)
-	}
-	other := pgtest.Start(t, pgtest.Options{NoStart: true})
-	foreign := filepath.Join(other.DataDir, "pg_wal", "000000010000000000000001")
-	if r := e.run("-v", "wal-push", "db", foreign); r.code == 0 || !strings.Contains(r.stderr, "system identifier") {
-		t.Fatalf("foreign push through serve: exit %d: %s", r.code, r.stderr)
-	}
-	if after := treeDigest(t, filepath.Join(e.repo, "wal")); after != before {
-		t.Fatal("a refused push changed the archive")
-	}
+	forged := e.refusesConflictAndForeign(seg, "-v")
 
 	// The small client: the same hand-off, the same refusals.
 	lite := e.liteClient()

@@ -58,6 +58,37 @@ func (e *env) nextSegment() string {
 }
 
 // fetchEquals fetches the archived file and compares it with the original.
+// refusesConflictAndForeign pushes, with args before wal-push, the
+// archived segment seg with one byte changed and a segment of another
+// cluster: both are refused with their reasons, and the archive is left as
+// it was. It returns the forged copy of seg.
+func (e *env) refusesConflictAndForeign(seg string, args ...string) string {
+	t := e.t
+	t.Helper()
+	before := treeDigest(t, filepath.Join(e.repo, "wal"))
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	forged := filepath.Join(t.TempDir(), filepath.Base(seg))
+	if err := os.WriteFile(forged, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run(append(args, "wal-push", "db", forged)...); r.code == 0 || !strings.Contains(r.stderr, "different content") {
+		t.Fatalf("conflicting push %v: exit %d: %s", args, r.code, r.stderr)
+	}
+	other := pgtest.Start(t, pgtest.Options{NoStart: true})
+	foreign := filepath.Join(other.DataDir, "pg_wal", "000000010000000000000001")
+	if r := e.run(append(args, "wal-push", "db", foreign)...); r.code == 0 || !strings.Contains(r.stderr, "system identifier") {
+		t.Fatalf("foreign push %v: exit %d: %s", args, r.code, r.stderr)
+	}
+	if after := treeDigest(t, filepath.Join(e.repo, "wal")); after != before {
+		t.Fatal("a refused push changed the archive")
+	}
+	return forged
+}
+
 func (e *env) fetchEquals(seg string) {
 	e.t.Helper()
 	dest := filepath.Join(e.t.TempDir(), "fetched")
@@ -99,29 +130,7 @@ func TestWALPushPassphraseKeyCache(t *testing.T) {
 	if r := e.run("wal-push", "db", seg); r.code != 0 {
 		t.Fatalf("re-push: exit %d: %s", r.code, r.stderr)
 	}
-	// Conflicting content under the same name is refused, the archive kept.
-	before := treeDigest(t, filepath.Join(e.repo, "wal"))
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data[len(data)/2] ^= 0xff
-	forged := filepath.Join(t.TempDir(), filepath.Base(seg))
-	if err := os.WriteFile(forged, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if r := e.run("wal-push", "db", forged); r.code == 0 || !strings.Contains(r.stderr, "different content") {
-		t.Fatalf("conflicting push: exit %d: %s", r.code, r.stderr)
-	}
-	// A segment of another cluster is refused.
-	other := pgtest.Start(t, pgtest.Options{NoStart: true})
-	foreign := filepath.Join(other.DataDir, "pg_wal", "000000010000000000000001")
-	if r := e.run("wal-push", "db", foreign); r.code == 0 || !strings.Contains(r.stderr, "system identifier") {
-		t.Fatalf("foreign push: exit %d: %s", r.code, r.stderr)
-	}
-	if after := treeDigest(t, filepath.Join(e.repo, "wal")); after != before {
-		t.Fatal("a refused push changed the archive")
-	}
+	e.refusesConflictAndForeign(seg)
 
 	// A wrong passphrase in the policy: the cache of the right one does
 	// not open the repository, and nothing is archived.

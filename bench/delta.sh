@@ -38,23 +38,7 @@ mkdir -p "$root/bin"
 (cd "$repo_root" && build_lifeboat "$root/bin")
 
 pg_init
-install -d -o "$pguser" -m 700 "$root/state"
-cat >"$root/lb.yaml" <<YAML
-state_dir: $root/state
-repositories:
-  - name: primary
-    url: file://$root/repo
-    key_file: $root/lb.key
-assets:
-  - name: bench
-    kind: postgres
-    pgdata: $pgdata
-    dsn: "$(pg_dsn)"
-    repositories: [primary]
-YAML
-chown "$pguser" "$root/lb.yaml"
-as_pg "$bin" -c "$root/lb.yaml" repo init >/dev/null
-echo "archive_command = '$bin -c $root/lb.yaml wal-push bench %p'" >>"$pgdata/postgresql.conf"
+pg_policy
 pg_start
 as_pg "$pgbin/pgbench" -h "$pgsock" -p "$pgport" -U postgres -i -s "$scale" -q postgres >/dev/null 2>&1
 as_pg "$bin" -c "$root/lb.yaml" backup bench --full >/dev/null 2>"$root/backup.log"

@@ -1,4 +1,4 @@
-# Sourced by bench/traps.sh and bench/info.sh: a throwaway PostgreSQL 15
+# Sourced by the bench scripts (traps, info, stream, delta, ...): a throwaway PostgreSQL 15
 # cluster in $root run as the user postgres, Lifeboat run as that user, and
 # timing helpers. The caller sets root (a directory postgres can enter) and
 # bin (the lifeboat binary) before calling anything here.
@@ -43,6 +43,31 @@ archive_timeout = 0
 max_wal_senders = 2
 log_min_messages = warning
 CONF
+}
+
+# pg_policy [ASSET-LINES]: after pg_init, a policy $root/lb.yaml whose one
+# postgres asset "bench" (plus ASSET-LINES, indented as its keys) is backed
+# up into the file repository $root/repo, the repository initialised, and
+# the cluster archiving into it with lifeboat wal-push ($bin).
+pg_policy() {
+	install -d -o "$pguser" -m 700 "$root/state"
+	cat >"$root/lb.yaml" <<YAML
+state_dir: $root/state
+repositories:
+  - name: primary
+    url: file://$root/repo
+    key_file: $root/lb.key
+assets:
+  - name: bench
+    kind: postgres
+    pgdata: $pgdata
+    dsn: "$(pg_dsn)"
+    repositories: [primary]
+${1:-}
+YAML
+	chown "$pguser" "$root/lb.yaml"
+	as_pg "$bin" -c "$root/lb.yaml" repo init >/dev/null
+	echo "archive_command = '$bin -c $root/lb.yaml wal-push bench %p'" >>"$pgdata/postgresql.conf"
 }
 
 pg_start() { as_pg env HOME="$pghome" "$pgbin/pg_ctl" -D "$pgdata" -l "$root/pg.log" -w -t 120 start >/dev/null; }

@@ -75,26 +75,9 @@ results=()
 for ((i = 1; i <= rounds; i++)); do
 	rm -rf "$root/data" "$root/restored" "$root/repo" "$root/state" "$root/sock" "$root/pghome"
 	pg_init
-	install -d -o "$pguser" -m 700 "$root/state"
-	cat >"$root/lb.yaml" <<YAML
-state_dir: $root/state
-repositories:
-  - name: primary
-    url: file://$root/repo
-    key_file: $root/lb.key
-assets:
-  - name: bench
-    kind: postgres
-    pgdata: $pgdata
-    dsn: "$(pg_dsn)"
-    repositories: [primary]
-    wal: {stream: true, flush_interval: $flush}
-YAML
-	chown "$pguser" "$root/lb.yaml"
-	as_pg "$bin" -c "$root/lb.yaml" repo init >/dev/null
 	# archive_command stays on as the second path (backup's preflight
 	# wants it); the segment in progress is the stream's alone.
-	echo "archive_command = '$bin -c $root/lb.yaml wal-push bench %p'" >>"$pgdata/postgresql.conf"
+	pg_policy "    wal: {stream: true, flush_interval: $flush}"
 	pg_start
 	as_pg "$pgbin/pgbench" -h "$pgsock" -p "$pgport" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 	sql "create table ledger (id bigserial primary key, at timestamptz not null)"

@@ -274,12 +274,21 @@ func KeyCacheDir(stateDir string) string { return filepath.Join(stateDir, "keyca
 // another user, in a drill, derives the key instead, without a warning
 // per segment).
 func OwnStateDir(stateDir string) bool {
-	fi, err := os.Stat(stateDir)
+	uid, ok := ownerOf(stateDir)
+	return ok && uid == os.Geteuid()
+}
+
+// ownerOf is the uid that owns path; false when it cannot be told.
+func ownerOf(path string) (int, bool) {
+	fi, err := os.Stat(path)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && int(st.Uid) == os.Geteuid()
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
 }
 
 func openRepository(ctx context.Context, rp *policy.Repository, log *slog.Logger, clock func() time.Time, keyCache string) (*repo.Repository, error) {

@@ -36,16 +36,14 @@ func RunAs(p *policy.Policy, asOwner bool) (*user.User, error) {
 		}
 		want, why = u, fmt.Sprintf("the policy %s says Lifeboat runs as %s (user)", p.Source, p.User)
 	}
-	if fi, err := os.Stat(p.StateDir); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			owner := userByID(int(st.Uid))
-			switch {
-			case want == nil && int(st.Uid) != me:
-				want, why = owner, fmt.Sprintf("state_dir %s belongs to %s", p.StateDir, owner.Username)
-			case want != nil && owner.Uid != want.Uid:
-				return nil, fmt.Errorf("state_dir %s belongs to %s, but the policy %s says Lifeboat runs as %s: give it to %s (chown -R %s %s): %w",
-					p.StateDir, owner.Username, p.Source, want.Username, want.Username, want.Username, p.StateDir, ErrWrongUser)
-			}
+	if uid, ok := ownerOf(p.StateDir); ok {
+		owner := userByID(uid)
+		switch {
+		case want == nil && uid != me:
+			want, why = owner, fmt.Sprintf("state_dir %s belongs to %s", p.StateDir, owner.Username)
+		case want != nil && owner.Uid != want.Uid:
+			return nil, fmt.Errorf("state_dir %s belongs to %s, but the policy %s says Lifeboat runs as %s: give it to %s (chown -R %s %s): %w",
+				p.StateDir, owner.Username, p.Source, want.Username, want.Username, want.Username, p.StateDir, ErrWrongUser)
 		}
 	}
 	if want == nil || want.Uid == strconv.Itoa(me) {

@@ -3,7 +3,6 @@ package evidence
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -129,27 +128,5 @@ func StorePlatform(ctx context.Context, r *repo.Repository, rep *PlatformReport)
 // StoredPlatform lists the platform reports a repository holds, oldest
 // first.
 func StoredPlatform(ctx context.Context, r *repo.Repository) ([]*PlatformReport, error) {
-	var ids []string
-	if err := r.ListNamed(ctx, Area, PlatformName, "", func(rel string, _ int64) error {
-		ids = append(ids, rel)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list platform exercises: %w", err)
-	}
-	var out []*PlatformReport
-	for _, id := range ids {
-		data, err := r.GetNamed(ctx, Area, PlatformName, id)
-		if errors.Is(err, repo.ErrUnauthentic) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("platform exercise %s: %w", id, err)
-		}
-		rep, err := UnmarshalPlatform(data)
-		if err != nil {
-			return nil, fmt.Errorf("platform exercise %s: %w", id, err)
-		}
-		out = append(out, rep)
-	}
-	return out, nil
+	return stored(ctx, r, PlatformName, "platform exercise", UnmarshalPlatform)
 }

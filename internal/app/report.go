@@ -15,6 +15,7 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 	"github.com/lifeboat-dr/lifeboat/internal/report"
 )
 
@@ -23,6 +24,9 @@ import (
 // repository called fromRepository, when given), and each asset's
 // newest size.
 func (s *Service) ReportInput(ctx context.Context, since, now time.Time, fromRepository string) (report.Input, error) {
+	// Each asset's newest size reads its repository's manifests: once per
+	// repository, not once per asset.
+	ctx = repo.WithListMemo(ctx)
 	p := s.Policy
 	in := report.Input{Policy: p, Since: since, Generated: now, Sizes: map[string]int64{}}
 	in.Host, _ = os.Hostname()
@@ -121,6 +125,8 @@ func (s *Service) storedDrills(ctx context.Context, name string, since time.Time
 // having when a repository cannot be read for the runbook: it then goes
 // without one, and the log says why.
 func (s *Service) Report(ctx context.Context, format string, since, now time.Time, fromRepository string) ([]byte, error) {
+	// The report's sizes and the runbook read the same manifests.
+	ctx = repo.WithListMemo(ctx)
 	in, err := s.ReportInput(ctx, since, now, fromRepository)
 	if err != nil {
 		return nil, err

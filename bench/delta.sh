@@ -4,9 +4,10 @@
 # -s, default 30) is backed up and restored in full into a directory; then
 # about 1 % of pgbench_accounts' pages are changed (one row updated on every
 # hundredth page), an incremental backup is taken, and `restore --delta`
-# brings the same directory up to it. Each restore runs with the page cache
-# dropped; the delta's directory is reset to the full restore's state
-# (a copy kept aside) before each run. Prints each run and the medians.
+# brings a directory the full snapshot was restored into up to it. Each
+# timed restore runs with the page cache dropped; the delta's directory is
+# restored from the full snapshot again (untimed) before each run. Prints
+# each run and the medians.
 #
 #   bench/delta.sh [-s SCALE] [-r RUNS]
 #
@@ -58,16 +59,20 @@ changed=$(sql "select count(distinct (ctid::text::point)[0]) from pgbench_accoun
 sql "update pgbench_accounts set abalance = abalance + 1 where (aid, (ctid::text::point)[0]::bigint) in
 	(select min(aid), (ctid::text::point)[0]::bigint from pgbench_accounts where (ctid::text::point)[0]::bigint % 100 = 0 group by 2)" >/dev/null
 as_pg "$bin" -c "$root/lb.yaml" backup bench >/dev/null 2>"$root/backup2.log"
-cp -a "$root/full" "$root/base"
+first=$(as_pg "$bin" -c "$root/lb.yaml" snapshots bench --json | python3 -c 'import json,sys; print(min(json.load(sys.stdin), key=lambda s: s["stop_time"])["id"])')
 for ((i = 1; i <= runs; i++)); do
 	if ((i > 1)); then
 		rm -rf "$root/full"
 		drop
-		timed "$root/r.out" "$root/r.err" restore "$root/full" --snapshot "$(as_pg "$bin" -c "$root/lb.yaml" snapshots bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+		timed "$root/r.out" "$root/r.err" restore "$root/full" --snapshot "$first"
 		((rc == 0)) || { cat "$root/r.err" >&2; exit 1; }
 		full+=("$secs")
 	fi
-	rm -rf "$root/delta" && cp -a "$root/base" "$root/delta"
+	# The directory a delta restore meets: the first snapshot, restored
+	# there (and not copied: a copy is new files the record of that
+	# restore no longer describes).
+	rm -rf "$root/delta"
+	restore "$root/delta" --snapshot "$first" >/dev/null 2>"$root/d.err" || { cat "$root/d.err" >&2; exit 1; }
 	drop
 	timed "$root/d.out" "$root/d.err" restore "$root/delta" --delta
 	((rc == 0)) || { cat "$root/d.err" >&2; exit 1; }

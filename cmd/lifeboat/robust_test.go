@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,6 +170,13 @@ func TestDeltaRestore(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "restored")
 	e.mustRun("restore", "db", "--to", dir, "--archive-off")
+	// Untouched since, the files are compared with the snapshot by the
+	// record the restore left, not read: only the settings file the
+	// restore itself rewrites is.
+	again := e.mustRun("restore", "db", "--to", dir, "--archive-off", "--delta")
+	if m := regexp.MustCompile(`\(([0-9.]+ [KMG]?i?B) of the files there read to compare\)`).FindStringSubmatch(again); m == nil || !strings.HasSuffix(m[1], " B") {
+		t.Fatalf("a delta restore over an untouched restore read more than its settings file:\n%s", again)
+	}
 	c := pgtest.Open(t, dir, nil)
 	c.WaitRecoveryDone(t, 120*time.Second)
 	// The copy moves on, then is rewound in place to the earlier point.

@@ -3,6 +3,8 @@ package postgres
 import (
 	"path"
 	"strings"
+
+	"github.com/lifeboat-dr/lifeboat/internal/repo"
 )
 
 // Excluder decides which parts of a data directory a physical backup leaves
@@ -49,6 +51,10 @@ func NewExcluder() *Excluder {
 			// collector.
 			"postgresql.auto.conf.tmp": true,
 			"current_logfiles.tmp":     true,
+			// What a restore into this directory wrote, for its next
+			// delta restore; nothing the cluster's data holds.
+			repo.RestoreRecordName:          true,
+			repo.RestoreRecordName + ".tmp": true,
 		},
 		walDirs: map[string]bool{
 			"archive_status": true,

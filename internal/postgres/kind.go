@@ -134,9 +134,13 @@ func (kind) Restore(ctx context.Context, r *asset.Restore) (*asset.Restored, err
 	if err != nil {
 		return nil, err
 	}
+	compared := ""
+	if f.Bool("delta") {
+		compared = fmt.Sprintf(" (%s of the files there read to compare)", asset.HumanBytes(res.Stats.BytesCompared))
+	}
 	return &asset.Restored{Snapshot: res.Snapshot, Lines: []string{
-		fmt.Sprintf("restored snapshot %s of %s to %s: %d files, %s written in %s",
-			res.Snapshot.ID.Short(), a.Name, r.To, res.Stats.Files, asset.HumanBytes(res.Stats.BytesWritten), time.Since(start).Round(time.Millisecond)),
+		fmt.Sprintf("restored snapshot %s of %s to %s: %d files, %s written%s in %s",
+			res.Snapshot.ID.Short(), a.Name, r.To, res.Stats.Files, asset.HumanBytes(res.Stats.BytesWritten), compared, time.Since(start).Round(time.Millisecond)),
 		fmt.Sprintf("recovery target: %s (consistent from LSN %s, %s)", target, res.Info.StopLSN, res.Info.StopTime.Format(time.RFC3339)),
 		fmt.Sprintf("start it with: pg_ctl -D %s start", r.To),
 	}}, nil

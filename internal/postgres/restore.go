@@ -166,6 +166,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	if opts.Delta {
 		// Files a later state of the cluster left behind (old WAL, new
 		// relations, signal files) would mislead recovery.
+		treePaths[repo.RestoreRecordName] = true
 		if err := removeExtra(dirs, treePaths); err != nil {
 			return nil, err
 		}
@@ -177,7 +178,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 	// pg_tblspc/<oid> is restored as a link to its directory, and what
 	// lies below it is written into that directory, confined there.
 	ro := repo.RestoreOptions{
-		Root: dirs.data, Mounts: dirs.ts, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers, Zero: zero,
+		Root: dirs.data, Mounts: dirs.ts, UID: opts.UID, GID: opts.GID, Delta: opts.Delta, Workers: opts.Workers, Zero: zero, Record: true,
 	}
 	if opts.Progress != nil {
 		total := snap.Stats.BytesTotal

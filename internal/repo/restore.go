@@ -51,7 +51,11 @@ type RestoreOptions struct {
 	// finds where the WAL expects them. Not with Delta.
 	Zero func(treePath string) bool
 	// Delta keeps existing files and rewrites only the blocks that differ.
-	Delta   bool
+	Delta bool
+	// Record leaves RestoreRecordName at the top of Root, and with Delta
+	// reads the one a restore before left there: a file untouched since
+	// is then compared with the snapshot by its block list, not read.
+	Record  bool
 	Workers int
 	// Progress, when not nil, is called with the bytes written so far.
 	Progress func(written int64)
@@ -63,6 +67,9 @@ type RestoreStats struct {
 	Bytes        int64 // bytes of file content in the snapshot
 	BytesWritten int64 // bytes actually written (less with Delta and sparse zeros)
 	BytesFetched int64 // bytes read from storage
+	// BytesCompared is what Delta read of the files on disk to find the
+	// blocks that differ; files the restore record vouches for are not read.
+	BytesCompared int64
 }
 
 // placed is where a node goes: a name below one of the restore's
@@ -72,6 +79,8 @@ type placed struct {
 	dir  *RestoreDir
 	rel  string // slash-separated, below dir; "." is dir itself
 	id   fileID
+	// final is the file's state once the restore finished with it.
+	final *unix.Stat_t
 }
 
 func (p *placed) name() string { return p.dir.join(p.rel) }
@@ -141,9 +150,10 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 	}
 	files := rs.files
 	if opts.Delta {
-		if err := rs.markUnchanged(ctx, opts.Workers); err != nil {
+		if err := rs.markUnchanged(ctx, idx, opts.Workers); err != nil {
 			return st, err
 		}
+		st.BytesCompared = rs.compared.Load()
 	}
 	for _, f := range files {
 		if err := rs.createFile(f); err != nil {
@@ -201,6 +211,11 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 		return st, err
 	}
 	r.log.Debug("restore: files synced", "sync", time.Since(written))
+	if opts.Record {
+		if err := rs.writeRecord(treeIDs); err != nil {
+			return st, err
+		}
+	}
 	// Directories last and deepest first: writing into a directory
 	// changes its mtime, and a read-only mode would stop later writes.
 	sort.Slice(rs.dirs, func(i, j int) bool { return rs.dirs[i].node.Path > rs.dirs[j].node.Path })
@@ -233,6 +248,8 @@ type treeRestore struct {
 	dirs  []*placed
 	links []*placed
 	files []*restoreFile
+	// compared counts the bytes markUnchanged read.
+	compared atomic.Int64
 }
 
 // collect walks the tree once, placing every node and refusing, before
@@ -681,10 +698,18 @@ func (rs *treeRestore) reusable(n *Node, st *unix.Stat_t) bool {
 	return st.Uid == uint32(uid)
 }
 
-// markUnchanged hashes the blocks of files already on disk that Delta may
+// markUnchanged finds the blocks of files already on disk that Delta may
 // reuse, so it rewrites only the blocks that differ; any other file in
-// the way is replaced.
-func (rs *treeRestore) markUnchanged(ctx context.Context, workers int) error {
+// the way is replaced. A file the record of the last restore vouches for
+// is compared by its block lists; any other is read and hashed.
+func (rs *treeRestore) markUnchanged(ctx context.Context, idx *Index, workers int) error {
+	var rec *restoreRecord
+	if rs.opts.Record {
+		rec = rs.readRecord()
+	}
+	var mu sync.Mutex
+	want := map[string]ID{} // recorded files whose content changed since
+	var recorded []*restoreFile
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 	for _, f := range rs.files {
@@ -703,28 +728,70 @@ func (rs *treeRestore) markUnchanged(ctx context.Context, workers int) error {
 				return nil
 			}
 			f.id = id
-			f.keep = make([]bool, len(f.node.Blocks))
-			var off int64
-			buf := make([]byte, 0, 64<<10)
-			for i, b := range f.node.Blocks {
-				if gctx.Err() != nil {
-					return gctx.Err()
+			if rf, ok := rec.file(f.node.Path); ok && rf.sameFile(st) {
+				if rf.Blocks == rs.r.crypt.blockListID(f.node.Blocks) {
+					f.keep = keptBlocks(f.node.Blocks, f.node.Blocks)
+					return nil
 				}
-				buf = buf[:b.Len]
-				n, err := fh.ReadAt(buf, off)
-				off += int64(b.Len)
-				if n < len(buf) {
-					if err == io.EOF {
-						break
-					}
-					return fmt.Errorf("delta: read %s: %w", f.name(), err)
-				}
-				f.keep[i] = rs.r.crypt.blobID(buf) == b.ID
+				mu.Lock()
+				want[f.node.Path] = rf.Blocks
+				recorded = append(recorded, f)
+				mu.Unlock()
+				return nil
 			}
-			return nil
+			return rs.hashBlocks(gctx, f, fh)
+		})
+	}
+	if err := g.Wait(); err != nil || len(recorded) == 0 {
+		return err
+	}
+	old := rs.recordedBlocks(ctx, idx, rec, want)
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, f := range recorded {
+		if blocks, ok := old[f.node.Path]; ok {
+			f.keep = keptBlocks(blocks, f.node.Blocks)
+			continue
+		}
+		g.Go(func() error {
+			fd, err := f.dir.open(f.rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+			if err != nil {
+				return fmt.Errorf("delta: %s: %w", f.name(), err)
+			}
+			fh := os.NewFile(uintptr(fd), f.name())
+			defer fh.Close()
+			if id, _, err := statID(fd); err != nil || id != f.id {
+				return fmt.Errorf("%s was replaced while the restore ran: %w", f.name(), ErrUnsafeTarget)
+			}
+			return rs.hashBlocks(gctx, f, fh)
 		})
 	}
 	return g.Wait()
+}
+
+// hashBlocks marks the blocks of f that the file on disk already holds.
+func (rs *treeRestore) hashBlocks(ctx context.Context, f *restoreFile, fh *os.File) error {
+	keep := make([]bool, len(f.node.Blocks))
+	var off int64
+	buf := make([]byte, 0, 64<<10)
+	for i, b := range f.node.Blocks {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		buf = buf[:b.Len]
+		n, err := fh.ReadAt(buf, off)
+		off += int64(b.Len)
+		if n < len(buf) {
+			if err == io.EOF {
+				break
+			}
+			return fmt.Errorf("delta: read %s: %w", f.name(), err)
+		}
+		keep[i] = rs.r.crypt.blobID(buf) == b.ID
+	}
+	rs.compared.Add(off)
+	f.keep = keep
+	return nil
 }
 
 func (rs *treeRestore) finishFiles(ctx context.Context) error {
@@ -761,6 +828,11 @@ func (rs *treeRestore) finish(p *placed, flags int) error {
 	}
 	if err := futimens(fd, n.MTime); err != nil {
 		return fmt.Errorf("set times of %s: %w", p.name(), err)
+	}
+	if n.Type == NodeFile {
+		if _, p.final, err = statID(fd); err != nil {
+			return fmt.Errorf("stat %s: %w", p.name(), err)
+		}
 	}
 	return nil
 }

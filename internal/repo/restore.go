@@ -88,6 +88,9 @@ func (p *placed) name() string { return p.dir.join(p.rel) }
 type restoreFile struct {
 	placed
 	keep []bool // Delta: blocks already right on disk
+	// settled: Delta found the file as the last restore recorded it,
+	// with this snapshot's content, owner, mode and time; not touched.
+	settled bool
 }
 
 type blockTarget struct {
@@ -156,6 +159,9 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 		st.BytesCompared = rs.compared.Load()
 	}
 	for _, f := range files {
+		if f.settled {
+			continue
+		}
 		if err := rs.createFile(f); err != nil {
 			return st, err
 		}
@@ -731,6 +737,10 @@ func (rs *treeRestore) markUnchanged(ctx context.Context, idx *Index, workers in
 			if rf, ok := rec.file(f.node.Path); ok && rf.sameFile(st) {
 				if rf.Blocks == rs.r.crypt.blockListID(f.node.Blocks) {
 					f.keep = keptBlocks(f.node.Blocks, f.node.Blocks)
+					if rs.hasMetadata(f.node, st) {
+						// Synced by the restore that recorded it.
+						f.settled, f.final = true, st
+					}
 					return nil
 				}
 				mu.Lock()
@@ -769,6 +779,19 @@ func (rs *treeRestore) markUnchanged(ctx context.Context, idx *Index, workers in
 	return g.Wait()
 }
 
+// hasMetadata says whether st has the owner, mode and mtime finish
+// would give node n.
+func (rs *treeRestore) hasMetadata(n *Node, st *unix.Stat_t) bool {
+	mode := uint32(n.Mode.Perm())
+	for fm, um := range map[fs.FileMode]uint32{fs.ModeSetuid: unix.S_ISUID, fs.ModeSetgid: unix.S_ISGID, fs.ModeSticky: unix.S_ISVTX} {
+		if n.Mode&fm != 0 {
+			mode |= um
+		}
+	}
+	uid, gid := rs.owner(n)
+	return st.Mode&0o7777 == mode && st.Uid == uint32(uid) && st.Gid == uint32(gid) && st.Mtim.Nano() == n.MTime
+}
+
 // hashBlocks marks the blocks of f that the file on disk already holds.
 func (rs *treeRestore) hashBlocks(ctx context.Context, f *restoreFile, fh *os.File) error {
 	keep := make([]bool, len(f.node.Blocks))
@@ -798,7 +821,9 @@ func (rs *treeRestore) finishFiles(ctx context.Context) error {
 	g, _ := errgroup.WithContext(ctx)
 	g.SetLimit(rs.opts.Workers * 4)
 	for _, f := range rs.files {
-		g.Go(func() error { return rs.finish(&f.placed, unix.O_WRONLY|unix.O_NONBLOCK) })
+		if !f.settled {
+			g.Go(func() error { return rs.finish(&f.placed, unix.O_WRONLY|unix.O_NONBLOCK) })
+		}
 	}
 	return g.Wait()
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestDeltaTrustsOnlyAnUntouchedRecord: a delta restore into a directory
@@ -65,11 +67,16 @@ func TestDeltaTrustsOnlyAnUntouchedRecord(t *testing.T) {
 	if err := os.Chtimes(touched, time.Unix(1700000000, 0), time.Unix(1700000000, 0)); err != nil {
 		t.Fatal(err)
 	}
+	same := filepath.Join(dir, "dir", "same")
+	before := ctime(t, same)
 	if st := restore(s2, true); st.BytesCompared != int64(16*bs) || st.BytesWritten != int64(3*bs) {
 		t.Fatalf("delta over the record read %d bytes and wrote %d; want %d read (the touched file) and %d written",
 			st.BytesCompared, st.BytesWritten, 16*bs, 3*bs)
 	}
 	check(files2)
+	if after := ctime(t, same); after != before {
+		t.Fatalf("the delta restore touched a file it had nothing to change in (ctime %d, then %d)", before, after)
+	}
 	if st := restore(s2, true); st.BytesCompared != 0 || st.BytesWritten != 0 {
 		t.Fatalf("delta over an up-to-date directory read %d bytes and wrote %d", st.BytesCompared, st.BytesWritten)
 	}
@@ -108,4 +115,13 @@ func TestDeltaTrustsOnlyAnUntouchedRecord(t *testing.T) {
 		t.Fatalf("delta without a usable record read %d bytes and wrote %d; want %d read and %d written", st.BytesCompared, st.BytesWritten, 112*bs, 2*bs)
 	}
 	check(files)
+}
+
+func ctime(t *testing.T, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ctim.Nano()
 }

@@ -138,41 +138,14 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		return nil, err
 	}
 	defer dirs.close()
-	// Two selections of one read of the index keep only this snapshot's
-	// blobs in the map, however large the repository is.
+	// Two selections of one read of the index keep only what this restore
+	// reads in memory, however large the repository is: the trees, then
+	// the blobs of the blocks still to write once those on disk are known.
 	ix := entries
 	if ix == nil {
 		if ix, err = r.ReadIndexEntries(ctx); err != nil {
 			return nil, err
 		}
-	}
-	treeIdx := ix.Select(func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
-	treePaths := make(map[string]bool)
-	needed := make(map[repo.ID]bool)
-	if err := r.WalkTree(ctx, treeIdx, snap.Tree, func(n *repo.Node) error {
-		treePaths[n.Path] = true
-		if zero != nil && zero(n.Path) {
-			return nil
-		}
-		for _, b := range n.Blocks {
-			needed[b.ID] = true
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", snap.ID.Short(), err)
-	}
-	idx := ix.Select(func(t repo.BlobType, id repo.ID) bool { return t == repo.TreeBlob || needed[id] })
-	treeIdx, needed, ix, entries = nil, nil, nil, nil
-	if opts.Delta {
-		// Files a later state of the cluster left behind (old WAL, new
-		// relations, signal files) would mislead recovery.
-		treePaths[repo.RestoreRecordName] = true
-		if err := removeExtra(dirs, treePaths); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Writing != nil {
-		opts.Writing(snap)
 	}
 	// The tablespaces are the only links the restore writes through:
 	// pg_tblspc/<oid> is restored as a link to its directory, and what
@@ -184,9 +157,37 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		total := snap.Stats.BytesTotal
 		ro.Progress = func(w int64) { opts.Progress(w, total) }
 	}
-	st, err := r.RestoreTree(ctx, idx, snap.Tree, ro)
+	fail := func(err error) error { return fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err) }
+	treeIdx := ix.Select(func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
+	tr, err := r.PrepareRestore(ctx, treeIdx, snap.Tree, ro)
 	if err != nil {
-		return nil, fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err)
+		return nil, fail(err)
+	}
+	defer tr.Close()
+	if opts.Delta {
+		// Files a later state of the cluster left behind (old WAL, new
+		// relations, signal files) would mislead recovery.
+		keep := tr.Paths()
+		keep[repo.RestoreRecordName] = true
+		if err := removeExtra(dirs, keep); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Writing != nil {
+		opts.Writing(snap)
+	}
+	if err := tr.Layout(ctx); err != nil {
+		return nil, fail(err)
+	}
+	needed := tr.Needed()
+	idx := ix.Select(func(_ repo.BlobType, id repo.ID) bool { return needed[id] })
+	needed, ix, entries = nil, nil, nil
+	st, err := tr.Write(ctx, idx)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if err := tr.Close(); err != nil {
+		return nil, fail(err)
 	}
 	if err := finishDataDir(opts, info, dirs); err != nil {
 		return nil, err

@@ -112,52 +112,133 @@ type blockTarget struct {
 // the restore made. A link another user plants or swaps in while the
 // restore runs fails the restore; it never redirects a write.
 func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, opts RestoreOptions) (st RestoreStats, err error) {
+	tr, err := r.PrepareRestore(ctx, idx, treeIDs, opts)
+	if err != nil {
+		return st, err
+	}
+	defer func() {
+		if cerr := tr.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	if err := tr.Layout(ctx); err != nil {
+		return st, err
+	}
+	return tr.Write(ctx, idx)
+}
+
+// TreeRestore is RestoreTree in steps, for a caller that needs the
+// tree's paths before anything is written (PrepareRestore), or the blobs
+// still to fetch once the files on disk are compared (Layout, Needed), to
+// read only those from the index before Write.
+type TreeRestore struct {
+	rs      *treeRestore
+	idx     *Index // the trees, and the trees a restore record names
+	treeIDs []ID
+	ownRoot bool
+	st      RestoreStats
+}
+
+// PrepareRestore reads the tree and places every node; nothing is
+// written yet. idx needs to hold only tree blobs.
+func (r *Repository) PrepareRestore(ctx context.Context, idx *Index, treeIDs []ID, opts RestoreOptions) (*TreeRestore, error) {
 	// Refused before the target is touched.
 	if err := r.CanReadContents(ctx); err != nil {
-		return st, err
+		return nil, err
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.NumCPU()
 	}
+	tr := &TreeRestore{idx: idx, treeIDs: treeIDs}
 	root := opts.Root
 	if root == nil {
 		if opts.Dir == "" {
-			return st, errors.New("restore: no directory to restore below")
+			return nil, errors.New("restore: no directory to restore below")
 		}
+		var err error
 		if root, err = OpenRestoreDir(opts.Dir, DirOptions{Create: true}); err != nil {
-			return st, fmt.Errorf("restore target: %w", err)
+			return nil, fmt.Errorf("restore target: %w", err)
 		}
-		defer func() {
-			if cerr := root.Close(); err == nil && cerr != nil {
-				err = cerr
-			}
-		}()
+		tr.ownRoot = true
 	}
-	rs := &treeRestore{r: r, opts: opts, root: root}
-	if err := rs.collect(ctx, idx, treeIDs); err != nil {
-		return st, err
+	tr.rs = &treeRestore{r: r, opts: opts, root: root}
+	if err := tr.rs.collect(ctx, idx, treeIDs); err != nil {
+		tr.Close()
+		return nil, err
 	}
-	st.Files = int64(len(rs.files))
-	for _, f := range rs.files {
-		st.Bytes += f.node.Size
+	tr.st.Files = int64(len(tr.rs.files))
+	for _, f := range tr.rs.files {
+		tr.st.Bytes += f.node.Size
 	}
+	return tr, nil
+}
+
+// Paths are the tree paths of every node the restore writes.
+func (tr *TreeRestore) Paths() map[string]bool {
+	out := make(map[string]bool, len(tr.rs.dirs)+len(tr.rs.links)+len(tr.rs.files))
+	for _, p := range append(tr.rs.dirs, tr.rs.links...) {
+		out[p.node.Path] = true
+	}
+	for _, f := range tr.rs.files {
+		out[f.node.Path] = true
+	}
+	return out
+}
+
+// Layout makes the directories and links, and with Delta finds the blocks
+// the files on disk already hold.
+func (tr *TreeRestore) Layout(ctx context.Context) error {
+	rs := tr.rs
 	for _, d := range rs.dirs {
 		if err := rs.makeDir(d); err != nil {
-			return st, err
+			return err
 		}
 	}
 	for _, l := range rs.links {
 		if err := rs.makeLink(l); err != nil {
-			return st, err
+			return err
 		}
 	}
+	if rs.opts.Delta {
+		if err := rs.markUnchanged(ctx, tr.idx, rs.opts.Workers); err != nil {
+			return err
+		}
+		tr.st.BytesCompared = rs.compared.Load()
+	}
+	return nil
+}
+
+// Needed are the blobs Write will read, once Layout has run.
+func (tr *TreeRestore) Needed() map[ID]bool {
+	out := make(map[ID]bool)
+	for _, f := range tr.rs.files {
+		if f.settled || tr.rs.zero(f.node.Path) {
+			continue
+		}
+		for i, b := range f.node.Blocks {
+			if f.keep == nil || !f.keep[i] {
+				out[b.ID] = true
+			}
+		}
+	}
+	return out
+}
+
+// Close releases the restore's directory when PrepareRestore opened it.
+func (tr *TreeRestore) Close() error {
+	if !tr.ownRoot {
+		return nil
+	}
+	tr.ownRoot = false
+	return tr.rs.root.Close()
+}
+
+// Write writes the files, reading their blobs through idx, syncs them and
+// gives everything its owner, mode and times.
+func (tr *TreeRestore) Write(ctx context.Context, idx *Index) (st RestoreStats, err error) {
+	r, rs, opts, treeIDs := tr.rs.r, tr.rs, tr.rs.opts, tr.treeIDs
+	st = tr.st
 	files := rs.files
-	if opts.Delta {
-		if err := rs.markUnchanged(ctx, idx, opts.Workers); err != nil {
-			return st, err
-		}
-		st.BytesCompared = rs.compared.Load()
-	}
 	for _, f := range files {
 		if f.settled {
 			continue
@@ -167,7 +248,7 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 		}
 	}
 	began := time.Now()
-	plan, frames, err := r.planRestore(idx, files, opts.Delta, opts.Zero)
+	plan, frames, err := r.planRestore(idx, files, opts.Delta, rs.zero)
 	if err != nil {
 		return st, err
 	}
@@ -230,7 +311,7 @@ func (r *Repository) RestoreTree(ctx context.Context, idx *Index, treeIDs []ID, 
 			return st, err
 		}
 	}
-	for _, d := range append([]*RestoreDir{root}, mapDirs(opts.Mounts)...) {
+	for _, d := range append([]*RestoreDir{rs.root}, mapDirs(opts.Mounts)...) {
 		if err := d.f.Sync(); err != nil {
 			return st, fmt.Errorf("sync %s: %w", d.path, err)
 		}
@@ -320,6 +401,12 @@ func (rs *treeRestore) place(n *Node) (*placed, error) {
 		return nil, fmt.Errorf("restore: %s would be written to %s, outside %s", n.Path, dst, rs.root.path)
 	}
 	return &placed{node: n, dir: rs.root, rel: filepath.ToSlash(rel)}, nil
+}
+
+// zero says whether the file at tree path p is restored as zeros (Zero,
+// which Delta overrides).
+func (rs *treeRestore) zero(p string) bool {
+	return rs.opts.Zero != nil && !rs.opts.Delta && rs.opts.Zero(p)
 }
 
 // owner is the owner a restored node gets.
@@ -477,7 +564,7 @@ func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool, z
 		return z == b.ID
 	}
 	for fi, f := range files {
-		if zero != nil && !delta && zero(f.node.Path) {
+		if zero(f.node.Path) {
 			continue
 		}
 		var off int64
@@ -672,8 +759,7 @@ func (rs *treeRestore) createFile(f *restoreFile) error {
 		}
 	}
 	err = unix.Ftruncate(fd, f.node.Size)
-	zero := rs.opts.Zero != nil && !rs.opts.Delta && rs.opts.Zero(f.node.Path)
-	if err == nil && f.keep == nil && f.node.Size > 0 && !zero {
+	if err == nil && f.keep == nil && f.node.Size > 0 && !rs.zero(f.node.Path) {
 		// Reserve the file's blocks in one piece: blocks arrive out of
 		// order (an incremental's pages land in the holes of its parent's
 		// frames), and allocating them as they are written back fragments

@@ -97,7 +97,7 @@ func (rs *treeRestore) writeRecord(treeIDs []ID) error {
 			owner = f.final
 		}
 		// A file restored as zeros does not hold its blocks.
-		if f.final == nil || rs.opts.Zero != nil && !rs.opts.Delta && rs.opts.Zero(f.node.Path) {
+		if f.final == nil || rs.zero(f.node.Path) {
 			continue
 		}
 		rf := recordStat(f.final)

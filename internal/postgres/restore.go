@@ -157,7 +157,9 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		total := snap.Stats.BytesTotal
 		ro.Progress = func(w int64) { opts.Progress(w, total) }
 	}
-	fail := func(err error) error { return fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err) }
+	fail := func(err error) error {
+		return fmt.Errorf("restore snapshot %s to %s: %w", snap.ID.Short(), opts.Dir, err)
+	}
 	treeIdx := ix.Select(func(t repo.BlobType, _ repo.ID) bool { return t == repo.TreeBlob })
 	tr, err := r.PrepareRestore(ctx, treeIdx, snap.Tree, ro)
 	if err != nil {

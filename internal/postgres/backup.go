@@ -565,8 +565,11 @@ type fileResult struct {
 func (b *backup) copyFiles(ctx context.Context, entries []*entry) ([]repo.ID, int, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &copier{b: b, entries: entries, results: make([]*fileResult, len(entries)),
+	c := &copier{b: b, entries: entries, results: make([]*fileResult, len(entries)), read: make([]bool, len(entries)),
 		jobs: make(chan part, b.opts.Workers*2), done: make(chan int, 1024), slots: make(chan struct{}, filesInFlight)}
+	for i, e := range entries {
+		c.read[i] = e.typ == repo.NodeFile && e.reuse == nil
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.dispatch(gctx) })
 	var workers sync.WaitGroup
@@ -611,6 +614,10 @@ type copier struct {
 	b       *backup
 	entries []*entry
 	results []*fileResult // per entry, set by the dispatcher before its parts are sent
+	// read tells the entries whose files are read, decided before the
+	// copy starts: the emitter drops an entry's parent node once it is in
+	// the tree, possibly before the dispatcher gets to the entry.
+	read []bool
 	jobs    chan part
 	done    chan int // entry numbers whose parts are all read
 	slots   chan struct{}
@@ -620,7 +627,7 @@ type copier struct {
 func (c *copier) dispatch(ctx context.Context) error {
 	defer close(c.jobs)
 	for i, e := range c.entries {
-		if e.typ != repo.NodeFile || e.reuse != nil {
+		if !c.read[i] {
 			continue
 		}
 		select {
@@ -681,7 +688,7 @@ func (c *copier) emitTree(ctx context.Context) ([]repo.ID, int, error) {
 	emit := func() error {
 		for ; next < len(c.entries); next++ {
 			e := c.entries[next]
-			read := e.typ == repo.NodeFile && e.reuse == nil
+			read := c.read[next]
 			if read && !finished[next] {
 				return nil
 			}
@@ -695,6 +702,9 @@ func (c *copier) emitTree(ctx context.Context) ([]repo.ID, int, error) {
 			if err := tw.Add(ctx, n); err != nil {
 				return err
 			}
+			// The parent's block lists are the bulk of an incremental's
+			// memory: each goes once its file is in the tree.
+			e.prev, e.reuse = nil, nil
 		}
 		return nil
 	}

@@ -617,10 +617,10 @@ type copier struct {
 	// read tells the entries whose files are read, decided before the
 	// copy starts: the emitter drops an entry's parent node once it is in
 	// the tree, possibly before the dispatcher gets to the entry.
-	read []bool
-	jobs    chan part
-	done    chan int // entry numbers whose parts are all read
-	slots   chan struct{}
+	read  []bool
+	jobs  chan part
+	done  chan int // entry numbers whose parts are all read
+	slots chan struct{}
 }
 
 // dispatch cuts the files to read into parts, in path order.

@@ -27,6 +27,8 @@ type globalOptions struct {
 	configPath string
 	verbose    int
 	cpuProfile string
+	// heapProfile names the file --heap-profile writes at each new high.
+	heapProfile string
 	// asOwner lets root write file:// repositories another user owns
 	// (--as-owner).
 	asOwner bool
@@ -88,6 +90,9 @@ Everything it protects is described in a policy file (--config).`,
 					return err
 				}
 			}
+			if g.heapProfile != "" {
+				watchHeap(g.heapProfile)
+			}
 			return nil
 		},
 		PersistentPostRun: func(cmd *cobra.Command, args []string) {
@@ -109,6 +114,8 @@ Everything it protects is described in a policy file (--config).`,
 	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "log more (-v info, -vv debug)")
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile to this file (for performance work)")
 	root.PersistentFlags().MarkHidden("cpu-profile")
+	root.PersistentFlags().StringVar(&g.heapProfile, "heap-profile", "", "write the heap profile to this file at each new high (for memory work)")
+	root.PersistentFlags().MarkHidden("heap-profile")
 	root.PersistentFlags().BoolVar(&g.asOwner, "as-owner", false, "as root, act as the user Lifeboat runs as here (the policy's user, the owner of state_dir or of a file:// repository), so what is written belongs to it")
 	root.PersistentFlags().DurationVar(&g.clockOffset, "clock-offset", 0, "shift the clock (for tests)")
 	root.PersistentFlags().MarkHidden("clock-offset")

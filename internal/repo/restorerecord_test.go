@@ -30,13 +30,14 @@ func TestDeltaTrustsOnlyAnUntouchedRecord(t *testing.T) {
 	}
 	s1 := backupFiles(t, r, "a", files)
 	dir := t.TempDir()
+	var zero func(string) bool
 	restore := func(s *Snapshot, delta bool) RestoreStats {
 		t.Helper()
 		idx, err := r.LoadIndex(context.Background(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := r.RestoreTree(context.Background(), idx, s.Tree, RestoreOptions{Dir: dir, UID: -1, GID: -1, Delta: delta, Record: true})
+		st, err := r.RestoreTree(context.Background(), idx, s.Tree, RestoreOptions{Dir: dir, UID: -1, GID: -1, Delta: delta, Record: true, Zero: zero})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,6 +114,17 @@ func TestDeltaTrustsOnlyAnUntouchedRecord(t *testing.T) {
 	}
 	if st := restore(s1, true); st.BytesCompared != int64(112*bs) || st.BytesWritten != int64(2*bs) {
 		t.Fatalf("delta without a usable record read %d bytes and wrote %d; want %d read and %d written", st.BytesCompared, st.BytesWritten, 112*bs, 2*bs)
+	}
+	check(files)
+
+	// A file restored as zeros (a --database restore leaving it out) is
+	// not recorded as holding its blocks: the next delta reads and writes it.
+	os.RemoveAll(dir)
+	zero = func(p string) bool { return p == "dir/same" }
+	restore(s1, false)
+	zero = nil
+	if st := restore(s1, true); st.BytesCompared != int64(32*bs) || st.BytesWritten != int64(32*bs) {
+		t.Fatalf("delta over a file restored as zeros read %d bytes and wrote %d; want it read and written whole (%d)", st.BytesCompared, st.BytesWritten, 32*bs)
 	}
 	check(files)
 }

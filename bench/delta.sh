@@ -23,20 +23,9 @@ while getopts "s:r:" o; do
 	*) exit 2 ;;
 	esac
 done
-root=$(mktemp -d /var/tmp/lifeboat-delta.XXXXXX)
-chmod 755 "$root"
-bin=$root/bin/lifeboat
 # shellcheck source=bench/pgenv.sh
 source "$repo_root/bench/pgenv.sh"
-need_root
-chown "$pguser" "$root"
-cleanup() {
-	pg_stop
-	rm -rf "$root"
-}
-trap cleanup EXIT
-mkdir -p "$root/bin"
-(cd "$repo_root" && build_lifeboat "$root/bin")
+bench_root delta
 
 pg_init
 pg_policy

@@ -21,21 +21,10 @@ while getopts "s:" o; do
 	*) exit 2 ;;
 	esac
 done
-root=$(mktemp -d /var/tmp/lifeboat-memory.XXXXXX)
-chmod 755 "$root"
-bin=$root/bin/lifeboat
 # shellcheck source=bench/pgenv.sh
 source "$repo_root/bench/pgenv.sh"
-need_root
 [[ -x /usr/bin/time ]] || { echo "memory.sh: GNU time is missing (apt-get install time)" >&2; exit 1; }
-chown "$pguser" "$root"
-cleanup() {
-	pg_stop
-	rm -rf "$root"
-}
-trap cleanup EXIT
-mkdir -p "$root/bin"
-(cd "$repo_root" && build_lifeboat "$root/bin")
+bench_root memory
 
 pg_init
 pg_policy

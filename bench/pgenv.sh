@@ -18,6 +18,21 @@ need_root() {
 	id "$pguser" >/dev/null
 }
 
+# bench_root NAME: the common start of a script run as root: a fresh $root
+# (/var/tmp/lifeboat-NAME.XXXXXX) the cluster's user can enter, removed with
+# the cluster on exit, and lifeboat built from the tree at $repo_root into
+# $root/bin ($bin).
+bench_root() {
+	need_root
+	root=$(mktemp -d "/var/tmp/lifeboat-$1.XXXXXX")
+	chmod 755 "$root"
+	chown "$pguser" "$root"
+	bin=$root/bin/lifeboat
+	trap 'pg_stop; rm -rf "$root"' EXIT
+	mkdir -p "$root/bin"
+	(cd "$repo_root" && build_lifeboat "$root/bin")
+}
+
 # build_lifeboat DIR: builds ./cmd/lifeboat of this tree into DIR/lifeboat.
 build_lifeboat() {
 	go build -o "$1/lifeboat" ./cmd/lifeboat

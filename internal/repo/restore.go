@@ -93,12 +93,15 @@ type restoreFile struct {
 	settled bool
 }
 
+// blockTarget is where one block goes. The block's ID is found through
+// file and block (files[file].node.Blocks[block]) rather than held: a
+// restore plans one target per block, millions for a large cluster.
 type blockTarget struct {
 	file   int32
+	block  int32
 	off    int64
 	inner  uint32
 	length uint32
-	id     ID
 }
 
 // RestoreTree writes the tree made of blobs treeIDs to disk. Every blob is
@@ -587,7 +590,7 @@ func (r *Repository) planRestore(idx *Index, files []*restoreFile, delta bool, z
 				frameNo[bl.Frame] = n
 				frames = append(frames, fl)
 			}
-			plan[n] = append(plan[n], blockTarget{file: int32(fi), off: boff, inner: bl.Offset, length: bl.Len, id: b.ID})
+			plan[n] = append(plan[n], blockTarget{file: int32(fi), block: int32(bi), off: boff, inner: bl.Offset, length: bl.Len})
 		}
 	}
 	return plan, frames, nil
@@ -650,7 +653,7 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 		fl := frames[run[k]]
 		frame, err := r.openFrameInto(*fp, buf[fl.Offset-start:fl.Offset-start+int64(fl.Sealed)], fl)
 		if err == nil {
-			err = r.checkFrameBlobs(frame, fl, plan[run[k]])
+			err = r.checkFrameBlobs(frame, fl, plan[run[k]], files)
 		}
 		if damaged(err) && !reread {
 			// Frames are opened in place, so the rest of the run is read
@@ -696,17 +699,18 @@ func (r *Repository) restoreRun(ctx context.Context, run []int, frames []FrameLo
 
 // checkFrameBlobs checks that every block a frame is to give holds what
 // its id says, before any of it is written.
-func (r *Repository) checkFrameBlobs(frame []byte, fl FrameLoc, targets []blockTarget) error {
+func (r *Repository) checkFrameBlobs(frame []byte, fl FrameLoc, targets []blockTarget, files []*restoreFile) error {
 	checked := make(map[ID]bool)
 	for _, t := range targets {
+		id := files[t.file].node.Blocks[t.block].ID
 		if uint64(t.inner)+uint64(t.length) > uint64(len(frame)) {
-			return fmt.Errorf("blob %s: outside its frame: %w", t.id.Short(), ErrCorrupt)
+			return fmt.Errorf("blob %s: outside its frame: %w", id.Short(), ErrCorrupt)
 		}
-		if !checked[t.id] {
-			if err := r.checkBlob(t.id, frame[t.inner:t.inner+t.length]); err != nil {
+		if !checked[id] {
+			if err := r.checkBlob(id, frame[t.inner:t.inner+t.length]); err != nil {
 				return fmt.Errorf("pack %s: %w", fl.Pack.Short(), err)
 			}
-			checked[t.id] = true
+			checked[id] = true
 		}
 	}
 	return nil

@@ -182,7 +182,7 @@ func Restore(ctx context.Context, r *repo.Repository, opts RestoreOptions) (*Res
 		return nil, fail(err)
 	}
 	needed := tr.Needed()
-	idx := ix.Select(func(_ repo.BlobType, id repo.ID) bool { return needed[id] })
+	idx := ix.Select(func(_ repo.BlobType, id repo.ID) bool { return needed(id) })
 	needed, ix, entries = nil, nil, nil
 	st, err := tr.Write(ctx, idx)
 	if err != nil {

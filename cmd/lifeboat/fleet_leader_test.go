@@ -20,16 +20,16 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/pgtest"
 )
 
-// alertSink is a webhook receiver that counts each message it gets: key,
-// status and repeat.
+// alertSink is a webhook receiver that notes when each message (key,
+// status and repeat) arrives.
 type alertSink struct {
 	*httptest.Server
 	mu  sync.Mutex
-	got map[string]int
+	got map[string][]time.Time
 }
 
 func newAlertSink(t *testing.T) *alertSink {
-	s := &alertSink{got: map[string]int{}}
+	s := &alertSink{got: map[string][]time.Time{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev alert.WebhookEvent
 		if err := json.NewDecoder(r.Body).Decode(&ev); err != nil {
@@ -37,7 +37,8 @@ func newAlertSink(t *testing.T) *alertSink {
 			return
 		}
 		s.mu.Lock()
-		s.got[fmt.Sprintf("%s %s #%d", ev.Key, ev.Status, ev.Repeat)]++
+		m := fmt.Sprintf("%s %s #%d", ev.Key, ev.Status, ev.Repeat)
+		s.got[m] = append(s.got[m], time.Now())
 		s.mu.Unlock()
 	}))
 	t.Cleanup(s.Close)
@@ -45,21 +46,27 @@ func newAlertSink(t *testing.T) *alertSink {
 }
 
 // summary lists what arrived, and the messages that arrived more than
-// once.
-func (s *alertSink) summary() (all []string, doubled []string) {
+// once, but for the one case the design allows (fleet.claimLease): a
+// message that reached the sink before the leader was killed and again
+// after, from its successor, because the kill came between the send and
+// its record. Those are listed in resent.
+func (s *alertSink) summary(killed time.Time) (all, doubled, resent []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for m, n := range s.got {
+	for m, at := range s.got {
 		all = append(all, m)
-		if n > 1 {
-			doubled = append(doubled, fmt.Sprintf("%s (%d times)", m, n))
+		switch {
+		case len(at) == 2 && !killed.IsZero() && at[0].Before(killed) && at[1].After(killed):
+			resent = append(resent, m)
+		case len(at) > 1:
+			doubled = append(doubled, fmt.Sprintf("%s (%d times)", m, len(at)))
 		}
 	}
-	return all, doubled
+	return all, doubled, resent
 }
 
 func (s *alertSink) hasFor(host string) bool {
-	all, _ := s.summary()
+	all, _, _ := s.summary(time.Time{})
 	for _, m := range all {
 		if strings.HasPrefix(m, "lifeboat/"+host+"/") {
 			return true
@@ -202,7 +209,7 @@ func TestFleetServeLeaderFailover(t *testing.T) {
 	envs[other] = fleetAgentEnvAgain(t, envs[other], other, url, sink.URL, "main-"+other, "late-"+other)
 	procs[other].signal(syscall.SIGHUP)
 	waitFor(t, 60*time.Second, "the new asset's alerts delivered", func() bool {
-		all, _ := sink.summary()
+		all, _, _ := sink.summary(time.Time{})
 		for _, m := range all {
 			if strings.HasPrefix(m, "lifeboat/"+other+"/late-"+other+"/") {
 				return true
@@ -220,11 +227,16 @@ func TestFleetServeLeaderFailover(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM alert_sends WHERE sent_at IS NOT NULL`).Scan(&recorded); err != nil {
 		t.Fatal(err)
 	}
-	all, doubled := sink.summary()
+	all, doubled, resent := sink.summary(killed)
 	if len(doubled) > 0 || len(all) < recorded {
 		t.Fatalf("delivered more than once: %v; %d messages received, %d recorded sent\nall: %v\n%s", doubled, len(all), recorded, all, logs())
 	}
 	t.Logf("%d messages delivered, each once", len(all))
+	if len(resent) > 0 {
+		// The documented window (docs/fleet.md): the kill came after the
+		// webhook took the message and before the catalog recorded it.
+		t.Logf("sent again by the successor after the claim lease: %v", resent)
+	}
 	if n := strings.Count(logs(), taken); n != 2 {
 		t.Fatalf("leadership taken %d times, want 2 (the first leader, then one successor)\n%s", n, logs())
 	}

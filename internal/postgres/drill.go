@@ -125,22 +125,7 @@ func (kind) Drill(ctx context.Context, d asset.Drill) error {
 	info := res.Info
 	r.Snapshot, r.SnapshotTime, r.Bytes = res.Snapshot.ID.String(), info.StopTime.UTC(), res.Stats.BytesWritten
 
-	if srv.Bin, err = pgbin.Find(ctx, info.PGVersion/10000); err != nil {
-		return err
-	}
-	srv.User = cfg.User
-	if srv.User == "" && as != nil {
-		srv.User = as.Name
-	}
-	if err := srv.EnsureConf(); err != nil {
-		return err
-	}
-	if err := srv.TrustLocal(); err != nil {
-		return err
-	}
-	// Restored and configured as root in a directory only root reaches:
-	// only now does the run-as user get it.
-	if err := pgdrill.HandOver(d, srv, as); err != nil {
+	if err := handOverRestored(ctx, d, srv, as, info, cfg.User); err != nil {
 		return err
 	}
 

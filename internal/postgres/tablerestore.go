@@ -170,9 +170,26 @@ func recoveredAt(ctx context.Context, srv *pgbin.Server, info *SnapshotInfo) (ti
 }
 
 // startRestored configures the throwaway server restored into srv's data
-// directory, hands it to its OS user and starts it: it replays to the
-// target and is promoted before it takes connections.
+// directory, hands it and its tablespace directories to its OS user and
+// starts it: it replays to the target and is promoted before it takes
+// connections.
 func startRestored(ctx context.Context, host pgdrill.Host, srv *pgbin.Server, as *pgbin.User, info *SnapshotInfo, user string, ts map[string]string) error {
+	if err := handOverRestored(ctx, host, srv, as, info, user); err != nil {
+		return err
+	}
+	for _, dir := range ts {
+		if err := as.Chown(dir); err != nil {
+			return err
+		}
+	}
+	return pgdrill.Start(ctx, host, srv)
+}
+
+// handOverRestored readies a throwaway server restored into srv's data
+// directory: the PostgreSQL programs of the snapshot's major version, the
+// OS user it runs as (user, or the run-as user's name), its settings and
+// local trust, and then the directory handed to the run-as user.
+func handOverRestored(ctx context.Context, host pgdrill.Host, srv *pgbin.Server, as *pgbin.User, info *SnapshotInfo, user string) error {
 	var err error
 	if srv.Bin, err = pgbin.Find(ctx, info.PGVersion/10000); err != nil {
 		return err
@@ -189,13 +206,5 @@ func startRestored(ctx context.Context, host pgdrill.Host, srv *pgbin.Server, as
 	}
 	// Restored and configured as root in a directory only root reaches:
 	// only now does the run-as user get it.
-	if err := pgdrill.HandOver(host, srv, as); err != nil {
-		return err
-	}
-	for _, dir := range ts {
-		if err := as.Chown(dir); err != nil {
-			return err
-		}
-	}
-	return pgdrill.Start(ctx, host, srv)
+	return pgdrill.HandOver(host, srv, as)
 }

@@ -29,20 +29,10 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 source bench/pgenv.sh
-need_root
 
 scale=${SCALE:-20}
 runs=${RUNS:-3}
-root=$(mktemp -d /tmp/lbplatform.XXXXXX)
-chmod 755 "$root"
-chown "$pguser" "$root"
-cleanup() {
-	pg_stop
-	rm -rf "$root"
-}
-trap cleanup EXIT
-build_lifeboat "$root"
-bin=$root/lifeboat
+bench_root platform
 lb() { as_pg env HOME="$root/pghome" "$bin" -c "$root/lifeboat.yaml" "$@"; }
 
 pg_init --data-checksums

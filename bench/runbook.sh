@@ -17,21 +17,11 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 source bench/pgenv.sh
-need_root
 
 scale=${SCALE:-50}
 runs=${RUNS:-3}
 grow_mb=${GROW_MB:-150}
-root=$(mktemp -d /tmp/lbrunbook.XXXXXX)
-chmod 755 "$root"
-chown "$pguser" "$root"
-cleanup() {
-	pg_stop
-	rm -rf "$root"
-}
-trap cleanup EXIT
-build_lifeboat "$root"
-bin=$root/lifeboat
+bench_root runbook
 lb() { as_pg env HOME="$root/pghome" "$bin" -c "$root/lifeboat.yaml" "$@"; }
 
 pg_init --data-checksums

@@ -199,6 +199,20 @@ func (s *Service) Asset(name string) (*policy.Asset, asset.Kind, error) {
 	return a, k, nil
 }
 
+// RepositoryNamed opens the policy's repository called name; a name the
+// policy does not have is a usage error.
+func (s *Service) RepositoryNamed(ctx context.Context, name string) (*policy.Repository, *repo.Repository, error) {
+	rp, err := s.Policy.Repository(name)
+	if err != nil {
+		return nil, nil, &asset.UsageError{Err: err}
+	}
+	r, err := s.Repository(ctx, rp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rp, r, nil
+}
+
 // Repository opens a repository of the policy, or returns the one
 // already open.
 func (s *Service) Repository(ctx context.Context, rp *policy.Repository) (*repo.Repository, error) {

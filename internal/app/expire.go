@@ -77,11 +77,7 @@ func Rules(a *policy.Asset, rp *policy.Repository) (retention.Rules, error) {
 // (its data goes at the next sweep); a pinned snapshot is refused.
 func (s *Service) Forget(ctx context.Context, repository, id string) (_ *policy.Repository, forgotten *repo.Snapshot, err error) {
 	defer s.audited(ctx, audit.TypeForget, "", repository)(&err, forgetIDs(&forgotten))
-	rp, err := s.Policy.Repository(repository)
-	if err != nil {
-		return nil, nil, &asset.UsageError{Err: err}
-	}
-	r, err := s.Repository(ctx, rp)
+	rp, r, err := s.RepositoryNamed(ctx, repository)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -48,11 +48,7 @@ type KeyRow struct {
 
 // Keys lists a repository's key objects.
 func (s *Service) Keys(ctx context.Context, repository string) ([]KeyRow, error) {
-	rp, err := s.Policy.Repository(repository)
-	if err != nil {
-		return nil, &asset.UsageError{Err: err}
-	}
-	r, err := s.Repository(ctx, rp)
+	rp, r, err := s.RepositoryNamed(ctx, repository)
 	if err != nil {
 		return nil, err
 	}

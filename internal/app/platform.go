@@ -366,11 +366,7 @@ func round3(f float64) float64 { return math.Round(f*1000) / 1000 }
 // storedPlatform reads the platform exercises a repository holds (the
 // report filters them by period).
 func (s *Service) storedPlatform(ctx context.Context, name string) ([]*evidence.PlatformReport, error) {
-	rp, err := s.Policy.Repository(name)
-	if err != nil {
-		return nil, &asset.UsageError{Err: err}
-	}
-	r, err := s.Repository(ctx, rp)
+	_, r, err := s.RepositoryNamed(ctx, name)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/lifeboat-dr/lifeboat/internal/asset"
 	"github.com/lifeboat-dr/lifeboat/internal/catalog"
 	"github.com/lifeboat-dr/lifeboat/internal/durable"
 	"github.com/lifeboat-dr/lifeboat/internal/evidence"
@@ -93,11 +92,7 @@ func (s *Service) ReportInput(ctx context.Context, since, now time.Time, fromRep
 // storedDrills reads the drill reports a repository holds for every asset
 // of the policy that uses it, newest first.
 func (s *Service) storedDrills(ctx context.Context, name string, since time.Time) ([]*evidence.DrillReport, error) {
-	rp, err := s.Policy.Repository(name)
-	if err != nil {
-		return nil, &asset.UsageError{Err: err}
-	}
-	r, err := s.Repository(ctx, rp)
+	_, r, err := s.RepositoryNamed(ctx, name)
 	if err != nil {
 		return nil, err
 	}

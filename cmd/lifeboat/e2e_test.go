@@ -147,7 +147,13 @@ type result struct {
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	cmd := exec.Command(e.bin, append([]string{"-c", e.policy}, args...)...)
+	return runCommand(e.t, exec.Command(e.bin, append([]string{"-c", e.policy}, args...)...))
+}
+
+// runCommand runs cmd to its end and gives its exit status and output; a
+// command that cannot run at all fails the test.
+func runCommand(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -156,7 +162,7 @@ func (e *env) run(args ...string) result {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }

@@ -210,17 +210,7 @@ func (h freshHost) run(t *testing.T, bin string, args ...string) result {
 		}
 	}
 	cmd.Env = append(env, "HOME="+h.home)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	return runCommand(t, cmd)
 }
 
 // exercise runs drill --platform on the fresh host with a work directory

@@ -244,7 +244,7 @@ func TestPublicKeyHostKeysReadNothing(t *testing.T) {
 			Verify []byte `json:"verify"`
 		} `json:"data_key"`
 	}
-	if err := json.Unmarshal(openObject(t, mkEncrypt, e.repo, "config"), &cfg); err != nil || cfg.Version != 2 {
+	if err := json.Unmarshal(openObject(t, mkEncrypt, e.repo, "config"), &cfg); err != nil || cfg.Version != 4 {
 		t.Fatalf("config: version %d, %v", cfg.Version, err)
 	}
 	material = append(material, cfg.DataKey.Public, cfg.DataKey.Verify)
@@ -384,7 +384,7 @@ func sealedFrames(t *testing.T, encrypt []byte, path string) [][]byte {
 		flags := b[0]
 		b = b[1:]
 		for range uv() {
-			b = b[33:]
+			b = b[1+16:] // type and a 16-byte blob ID (config version 4)
 			uv()
 		}
 		if flags&2 != 0 {

@@ -16,14 +16,30 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
 )
 
 // ID names a blob (keyed hash of its plaintext) or an object (plain SHA-256
-// of its stored bytes).
+// of its stored bytes). A compact blob ID (16 bytes, FORMAT.md §4.1) is
+// held with its last 16 bytes zero.
 type ID [32]byte
 
-// String returns the ID in lowercase hex.
-func (id ID) String() string { return hex.EncodeToString(id[:]) }
+// compactIDLen is the stored length of a blob ID in a repository of
+// compact format.
+const compactIDLen = 16
+
+// compact reports whether id is a compact blob ID. A 32-byte hash whose
+// last 16 bytes are all zero turns up with probability 2^-128.
+func (id ID) compact() bool { return [16]byte(id[compactIDLen:]) == [16]byte{} && !id.IsZero() }
+
+// String returns the ID in lowercase hex: 32 digits for a compact blob ID,
+// 64 otherwise.
+func (id ID) String() string {
+	if id.compact() {
+		return hex.EncodeToString(id[:compactIDLen])
+	}
+	return hex.EncodeToString(id[:])
+}
 
 // Short is the first eight hex digits, for listings.
 func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
@@ -31,14 +47,17 @@ func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
 // IsZero reports whether id is the zero ID.
 func (id ID) IsZero() bool { return id == ID{} }
 
-// ParseID parses a 64-digit hex ID.
+// ParseID parses a 64-digit hex ID, or a 32-digit compact blob ID.
 func ParseID(s string) (ID, error) {
 	var id ID
-	if len(s) != 64 {
+	if len(s) != 64 && len(s) != 2*compactIDLen {
 		return id, fmt.Errorf("invalid id %q: want 64 hex digits", s)
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return id, fmt.Errorf("invalid id %q: %w", s, err)
+	}
+	if len(s) != 64 && !id.compact() {
+		return id, fmt.Errorf("invalid id %q: not a blob ID", s)
 	}
 	return id, nil
 }
@@ -71,7 +90,7 @@ var ErrMissing = errors.New("repository data is missing")
 // init and stored in keys/ wrapped by each user key.
 type masterKey struct {
 	Encrypt []byte `json:"encrypt"` // AES-256-GCM key for all data
-	ID      []byte `json:"id"`      // HMAC-SHA256 key for blob IDs
+	ID      []byte `json:"id"`      // key of blob IDs (and of the other keyed hashes)
 }
 
 func newMasterKey() (*masterKey, error) {
@@ -86,10 +105,14 @@ func newMasterKey() (*masterKey, error) {
 }
 
 // crypter seals and opens data with the master key. Safe for concurrent
-// use: the AEAD is stateless and HMAC states come from a pool.
+// use: the AEAD is stateless and hash states come from pools.
 type crypter struct {
-	aead     cipher.AEAD
-	macs     sync.Pool
+	aead cipher.AEAD
+	macs sync.Pool // HMAC-SHA256 under the blob-ID key
+	// blake3 is set in a repository of compact format: blob IDs are then
+	// keyed BLAKE3 cut to 16 bytes rather than HMAC-SHA256.
+	blake3   *sync.Pool
+	idLen    int // stored length of a blob ID: 32, or 16 when compact
 	level    zstd.EncoderLevel
 	zencOnce sync.Once
 	zenc     *zstd.Encoder
@@ -109,9 +132,23 @@ func newCrypter(k *masterKey) (*crypter, error) {
 	// The fastest level: on the reference cluster it stores 2% more than
 	// the default level for 40% less CPU, and compression is most of a
 	// backup's CPU (profiled). Readers do not depend on the level.
-	c := &crypter{aead: aead, level: zstd.SpeedFastest}
+	c := &crypter{aead: aead, level: zstd.SpeedFastest, idLen: len(ID{})}
 	c.macs.New = func() any { return hmac.New(sha256.New, idKey) }
 	return c, nil
+}
+
+// useCompactIDs switches blob IDs to the compact form (FORMAT.md §4.1),
+// before any blob is named: keyed BLAKE3 runs at 1.6 times the speed of
+// HMAC-SHA256 on 8 KiB blocks here, and every block of a backup and of a
+// restore is hashed; 16 bytes halve what IDs cost in packs, the index and
+// trees.
+func (c *crypter) useCompactIDs(k *masterKey) {
+	idKey := append([]byte(nil), k.ID...)
+	c.blake3 = &sync.Pool{New: func() any {
+		h, _ := blake3.NewKeyed(idKey) // the key is 32 bytes: checked by newCrypter
+		return h
+	}}
+	c.idLen = compactIDLen
 }
 
 // chunkerSeed is the seed of the content-defined chunker's gear table:
@@ -161,6 +198,28 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 // blobID is the keyed hash of a blob's plaintext. Keying it means the IDs
 // in an unencrypted listing reveal nothing about the data.
 func (c *crypter) blobID(data []byte) ID {
+	if c.blake3 == nil {
+		return c.mac(data)
+	}
+	h := c.blake3.Get().(*blake3.Hasher)
+	h.Reset()
+	h.Write(data)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	c.blake3.Put(h)
+	var id ID
+	copy(id[:compactIDLen], sum[:])
+	if id.IsZero() {
+		// Keeps every compact ID recognisable as one (String, ParseID);
+		// 16 zero bytes turn up with probability 2^-128.
+		id[0] = 1
+	}
+	return id
+}
+
+// mac is HMAC-SHA256 under the blob-ID key, for the keyed hashes that are
+// not blob IDs (and for blob IDs in a repository of the first format).
+func (c *crypter) mac(data []byte) ID {
 	m := c.macs.Get().(hash.Hash)
 	m.Reset()
 	m.Write(data)

@@ -300,7 +300,7 @@ func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packEntr
 	if err != nil {
 		return nil, err
 	}
-	return decodeIndex(plain)
+	return decodeIndex(plain, r.crypt.idLen)
 }
 
 // maxIndexPayload is the size at which writers close an index object, far
@@ -308,12 +308,12 @@ func (r *Repository) readIndexFile(ctx context.Context, name string) ([]packEntr
 const maxIndexPayload = 64 << 20
 
 // indexPayloadSize is about the size of packs' index entries, encoded.
-func indexPayloadSize(packs []packEntry) int {
+func indexPayloadSize(packs []packEntry, idLen int) int {
 	n := 0
 	for _, p := range packs {
-		n += 32 + 4
+		n += len(p.ID) + 4
 		for _, f := range p.Frames {
-			n += 12 + 36*len(f.Blobs)
+			n += 12 + (idLen+4)*len(f.Blobs)
 		}
 	}
 	return n

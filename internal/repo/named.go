@@ -130,7 +130,7 @@ const altSuffix = ".alt-"
 // blob-ID key of "lifeboat/alt/v1", a NUL byte and name. Only a key holder
 // can compute it, so it cannot be squatted ahead of time.
 func (r *Repository) altName(name string) string {
-	tag := r.crypt.blobID([]byte("lifeboat/alt/v1\x00" + name))
+	tag := r.crypt.mac([]byte("lifeboat/alt/v1\x00" + name))
 	return name + altSuffix + hex.EncodeToString(tag[:8])
 }
 

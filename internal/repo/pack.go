@@ -49,8 +49,8 @@ type frameHeader struct {
 var packHeaderMagic = []byte("LBPH\x01")
 
 // appendFrames encodes frame headers (the body shared by pack headers and
-// index entries).
-func appendFrames(b []byte, frames []frameHeader) []byte {
+// index entries), blob IDs idLen bytes long.
+func appendFrames(b []byte, frames []frameHeader, idLen int) []byte {
 	b = binary.AppendUvarint(b, uint64(len(frames)))
 	for _, f := range frames {
 		b = binary.AppendUvarint(b, uint64(f.SealedLen))
@@ -59,7 +59,7 @@ func appendFrames(b []byte, frames []frameHeader) []byte {
 		b = binary.AppendUvarint(b, uint64(len(f.Blobs)))
 		for _, e := range f.Blobs {
 			b = append(b, byte(e.Type))
-			b = append(b, e.ID[:]...)
+			b = append(b, e.ID[:idLen]...)
 			b = binary.AppendUvarint(b, uint64(e.Len))
 		}
 	}
@@ -70,8 +70,9 @@ func appendFrames(b []byte, frames []frameHeader) []byte {
 // reads is checked against what remains, so damaged input is an error and
 // never a panic or a huge allocation.
 type decoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	idLen int // stored length of blob IDs: 32, or 16 in a compact repository
 }
 
 var errTruncated = errors.New("truncated")
@@ -114,17 +115,30 @@ func (d *decoder) byte() byte {
 	return v[0]
 }
 
+// id reads a pack or object ID, always 32 bytes.
 func (d *decoder) id() ID {
 	var id ID
-	copy(id[:], d.bytes(32))
+	copy(id[:], d.bytes(len(id)))
+	return id
+}
+
+// blobID reads a blob ID of the repository's length.
+func (d *decoder) blobID() ID {
+	var id ID
+	copy(id[:], d.bytes(d.idLen))
+	if d.err == nil && id.IsZero() {
+		// No writer produces it (crypter.blobID), and a zero compact ID
+		// would read back as a 32-byte one.
+		d.err = errors.New("zero blob ID")
+	}
 	return id
 }
 
 const maxFrameBytes = 1 << 30
 
 func (d *decoder) frames() []frameHeader {
-	// Each frame takes at least 4 bytes and each blob at least 34, which
-	// bounds the counts by the input length.
+	// Each frame takes at least 4 bytes and each blob at least idLen+2,
+	// which bounds the counts by the input length.
 	n := d.uvarint(uint64(len(d.b) / 4))
 	frames := make([]frameHeader, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {
@@ -136,11 +150,11 @@ func (d *decoder) frames() []frameHeader {
 		if d.err == nil && f.Flags&^(frameFlagZstd|frameFlagSealed) != 0 {
 			d.err = fmt.Errorf("frame %d: unknown flags %#x", i, f.Flags)
 		}
-		nb := d.uvarint(uint64(len(d.b) / 34))
+		nb := d.uvarint(uint64(len(d.b) / (d.idLen + 2)))
 		f.Blobs = make([]blobEntry, 0, nb)
 		var sum uint64
 		for j := uint64(0); j < nb && d.err == nil; j++ {
-			e := blobEntry{Type: BlobType(d.byte()), ID: d.id(), Len: uint32(d.uvarint(maxFrameBytes))}
+			e := blobEntry{Type: BlobType(d.byte()), ID: d.blobID(), Len: uint32(d.uvarint(maxFrameBytes))}
 			if d.err == nil && e.Type != DataBlob && e.Type != TreeBlob {
 				d.err = fmt.Errorf("frame %d: unknown blob type %d", i, e.Type)
 			}
@@ -156,15 +170,15 @@ func (d *decoder) frames() []frameHeader {
 }
 
 // encodePackHeader is the plaintext of a pack's trailing header.
-func encodePackHeader(frames []frameHeader) []byte {
-	return appendFrames(append([]byte(nil), packHeaderMagic...), frames)
+func encodePackHeader(frames []frameHeader, idLen int) []byte {
+	return appendFrames(append([]byte(nil), packHeaderMagic...), frames, idLen)
 }
 
-func decodePackHeader(b []byte) ([]frameHeader, error) {
+func decodePackHeader(b []byte, idLen int) ([]frameHeader, error) {
 	if !bytes.HasPrefix(b, packHeaderMagic) {
 		return nil, fmt.Errorf("pack header: bad magic: %w", ErrCorrupt)
 	}
-	d := &decoder{b: b[len(packHeaderMagic):]}
+	d := &decoder{b: b[len(packHeaderMagic):], idLen: idLen}
 	frames := d.frames()
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
@@ -183,21 +197,21 @@ type packEntry struct {
 
 var indexMagic = []byte("LBIX\x01")
 
-func encodeIndex(packs []packEntry) []byte {
+func encodeIndex(packs []packEntry, idLen int) []byte {
 	b := append([]byte(nil), indexMagic...)
 	b = binary.AppendUvarint(b, uint64(len(packs)))
 	for _, p := range packs {
 		b = append(b, p.ID[:]...)
-		b = appendFrames(b, p.Frames)
+		b = appendFrames(b, p.Frames, idLen)
 	}
 	return b
 }
 
-func decodeIndex(b []byte) ([]packEntry, error) {
+func decodeIndex(b []byte, idLen int) ([]packEntry, error) {
 	if !bytes.HasPrefix(b, indexMagic) {
 		return nil, fmt.Errorf("index: bad magic: %w", ErrCorrupt)
 	}
-	d := &decoder{b: b[len(indexMagic):]}
+	d := &decoder{b: b[len(indexMagic):], idLen: idLen}
 	n := d.uvarint(uint64(len(d.b) / 33))
 	packs := make([]packEntry, 0, n)
 	for i := uint64(0); i < n && d.err == nil; i++ {

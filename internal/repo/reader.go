@@ -192,7 +192,7 @@ func (r *Repository) readPackHeader(ctx context.Context, id ID) (*PackContents, 
 	if err != nil {
 		return nil, fmt.Errorf("pack %s header: %w", id.Short(), err)
 	}
-	frames, err := decodePackHeader(plain)
+	frames, err := decodePackHeader(plain, r.crypt.idLen)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id.Short(), err)
 	}

@@ -436,6 +436,9 @@ func initRecipient(ctx context.Context, be storage.Backend, c *crypter, cfg *Con
 		return fmt.Errorf("store %s: %w", name, err)
 	}
 	cfg.Version = publicKeyFormatVersion
+	if c.idLen == compactIDLen {
+		cfg.Version = compactPublicKeyFormatVersion
+	}
 	cfg.DataKey = dk.config()
 	return nil
 }

@@ -61,7 +61,7 @@ func newPKRepo(t testing.TB) *pkRepo {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Version != publicKeyFormatVersion || cfg.DataKey == nil {
+	if cfg.Version != compactPublicKeyFormatVersion || cfg.DataKey == nil {
 		t.Fatalf("config of a public-key repository: version %d, data key %v", cfg.Version, cfg.DataKey)
 	}
 	p.r = p.open(t)
@@ -635,12 +635,12 @@ func TestIdentityFile(t *testing.T) {
 	}
 }
 
-// A symmetric repository's config and frames are as before: version 1, no
+// A symmetric repository's config and frames are as before: version 3, no
 // data key, no sealed frame.
 func TestSymmetricModeUnchanged(t *testing.T) {
 	t.Parallel()
 	r, _, _ := newTestRepo(t)
-	if r.PublicKeyMode() || r.cfg.Version != formatVersion || r.cfg.DataKey != nil {
+	if r.PublicKeyMode() || r.cfg.Version != compactFormatVersion || r.cfg.DataKey != nil {
 		t.Fatalf("symmetric config: %+v", r.cfg)
 	}
 	backupFiles(t, r, "a", map[string][]byte{"x": compressible(100<<10, 1)})

@@ -20,6 +20,11 @@ import (
 // the directory so tests can damage files.
 func newTestRepo(t testing.TB) (*Repository, string, Secret) {
 	t.Helper()
+	return newTestRepoWith(t, InitOptions{})
+}
+
+func newTestRepoWith(t testing.TB, opts InitOptions) (*Repository, string, Secret) {
+	t.Helper()
 	dir := t.TempDir()
 	keyPath := filepath.Join(t.TempDir(), "repo.key")
 	if err := GenerateKeyFile(keyPath); err != nil {
@@ -34,7 +39,7 @@ func newTestRepo(t testing.TB) (*Repository, string, Secret) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := Init(ctx, be, sec, InitOptions{}); err != nil {
+	if _, err := Init(ctx, be, sec, opts); err != nil {
 		t.Fatal(err)
 	}
 	r, err := Open(ctx, be, sec, nil)
@@ -375,39 +380,48 @@ func TestTreeRejectsUnsafePaths(t *testing.T) {
 
 func FuzzDecodeIndex(f *testing.F) {
 	var id ID
-	f.Add(encodeIndex([]packEntry{{ID: id, Frames: []frameHeader{{SealedLen: 10, RawLen: 5, Blobs: []blobEntry{{Type: DataBlob, Len: 5}}}}}}))
+	blob := ID{1, 2, 3}
+	for _, idLen := range []int{compactIDLen, len(ID{})} {
+		f.Add(encodeIndex([]packEntry{{ID: id, Frames: []frameHeader{{SealedLen: 10, RawLen: 5, Blobs: []blobEntry{{Type: DataBlob, ID: blob, Len: 5}}}}}}, idLen))
+	}
 	f.Add([]byte("LBIX\x01\xff\xff\xff"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		packs, err := decodeIndex(b)
-		if err == nil {
-			if got := encodeIndex(packs); !bytes.Equal(got, b) {
-				t.Fatalf("re-encoding differs")
+		for _, idLen := range []int{compactIDLen, len(ID{})} {
+			packs, err := decodeIndex(b, idLen)
+			if err == nil {
+				if got := encodeIndex(packs, idLen); !bytes.Equal(got, b) {
+					t.Fatalf("re-encoding with %d-byte IDs differs", idLen)
+				}
 			}
 		}
 	})
 }
 
 func FuzzDecodeTree(f *testing.F) {
-	b := appendNode(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: []Block{{Len: 3}}})
-	f.Add(b)
+	for _, idLen := range []int{compactIDLen, len(ID{})} {
+		f.Add(appendNode(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: []Block{{ID: ID{1}, Len: 3}}}, idLen))
+	}
 	f.Add(append(append([]byte(nil), treeMagic...), 2, 3, 'a'))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		nodes, err := decodeTreeBlob(b)
-		if err != nil {
-			return
-		}
-		for _, n := range nodes {
-			if CheckPath(n.Path) != nil {
-				t.Fatalf("unsafe path %q decoded", n.Path)
+		for _, idLen := range []int{compactIDLen, len(ID{})} {
+			nodes, err := decodeTreeBlob(b, idLen)
+			if err != nil {
+				continue
+			}
+			for _, n := range nodes {
+				if CheckPath(n.Path) != nil {
+					t.Fatalf("unsafe path %q decoded", n.Path)
+				}
 			}
 		}
 	})
 }
 
 func FuzzDecodePackHeader(f *testing.F) {
-	f.Add(encodePackHeader([]frameHeader{{SealedLen: 40, RawLen: 8, Flags: 1, Blobs: []blobEntry{{Type: TreeBlob, Len: 8}}}}))
+	f.Add(encodePackHeader([]frameHeader{{SealedLen: 40, RawLen: 8, Flags: 1, Blobs: []blobEntry{{Type: TreeBlob, ID: ID{1}, Len: 8}}}}, compactIDLen))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		decodePackHeader(b)
+		decodePackHeader(b, compactIDLen)
+		decodePackHeader(b, len(ID{}))
 	})
 }
 

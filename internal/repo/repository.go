@@ -20,8 +20,19 @@ import (
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
 )
 
-// formatVersion is the repository format this code reads and writes.
+// formatVersion is the first repository format, and the format of key
+// files, identities and snapshots.
 const formatVersion = 1
+
+// compactFormatVersion is the config version of repositories made since
+// blob IDs became 16-byte keyed BLAKE3 (FORMAT.md §4.1): version 1 with
+// compact IDs. compactPublicKeyFormatVersion is version 2 with them. A
+// reader that knows only versions 1 and 2 refuses both rather than read
+// IDs of the wrong length.
+const (
+	compactFormatVersion          = 3
+	compactPublicKeyFormatVersion = 4
+)
 
 const configName = "config"
 
@@ -42,12 +53,20 @@ type Config struct {
 	DataKey *DataKeyConfig `json:"data_key,omitempty"`
 }
 
+// compactIDs reports whether blob IDs are 16-byte keyed BLAKE3
+// (versions 3 and 4) rather than 32-byte HMAC-SHA256 (versions 1 and 2).
+func (c Config) compactIDs() bool { return c.Version >= compactFormatVersion }
+
 // InitOptions shape a new repository.
 type InitOptions struct {
 	BlockSize int // 0: DefaultBlockSize
 	// Recipient, when set, makes a public-key repository: backup contents
 	// are sealed so that only the recipient's identity reads them.
 	Recipient *Recipient
+	// firstFormat makes a repository of the first format (32-byte
+	// HMAC-SHA256 blob IDs), as earlier versions did; for tests that
+	// check such repositories still work.
+	firstFormat bool
 }
 
 // Repository is an open repository. It is safe for concurrent use. Close
@@ -90,12 +109,18 @@ func Init(ctx context.Context, be storage.Backend, s Secret, opts InitOptions) (
 	if err != nil {
 		return nil, err
 	}
+	version := compactFormatVersion
+	if opts.firstFormat {
+		version = formatVersion
+	} else {
+		c.useCompactIDs(mk)
+	}
 	idb := make([]byte, 16)
 	if _, err := rand.Read(idb); err != nil {
 		return nil, err
 	}
 	cfg := Config{
-		Version:   formatVersion,
+		Version:   version,
 		ID:        hex.EncodeToString(idb),
 		Created:   time.Now().UTC(),
 		BlockSize: bs,
@@ -158,10 +183,14 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 		return nil, fmt.Errorf("parse config: %v: %w", err, ErrCorrupt)
 	}
 	switch {
-	case cfg.Version == formatVersion && cfg.DataKey == nil:
-	case cfg.Version == publicKeyFormatVersion && cfg.DataKey != nil:
+	case (cfg.Version == formatVersion || cfg.Version == compactFormatVersion) && cfg.DataKey == nil:
+	case (cfg.Version == publicKeyFormatVersion || cfg.Version == compactPublicKeyFormatVersion) && cfg.DataKey != nil:
 	default:
-		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads version %d, and %d with a data_key)", cfg.Version, formatVersion, publicKeyFormatVersion)
+		return nil, fmt.Errorf("repository format version %d is not supported (this lifeboat reads versions %d and %d, and %d and %d with a data_key)",
+			cfg.Version, formatVersion, compactFormatVersion, publicKeyFormatVersion, compactPublicKeyFormatVersion)
+	}
+	if cfg.compactIDs() {
+		c.useCompactIDs(mk)
 	}
 	r.cfg = cfg
 	if cfg.DataKey != nil {

@@ -56,11 +56,11 @@ func (f recordedFile) sameFile(st *unix.Stat_t) bool {
 // blockListID is the keyed hash of a file's block list: equal lists, equal
 // content.
 func (c *crypter) blockListID(blocks []Block) ID {
-	b := make([]byte, 0, len(blocks)*(len(ID{})+4))
+	b := make([]byte, 0, len(blocks)*(c.idLen+4))
 	for _, bl := range blocks {
-		b = binary.LittleEndian.AppendUint32(append(b, bl.ID[:]...), bl.Len)
+		b = binary.LittleEndian.AppendUint32(append(b, bl.ID[:c.idLen]...), bl.Len)
 	}
-	return c.blobID(b)
+	return c.mac(b)
 }
 
 // readRecord reads the record a restore left in the directory; nil when

@@ -426,7 +426,7 @@ func (r *Repository) treeBlobPacks(ctx context.Context, st *sweepState, t ID) ([
 	if err != nil {
 		return nil, fmt.Errorf("tree blob %s: %w", t.Short(), err)
 	}
-	nodes, err := decodeTreeBlob(data)
+	nodes, err := decodeTreeBlob(data, r.crypt.idLen)
 	if err != nil {
 		return nil, err
 	}
@@ -556,12 +556,12 @@ func (r *Repository) rewriteIndexes(ctx context.Context, st *sweepState, gone ma
 	// In objects of bounded size: readers refuse an index object beyond
 	// maxIndexSize unread.
 	for len(keep) > 0 {
-		n, size := 1, indexPayloadSize(keep[:1])
-		for n < len(keep) && size+indexPayloadSize(keep[n:n+1]) <= maxIndexPayload {
-			size += indexPayloadSize(keep[n : n+1])
+		n, size := 1, indexPayloadSize(keep[:1], r.crypt.idLen)
+		for n < len(keep) && size+indexPayloadSize(keep[n:n+1], r.crypt.idLen) <= maxIndexPayload {
+			size += indexPayloadSize(keep[n:n+1], r.crypt.idLen)
 			n++
 		}
-		if _, err := r.putContentObject(ctx, "index", encodeIndex(keep[:n])); err != nil {
+		if _, err := r.putContentObject(ctx, "index", encodeIndex(keep[:n], r.crypt.idLen)); err != nil {
 			return fmt.Errorf("rewrite index: %w", err)
 		}
 		keep = keep[n:]

@@ -68,7 +68,7 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendNode(b []byte, n *Node) []byte {
+func appendNode(b []byte, n *Node, idLen int) []byte {
 	b = append(b, byte(n.Type))
 	b = appendString(b, n.Path)
 	b = binary.AppendUvarint(b, uint64(n.Mode))
@@ -79,7 +79,7 @@ func appendNode(b []byte, n *Node) []byte {
 	b = appendString(b, n.Link)
 	b = binary.AppendUvarint(b, uint64(len(n.Blocks)))
 	for _, bl := range n.Blocks {
-		b = append(b, bl.ID[:]...)
+		b = append(b, bl.ID[:idLen]...)
 		b = binary.AppendUvarint(b, uint64(bl.Len))
 	}
 	return b
@@ -112,13 +112,13 @@ func (d *decoder) node() *Node {
 	n.Size = d.varint()
 	n.MTime = d.varint()
 	n.Link = d.string()
-	nb := d.uvarint(uint64(len(d.b) / 33))
+	nb := d.uvarint(uint64(len(d.b) / (d.idLen + 1)))
 	if nb > 0 {
 		n.Blocks = make([]Block, 0, nb)
 	}
 	var sum int64
 	for i := uint64(0); i < nb && d.err == nil; i++ {
-		bl := Block{ID: d.id(), Len: uint32(d.uvarint(maxFrameBytes))}
+		bl := Block{ID: d.blobID(), Len: uint32(d.uvarint(maxFrameBytes))}
 		sum += int64(bl.Len)
 		n.Blocks = append(n.Blocks, bl)
 	}
@@ -142,11 +142,11 @@ func (d *decoder) node() *Node {
 }
 
 // decodeTreeBlob decodes the nodes of one tree blob.
-func decodeTreeBlob(b []byte) ([]*Node, error) {
+func decodeTreeBlob(b []byte, idLen int) ([]*Node, error) {
 	if len(b) < len(treeMagic) || string(b[:len(treeMagic)]) != string(treeMagic) {
 		return nil, fmt.Errorf("tree blob: bad magic: %w", ErrCorrupt)
 	}
-	d := &decoder{b: b[len(treeMagic):]}
+	d := &decoder{b: b[len(treeMagic):], idLen: idLen}
 	var nodes []*Node
 	for len(d.b) > 0 && d.err == nil {
 		n := d.node()
@@ -193,7 +193,7 @@ func (t *TreeWriter) Add(ctx context.Context, n *Node) error {
 	if len(t.buf) == 0 {
 		t.buf = append(t.buf, treeMagic...)
 	}
-	t.buf = appendNode(t.buf, n)
+	t.buf = appendNode(t.buf, n, t.sink.w.r.crypt.idLen)
 	t.last = n.Path
 	t.count++
 	h := fnv.New32a()
@@ -257,7 +257,7 @@ func (t *TreeReader) Next(ctx context.Context) *Node {
 			return nil
 		}
 		t.ids = t.ids[1:]
-		t.nodes, t.err = decodeTreeBlob(data)
+		t.nodes, t.err = decodeTreeBlob(data, t.r.crypt.idLen)
 	}
 	n := t.nodes[0]
 	t.nodes = t.nodes[1:]

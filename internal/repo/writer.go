@@ -238,7 +238,7 @@ func (w *Writer) newPackBuf() *packBuf {
 // uploadPack seals the header, stores the pack and, every indexEvery packs,
 // an index object.
 func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
-	hdr := w.r.crypt.seal(nil, encodePackHeader(p.frames), []byte("pack header"))
+	hdr := w.r.crypt.seal(nil, encodePackHeader(p.frames, w.r.crypt.idLen), []byte("pack header"))
 	p.data.Write(hdr)
 	var l [4]byte
 	binary.LittleEndian.PutUint32(l[:], uint32(len(hdr)))
@@ -256,7 +256,7 @@ func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
 	w.mu.Lock()
 	w.pending = append(w.pending, packEntry{ID: id, Frames: p.frames})
 	var batch []packEntry
-	if len(w.pending) >= indexEvery || indexPayloadSize(w.pending) >= writerIndexPayload {
+	if len(w.pending) >= indexEvery || indexPayloadSize(w.pending, w.r.crypt.idLen) >= writerIndexPayload {
 		batch, w.pending = w.pending, nil
 	}
 	w.mu.Unlock()
@@ -270,7 +270,7 @@ func (w *Writer) uploadPack(ctx context.Context, p *packBuf) error {
 // packs are remembered with the failure, for Abort to judge whether they
 // may be removed.
 func (w *Writer) writeIndex(ctx context.Context, packs []packEntry) error {
-	payload := encodeIndex(packs)
+	payload := encodeIndex(packs, w.r.crypt.idLen)
 	id, err := w.r.putContentObject(ctx, "index", payload)
 	if err != nil {
 		w.mu.Lock()

@@ -262,6 +262,17 @@ func (s *Server) waitReady(exited <-chan struct{}, waitErr *error) error {
 			return fmt.Errorf("%w: exited while another process answered on its port: %v", errPortTaken, *waitErr)
 		default:
 		}
+		if strings.Contains(err.Error(), "InvalidAccessKeyId") {
+			// Another test's server took the port between freePorts and
+			// this server's bind, and answered with its own credentials:
+			// this one is on its way out, and the caller retries on
+			// another port once it has gone.
+			select {
+			case <-exited:
+				return fmt.Errorf("%w: exited while another server answered on its port: %v", errPortTaken, *waitErr)
+			case <-time.After(5 * time.Second):
+			}
+		}
 		if !strings.Contains(err.Error(), "XMinioServerNotInitialized") || ctx.Err() != nil {
 			return fmt.Errorf("ready, but a signed ListBuckets failed: %w", err)
 		}

@@ -286,6 +286,10 @@ func TestOutageLosesAndDoublesNothing(t *testing.T) {
 		write()
 	}
 	waitShipped(t, cat, 60*time.Second)
+	// The shipper logs the recovery after it has emptied the outbox.
+	for deadline := time.Now().Add(10 * time.Second); logs.count("fleet catalog reachable again") == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	if n := logs.count("fleet catalog unreachable"); n != 1 {
 		t.Errorf("the outage was logged %d times, want once:\n%s", n, logs.buf.String())

@@ -197,10 +197,11 @@ func switchAndWait(t *testing.T, c *pgtest.Cluster) {
 }
 
 type snapshotJSON struct {
-	ID      string `json:"id"`
-	Type    string `json:"type"`
-	StopLSN string `json:"stop_lsn"`
-	Parent  string `json:"parent"`
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	StopLSN      string `json:"stop_lsn"`
+	Parent       string `json:"parent"`
+	ListsPatched int    `json:"lists_patched"`
 }
 
 func (e *env) snapshots() []snapshotJSON {

@@ -29,7 +29,10 @@ type SnapshotRow struct {
 	BytesRead   int64     `json:"bytes_read"`
 	BytesNew    int64     `json:"bytes_new"`
 	BytesStored int64     `json:"bytes_stored"`
-	Name        string    `json:"name,omitempty"` // a logical dump's <asset>_<YYYY-MM-DD>
+	// ListsPatched counts files whose block list the snapshot stores as a
+	// patch of its parent's rather than whole.
+	ListsPatched int64  `json:"lists_patched,omitempty"`
+	Name         string `json:"name,omitempty"` // a logical dump's <asset>_<YYYY-MM-DD>
 	// Pin is the legal hold on the snapshot in this repository (its
 	// reason and who placed it), nil when it is not held.
 	Pin *PinRow `json:"pin,omitempty"`
@@ -84,7 +87,8 @@ func (s *Service) Snapshots(ctx context.Context, assetName, repository string) (
 func (s *Service) Row(repoName string, snap *repo.Snapshot) SnapshotRow {
 	row := SnapshotRow{ID: snap.ID.String(), Repository: repoName, Asset: snap.Asset, Kind: snap.Kind, Type: snap.Type,
 		StartTime: snap.StartTime, StopTime: snap.EndTime, Files: snap.Stats.Files, BytesTotal: snap.Stats.BytesTotal,
-		BytesRead: snap.Stats.BytesRead, BytesNew: snap.Stats.BytesNew, BytesStored: snap.Stats.BytesStored}
+		BytesRead: snap.Stats.BytesRead, BytesNew: snap.Stats.BytesNew, BytesStored: snap.Stats.BytesStored,
+		ListsPatched: snap.Stats.ListsPatched}
 	if snap.Parent != nil {
 		row.Parent = snap.Parent.String()
 	}

@@ -386,7 +386,7 @@ func (b *backup) run(ctx context.Context, conn *pgx.Conn) (*repo.Snapshot, error
 		Stats: repo.SnapshotStats{
 			Files: atomic.LoadInt64(&b.prog.Files), BytesRead: atomic.LoadInt64(&b.prog.BytesRead),
 			BytesTotal: atomic.LoadInt64(&b.prog.BytesTotal), BytesNew: ws.BytesNew,
-			BytesStored: ws.BytesStored, BlobsNew: ws.BlobsNew,
+			BytesStored: ws.BytesStored, BlobsNew: ws.BlobsNew, ListsPatched: ws.ListsPatched,
 		},
 	}
 	if parent != nil && !b.opts.Full {
@@ -699,7 +699,11 @@ func (c *copier) emitTree(ctx context.Context) ([]repo.ID, int, error) {
 				delete(finished, next)
 				<-c.slots
 			}
-			if err := tw.Add(ctx, n); err != nil {
+			prev := e.prev
+			if c.b.opts.Full {
+				prev = nil // a full backup stands on no earlier tree
+			}
+			if err := tw.AddAfter(ctx, n, prev); err != nil {
 				return err
 			}
 			// The parent's block lists are the bulk of an incremental's

@@ -238,7 +238,7 @@ func (r *Repository) checkNotDoomed(ctx context.Context, s *Snapshot, doomed map
 			return fmt.Errorf("tree blob %s: %w", t.Short(), ErrSwept)
 		}
 	}
-	return r.WalkTree(ctx, full, s.Tree, func(n *Node) error {
+	err = r.WalkTree(ctx, full, s.Tree, func(n *Node) error {
 		for _, b := range n.Blocks {
 			if !safe[b.ID] {
 				return fmt.Errorf("%s: blob %s: %w", n.Path, b.ID.Short(), ErrSwept)
@@ -246,6 +246,11 @@ func (r *Repository) checkNotDoomed(ctx context.Context, s *Snapshot, doomed map
 		}
 		return nil
 	})
+	if errors.Is(err, ErrMissing) {
+		// The base tree blob of a patched block list was in doomed packs.
+		return fmt.Errorf("%v: %w", err, ErrSwept)
+	}
+	return err
 }
 
 // sweptPacks lists the packs recent sweeps deleted and that are still

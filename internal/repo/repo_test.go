@@ -76,7 +76,23 @@ func backupFiles(t testing.TB, r *Repository, asset string, files map[string][]b
 // them, not yet saved.
 func writeFiles(t testing.TB, r *Repository, known *Index, asset string, files map[string][]byte) *Snapshot {
 	t.Helper()
+	return writeFilesAfter(t, r, known, asset, files, nil)
+}
+
+// writeFilesAfter is writeFiles for a backup whose parent is parent (nil
+// for none): each file is added after its node in the parent's tree.
+func writeFilesAfter(t testing.TB, r *Repository, known *Index, asset string, files map[string][]byte, parent *Snapshot) *Snapshot {
+	t.Helper()
 	ctx := context.Background()
+	prev := map[string]*Node{}
+	if parent != nil {
+		if err := r.WalkTree(ctx, known, parent.Tree, func(n *Node) error {
+			prev[n.Path] = n
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	w := r.NewWriter(known)
 	sink := w.NewSink()
 	tw := w.NewTreeWriter()
@@ -100,7 +116,7 @@ func writeFiles(t testing.TB, r *Repository, known *Index, asset string, files m
 			}
 			n.Blocks = append(n.Blocks, Block{ID: id, Len: uint32(end - off)})
 		}
-		if err := tw.Add(ctx, n); err != nil {
+		if err := tw.AddAfter(ctx, n, prev[n.Path]); err != nil {
 			t.Fatal(err)
 		}
 	}

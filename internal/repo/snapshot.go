@@ -40,6 +40,9 @@ type SnapshotStats struct {
 	BytesNew    int64 `json:"bytes_new"`    // plaintext bytes of new blobs
 	BytesStored int64 `json:"bytes_stored"` // bytes written to storage
 	BlobsNew    int64 `json:"blobs_new"`
+	// ListsPatched counts files whose block list the tree stores as a
+	// patch of the parent's (FORMAT.md §6).
+	ListsPatched int64 `json:"lists_patched,omitempty"`
 }
 
 // SaveSnapshot stores a manifest and sets its ID. Call it only after the

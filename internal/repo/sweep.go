@@ -72,6 +72,7 @@ type sweepState struct {
 	used      map[ID]bool
 	usedBlobs map[ID]struct{}
 	packUntil map[ID]time.Time
+	bases     baseCache // of the tree walk
 }
 
 // Sweep removes packs no snapshot uses, in two steps separated by the
@@ -422,17 +423,18 @@ func (r *Repository) markUsed(ctx context.Context, st *sweepState, opts SweepOpt
 
 // treeBlobPacks lists the packs holding a tree blob and the blocks it names.
 func (r *Repository) treeBlobPacks(ctx context.Context, st *sweepState, t ID) ([]ID, error) {
-	data, err := r.LoadBlob(ctx, st.idx, t)
-	if err != nil {
-		return nil, fmt.Errorf("tree blob %s: %w", t.Short(), err)
-	}
-	nodes, err := decodeTreeBlob(data, r.crypt.idLen)
+	nodes, err := r.treeBlobNodes(ctx, st.idx, t, &st.bases)
 	if err != nil {
 		return nil, err
 	}
 	set := map[ID]bool{st.where[t]: true}
 	st.usedBlobs[t] = struct{}{}
 	for _, n := range nodes {
+		if base := n.list.blob; base != t {
+			// A patched list: its base tree blob is needed too.
+			set[st.where[base]] = true
+			st.usedBlobs[base] = struct{}{}
+		}
 		for _, b := range n.Blocks {
 			p, ok := st.where[b.ID]
 			if !ok {

@@ -7,7 +7,10 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"path"
+	"slices"
+	"sort"
 	"strings"
+	"sync/atomic"
 )
 
 // NodeType is the kind of a tree node.
@@ -50,7 +53,39 @@ type Node struct {
 	MTime  int64 // Unix nanoseconds
 	Link   string
 	Blocks []Block
+
+	list  listRef    // where Blocks came from, for a writer patching it (AddAfter)
+	patch *nodePatch // as decoded, until resolved against its base
 }
+
+// listRef records which full block list a node read from a tree stands
+// on: the tree blob holding it, its length, and the indices the node's
+// own list replaces or adds (none for a node stored with a full list).
+type listRef struct {
+	blob    ID
+	baseLen int
+	patched []uint32
+}
+
+// nodePatch is a block list stored as a patch (FORMAT.md §6): the list of
+// the node of the same path in tree blob base, cut or extended to count
+// blocks, with the blocks at indices at replaced by blocks.
+type nodePatch struct {
+	base   ID
+	count  int
+	at     []uint32
+	blocks []Block
+}
+
+// nodePatched marks, in the type byte of a node of a compact repository,
+// a block list stored as a patch.
+const nodePatched = 0x80
+
+// Patches are written for files of at least patchMinBlocks blocks whose
+// list differs from its base in at most a quarter of its blocks: a
+// patch entry costs two or three bytes more than a list entry, and a
+// list that mostly differs gains nothing from standing on its base.
+const patchMinBlocks = 64
 
 // CheckPath refuses paths that could escape a restore target.
 func CheckPath(p string) error {
@@ -69,7 +104,16 @@ func appendString(b []byte, s string) []byte {
 }
 
 func appendNode(b []byte, n *Node, idLen int) []byte {
-	b = append(b, byte(n.Type))
+	return appendNodePatch(b, n, nil, idLen)
+}
+
+// appendNodePatch encodes n, its block list as patch p when p is not nil.
+func appendNodePatch(b []byte, n *Node, p *nodePatch, idLen int) []byte {
+	if p != nil {
+		b = append(b, byte(n.Type)|nodePatched)
+	} else {
+		b = append(b, byte(n.Type))
+	}
 	b = appendString(b, n.Path)
 	b = binary.AppendUvarint(b, uint64(n.Mode))
 	b = binary.AppendUvarint(b, uint64(n.UID))
@@ -78,6 +122,18 @@ func appendNode(b []byte, n *Node, idLen int) []byte {
 	b = binary.AppendVarint(b, n.MTime)
 	b = appendString(b, n.Link)
 	b = binary.AppendUvarint(b, uint64(len(n.Blocks)))
+	if p != nil {
+		b = append(b, p.base[:idLen]...)
+		b = binary.AppendUvarint(b, uint64(len(p.at)))
+		next := uint32(0)
+		for k, i := range p.at {
+			b = binary.AppendUvarint(b, uint64(i-next))
+			next = i + 1
+			b = append(b, p.blocks[k].ID[:idLen]...)
+			b = binary.AppendUvarint(b, uint64(p.blocks[k].Len))
+		}
+		return b
+	}
 	for _, bl := range n.Blocks {
 		b = append(b, bl.ID[:idLen]...)
 		b = binary.AppendUvarint(b, uint64(bl.Len))
@@ -104,7 +160,14 @@ func (d *decoder) varint() int64 {
 }
 
 func (d *decoder) node() *Node {
-	n := &Node{Type: NodeType(d.byte())}
+	typ := d.byte()
+	// Only compact repositories write patches; in the others the bit
+	// stays and the type is refused below.
+	patched := typ&nodePatched != 0 && d.idLen == compactIDLen
+	if patched {
+		typ &^= nodePatched
+	}
+	n := &Node{Type: NodeType(typ)}
 	n.Path = d.string()
 	n.Mode = fs.FileMode(d.uvarint(1<<32 - 1))
 	n.UID = uint32(d.uvarint(1<<32 - 1))
@@ -112,6 +175,18 @@ func (d *decoder) node() *Node {
 	n.Size = d.varint()
 	n.MTime = d.varint()
 	n.Link = d.string()
+	if patched {
+		d.patch(n)
+		if d.err != nil {
+			return nil
+		}
+		if n.Type != NodeFile {
+			d.err = fmt.Errorf("node %q: a %s with a patched block list", n.Path, n.Type)
+		} else if err := CheckPath(n.Path); err != nil {
+			d.err = err
+		}
+		return n
+	}
 	nb := d.uvarint(uint64(len(d.b) / (d.idLen + 1)))
 	if nb > 0 {
 		n.Blocks = make([]Block, 0, nb)
@@ -139,6 +214,29 @@ func (d *decoder) node() *Node {
 		}
 	}
 	return n
+}
+
+// patch reads a patched block list. Its length is bounded by the largest
+// file a tree can describe in 1 GiB blocks, not by the input: a patch
+// names only the blocks it replaces.
+func (d *decoder) patch(n *Node) {
+	p := &nodePatch{count: int(d.uvarint(1 << 31))}
+	p.base = d.blobID()
+	np := d.uvarint(uint64(len(d.b) / (d.idLen + 2)))
+	if d.err == nil && np > uint64(p.count) {
+		d.err = fmt.Errorf("node %q: %d patched blocks of %d", n.Path, np, p.count)
+	}
+	next := uint64(0)
+	for k := uint64(0); k < np && d.err == nil; k++ {
+		i := next + d.uvarint(uint64(p.count))
+		if d.err == nil && i >= uint64(p.count) {
+			d.err = fmt.Errorf("node %q: patched block %d of %d", n.Path, i, p.count)
+		}
+		next = i + 1
+		p.at = append(p.at, uint32(i))
+		p.blocks = append(p.blocks, Block{ID: d.blobID(), Len: uint32(d.uvarint(maxFrameBytes))})
+	}
+	n.patch = p
 }
 
 // decodeTreeBlob decodes the nodes of one tree blob.
@@ -183,7 +281,14 @@ func (w *Writer) NewTreeWriter() *TreeWriter {
 }
 
 // Add appends a node; nodes must come in strictly increasing path order.
-func (t *TreeWriter) Add(ctx context.Context, n *Node) error {
+func (t *TreeWriter) Add(ctx context.Context, n *Node) error { return t.AddAfter(ctx, n, nil) }
+
+// AddAfter is Add for a file the parent snapshot held as prev (a node read
+// from the parent's tree, or nil). In a compact repository a long block
+// list that differs from prev's in few blocks is stored as a patch of the
+// whole list prev stands on, rather than repeated (FORMAT.md §6): the
+// lists of the large files an incremental reads are most of its tree.
+func (t *TreeWriter) AddAfter(ctx context.Context, n, prev *Node) error {
 	if err := CheckPath(n.Path); err != nil {
 		return err
 	}
@@ -193,7 +298,12 @@ func (t *TreeWriter) Add(ctx context.Context, n *Node) error {
 	if len(t.buf) == 0 {
 		t.buf = append(t.buf, treeMagic...)
 	}
-	t.buf = appendNode(t.buf, n, t.sink.w.r.crypt.idLen)
+	idLen := t.sink.w.r.crypt.idLen
+	p := patchFor(n, prev, idLen)
+	if p != nil {
+		atomic.AddInt64(&t.sink.w.stats.ListsPatched, 1)
+	}
+	t.buf = appendNodePatch(t.buf, n, p, idLen)
 	t.last = n.Path
 	t.count++
 	h := fnv.New32a()
@@ -229,6 +339,109 @@ func (t *TreeWriter) Close(ctx context.Context) ([]ID, int, error) {
 	return t.ids, t.count, nil
 }
 
+// treeBlobNodes reads tree blob id and resolves its patched block lists
+// against their bases, so that every node it returns has its whole list.
+func (r *Repository) treeBlobNodes(ctx context.Context, idx *Index, id ID, bases *baseCache) ([]*Node, error) {
+	data, err := r.LoadBlob(ctx, idx, id)
+	if err != nil {
+		return nil, fmt.Errorf("tree blob %s: %w", id.Short(), err)
+	}
+	nodes, err := decodeTreeBlob(data, r.crypt.idLen)
+	if err != nil {
+		return nil, fmt.Errorf("tree blob %s: %w", id.Short(), err)
+	}
+	for _, n := range nodes {
+		if n.patch == nil {
+			n.list = listRef{blob: id, baseLen: len(n.Blocks)}
+		} else if err := bases.resolve(ctx, r, idx, n); err != nil {
+			return nil, fmt.Errorf("tree blob %s: %w", id.Short(), err)
+		}
+	}
+	return nodes, nil
+}
+
+// baseCache holds the base tree blob last read: the patched lists of one
+// tree blob mostly stand on the same base.
+type baseCache struct {
+	id    ID
+	nodes []*Node
+}
+
+// resolve gives the patched node n its whole block list: its base's list
+// cut or extended to the patch's length, with the patched blocks in place.
+func (c *baseCache) resolve(ctx context.Context, r *Repository, idx *Index, n *Node) error {
+	p := n.patch
+	if c.nodes == nil || c.id != p.base {
+		data, err := r.LoadBlob(ctx, idx, p.base)
+		if err != nil {
+			return fmt.Errorf("%s: base tree blob %s: %w", n.Path, p.base.Short(), err)
+		}
+		nodes, err := decodeTreeBlob(data, r.crypt.idLen)
+		if err != nil {
+			return fmt.Errorf("%s: base tree blob %s: %w", n.Path, p.base.Short(), err)
+		}
+		c.id, c.nodes = p.base, nodes
+	}
+	i := sort.Search(len(c.nodes), func(i int) bool { return c.nodes[i].Path >= n.Path })
+	if i == len(c.nodes) || c.nodes[i].Path != n.Path || c.nodes[i].Type != NodeFile || c.nodes[i].patch != nil {
+		return fmt.Errorf("%s: base tree blob %s holds no whole block list of it: %w", n.Path, p.base.Short(), ErrCorrupt)
+	}
+	base := c.nodes[i].Blocks
+	blocks := make([]Block, p.count)
+	copy(blocks, base)
+	beyond := 0 // patched blocks past the base's end: all of them must be
+	for k, at := range p.at {
+		blocks[at] = p.blocks[k]
+		if int(at) >= len(base) {
+			beyond++
+		}
+	}
+	var sum int64
+	for _, b := range blocks {
+		sum += int64(b.Len)
+	}
+	switch {
+	case p.count > len(base) && beyond != p.count-len(base):
+		return fmt.Errorf("%s: %d blocks past its base's %d, %d of them given: %w", n.Path, p.count-len(base), len(base), beyond, ErrCorrupt)
+	case sum != n.Size:
+		return fmt.Errorf("%s: blocks hold %d bytes, size is %d: %w", n.Path, sum, n.Size, ErrCorrupt)
+	}
+	n.Blocks, n.list, n.patch = blocks, listRef{blob: p.base, baseLen: len(base), patched: p.at}, nil
+	return nil
+}
+
+// patchFor returns the patch to store n's block list as, or nil to store
+// it whole. A patch stands on the whole list prev's stands on (never on
+// another patch, so a reader loads one base), and names every block that
+// may differ from that list: those prev's patch named, those beyond the
+// base's end, and those that differ from prev's.
+func patchFor(n, prev *Node, idLen int) *nodePatch {
+	if idLen != compactIDLen || prev == nil || prev.list.blob.IsZero() || n.Type != NodeFile || prev.Type != NodeFile ||
+		len(n.Blocks) < patchMinBlocks {
+		return nil
+	}
+	ref := prev.list
+	if len(ref.patched) == 0 && slices.Equal(n.Blocks, prev.Blocks) {
+		return nil // the same whole list again, stored (and deduplicated) as before
+	}
+	p := &nodePatch{base: ref.blob, count: len(n.Blocks)}
+	q := ref.patched
+	for i, b := range n.Blocks {
+		named := len(q) > 0 && q[0] == uint32(i)
+		if named {
+			q = q[1:]
+		}
+		if named || i >= ref.baseLen || i >= len(prev.Blocks) || b != prev.Blocks[i] {
+			p.at = append(p.at, uint32(i))
+			p.blocks = append(p.blocks, b)
+			if 4*len(p.at) > len(n.Blocks) {
+				return nil
+			}
+		}
+	}
+	return p
+}
+
 // TreeReader yields a tree's nodes in path order, one blob at a time, so a
 // tree of any size is read in bounded memory.
 type TreeReader struct {
@@ -236,6 +449,7 @@ type TreeReader struct {
 	idx   *Index
 	ids   []ID
 	nodes []*Node
+	bases baseCache
 	last  string
 	err   error
 }
@@ -251,13 +465,8 @@ func (t *TreeReader) Next(ctx context.Context) *Node {
 		if t.err != nil || len(t.ids) == 0 {
 			return nil
 		}
-		data, err := t.r.LoadBlob(ctx, t.idx, t.ids[0])
-		if err != nil {
-			t.err = fmt.Errorf("tree blob %s: %w", t.ids[0].Short(), err)
-			return nil
-		}
+		t.nodes, t.err = t.r.treeBlobNodes(ctx, t.idx, t.ids[0], &t.bases)
 		t.ids = t.ids[1:]
-		t.nodes, t.err = decodeTreeBlob(data, t.r.crypt.idLen)
 	}
 	n := t.nodes[0]
 	t.nodes = t.nodes[1:]

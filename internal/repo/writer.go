@@ -15,10 +15,11 @@ import (
 
 // WriterStats counts what a writer stored.
 type WriterStats struct {
-	BlobsNew    int64 // blobs written
-	BytesNew    int64 // plaintext bytes of new blobs
-	BytesStored int64 // bytes of packs and index objects written
-	Packs       int64
+	BlobsNew     int64 // blobs written
+	BytesNew     int64 // plaintext bytes of new blobs
+	BytesStored  int64 // bytes of packs and index objects written
+	Packs        int64
+	ListsPatched int64 // block lists stored as patches of their parent's (FORMAT.md §6)
 }
 
 // Writer stores blobs for one backup. Callers get a Sink per goroutine;
@@ -140,10 +141,11 @@ func (w *Writer) Err() error {
 // Stats returns the counters so far.
 func (w *Writer) Stats() WriterStats {
 	return WriterStats{
-		BlobsNew:    atomic.LoadInt64(&w.stats.BlobsNew),
-		BytesNew:    atomic.LoadInt64(&w.stats.BytesNew),
-		BytesStored: atomic.LoadInt64(&w.stats.BytesStored),
-		Packs:       atomic.LoadInt64(&w.stats.Packs),
+		BlobsNew:     atomic.LoadInt64(&w.stats.BlobsNew),
+		BytesNew:     atomic.LoadInt64(&w.stats.BytesNew),
+		BytesStored:  atomic.LoadInt64(&w.stats.BytesStored),
+		Packs:        atomic.LoadInt64(&w.stats.Packs),
+		ListsPatched: atomic.LoadInt64(&w.stats.ListsPatched),
 	}
 }
 

@@ -146,7 +146,7 @@ func initRepository(ctx context.Context, g *globalOptions, p *policy.Policy, rp 
 	if err != nil {
 		return fmt.Errorf("init repository %s: %w", rp.Name, err)
 	}
-	fmt.Fprintf(g.stdout, "initialized repository %s at %s (id %s, block size %s)\n", rp.Name, be.Location(), cfg.ID[:8], humanBytes(int64(cfg.BlockSize)))
+	fmt.Fprintf(g.stdout, "initialized repository %s at %s (id %s, format %d, block size %s)\n", rp.Name, be.Location(), cfg.ID[:8], cfg.Version, humanBytes(int64(cfg.BlockSize)))
 	if rc != nil {
 		fmt.Fprintf(g.stdout, "repository %s seals backup contents to recipient %s (data key %s): restores need its identity\n", rp.Name, rc.ID(), cfg.DataKey.ID)
 	}

@@ -82,9 +82,9 @@ type nodePatch struct {
 const nodePatched = 0x80
 
 // Patches are written for files of at least patchMinBlocks blocks whose
-// list differs from its base in at most a quarter of its blocks: a
-// patch entry costs two or three bytes more than a list entry, and a
-// list that mostly differs gains nothing from standing on its base.
+// list differs from its base in at most a quarter of its blocks: a patch
+// entry costs a byte more than a list entry, and a reader loads the base
+// too, so a list that mostly differs gains little from standing on it.
 const patchMinBlocks = 64
 
 // CheckPath refuses paths that could escape a restore target.
@@ -387,23 +387,27 @@ func (c *baseCache) resolve(ctx context.Context, r *Repository, idx *Index, n *N
 		return fmt.Errorf("%s: base tree blob %s holds no whole block list of it: %w", n.Path, p.base.Short(), ErrCorrupt)
 	}
 	base := c.nodes[i].Blocks
-	blocks := make([]Block, p.count)
-	copy(blocks, base)
 	beyond := 0 // patched blocks past the base's end: all of them must be
-	for k, at := range p.at {
-		blocks[at] = p.blocks[k]
+	for _, at := range p.at {
 		if int(at) >= len(base) {
 			beyond++
 		}
 	}
+	if p.count > len(base) && beyond != p.count-len(base) {
+		// Checked before the list is made: its length is then bounded by
+		// what was read.
+		return fmt.Errorf("%s: %d blocks past its base's %d, %d of them given: %w", n.Path, p.count-len(base), len(base), beyond, ErrCorrupt)
+	}
+	blocks := make([]Block, p.count)
+	copy(blocks, base)
 	var sum int64
+	for k, at := range p.at {
+		blocks[at] = p.blocks[k]
+	}
 	for _, b := range blocks {
 		sum += int64(b.Len)
 	}
-	switch {
-	case p.count > len(base) && beyond != p.count-len(base):
-		return fmt.Errorf("%s: %d blocks past its base's %d, %d of them given: %w", n.Path, p.count-len(base), len(base), beyond, ErrCorrupt)
-	case sum != n.Size:
+	if sum != n.Size {
 		return fmt.Errorf("%s: blocks hold %d bytes, size is %d: %w", n.Path, sum, n.Size, ErrCorrupt)
 	}
 	n.Blocks, n.list, n.patch = blocks, listRef{blob: p.base, baseLen: len(base), patched: p.at}, nil

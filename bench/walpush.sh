@@ -9,24 +9,26 @@
 # of every call. Prints, per configuration, the median and p99 of each
 # round and the median of the rounds' medians and p99s.
 #
-#   bench/walpush.sh [-t SECONDS] [-r ROUNDS] [-R TPS] [-b BASELINE_LIFEBOAT]
+#   bench/walpush.sh [-t SECONDS] [-r ROUNDS] [-R TPS] [-b BASELINE_LIFEBOAT] [-c REGEX]
 #
 # At 300 tps pgbench fills a 16 MiB segment only every 10-30 s, so the
 # default of 180 s per turn gives 6-18 pushes per configuration and round.
 #
 # -b adds a run of another lifeboat binary (say, one built before a change)
-# with the same repositories. Run as root: the cluster and Lifeboat run as
+# with the same repositories. -c keeps only the configurations whose name
+# matches REGEX (grep -E), say 'serve|pgbackrest'. Run as root: the cluster and Lifeboat run as
 # postgres (bench/pgenv.sh).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-secs=180 rounds=3 tps=300 baseline=""
-while getopts "t:r:R:b:" o; do
+secs=180 rounds=3 tps=300 baseline="" only=""
+while getopts "t:r:R:b:c:" o; do
 	case $o in
 	t) secs=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	R) tps=$OPTARG ;;
 	b) baseline=$OPTARG ;;
+	c) only=$OPTARG ;;
 	*) exit 2 ;;
 	esac
 done
@@ -103,6 +105,15 @@ CONF
 	chown "$pguser" "$root/pgbackrest.conf"
 	as_pg pgbackrest --config="$root/pgbackrest.conf" --stanza=bench stanza-create >/dev/null
 	configs+=("pgbackrest|pgbackrest --config=$root/pgbackrest.conf --stanza=bench archive-push")
+fi
+
+if [[ -n $only ]]; then
+	kept=()
+	for c in "${configs[@]}"; do
+		if grep -qE -- "$only" <<<"${c%%|*}"; then kept+=("$c"); fi
+	done
+	((${#kept[@]} > 0)) || { echo "walpush.sh: no configuration matches -c $only" >&2; exit 2; }
+	configs=("${kept[@]}")
 fi
 
 # wrapper NAME COMMAND: an archive_command that logs "start end exit" in ns.

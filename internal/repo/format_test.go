@@ -1,14 +1,9 @@
 package repo
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/lifeboat-dr/lifeboat/internal/storage/fs"
 )
 
 // New repositories name blobs with 16-byte IDs; repositories of the first
@@ -63,36 +58,12 @@ func TestBothIDFormats(t *testing.T) {
 				t.Fatal("the index also decodes with the other ID length")
 			}
 
-			dir := t.TempDir()
-			if _, err := restoreTo(t, r, s, false, dir); err != nil {
-				t.Fatal(err)
-			}
-			for p, want := range files {
-				if got, _ := os.ReadFile(filepath.Join(dir, "dir", p)); !bytes.Equal(got, want) {
-					t.Fatalf("%s differs after restore", p)
-				}
-			}
+			checkRestores(t, r, s, files)
 			if rep, err := r.Verify(ctx, VerifyOptions{ReadData: true}); err != nil || !rep.OK() {
 				t.Fatalf("verify: %v %v", rep.Problems, err)
 			}
 
-			dst, err := fs.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			keyPath := filepath.Join(t.TempDir(), "copy.key")
-			GenerateKeyFile(keyPath)
-			sec, _ := KeyFile(keyPath)
-			if err := r.InitCopy(ctx, dst, sec); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := r.Sync(ctx, dst); err != nil {
-				t.Fatal(err)
-			}
-			c, err := Open(ctx, dst, sec, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, _ := syncedCopy(t, r)
 			if c.cfg.Version != tc.version {
 				t.Fatalf("the copy has format version %d", c.cfg.Version)
 			}

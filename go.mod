@@ -13,6 +13,7 @@ require (
 	github.com/klauspost/compress v1.20.3
 	github.com/robfig/cron/v3 v3.0.1
 	github.com/spf13/cobra v1.10.2
+	github.com/zeebo/blake3 v0.2.4
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.49.0
@@ -21,10 +22,7 @@ require (
 	modernc.org/sqlite v1.62.0
 )
 
-require (
-	github.com/klauspost/cpuid/v2 v2.0.12 // indirect
-	github.com/zeebo/blake3 v0.2.4 // indirect
-)
+require github.com/klauspost/cpuid/v2 v2.0.12 // indirect
 
 require (
 	github.com/coreos/go-oidc/v3 v3.21.0

@@ -71,3 +71,40 @@ func TestIncompressibleStoredRawAndZeroOnce(t *testing.T) {
 		}
 	}
 }
+
+// Once a frame does not compress, the sink tries only the start of the
+// next before compressing it whole: random data is compressed once, not
+// frame after frame, and data that compresses again is compressed again.
+func TestIncompressibleFramesProbed(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	r, _, _ := newTestRepo(t)
+	w := r.NewWriter(nil)
+	sink := w.NewSink()
+	random := make([]byte, 4*r.Config().FrameSize)
+	rand.Read(random)
+	save := func(data []byte) {
+		for off := 0; off < len(data); off += r.Config().BlockSize {
+			if _, _, err := sink.Save(ctx, DataBlob, data[off:off+r.Config().BlockSize]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	save(random)
+	if got := w.Stats().FramesUnprobed; got != 3 {
+		t.Fatalf("%d of 4 random frames stored raw on their start alone, want the 3 after the first", got)
+	}
+	save(compressible(2*r.Config().FrameSize, 5))
+	if err := sink.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.Stats().FramesUnprobed; got != 3 {
+		t.Fatalf("%d frames stored raw unprobed after compressible data, want still 3", got)
+	}
+	if sink.probe {
+		t.Fatal("the sink still probes after frames that compress")
+	}
+}

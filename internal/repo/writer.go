@@ -20,6 +20,9 @@ type WriterStats struct {
 	BytesStored  int64 // bytes of packs and index objects written
 	Packs        int64
 	ListsPatched int64 // block lists stored as patches of their parent's (FORMAT.md §6)
+	// FramesUnprobed counts frames stored raw after only their start
+	// failed to compress (Sink.probe).
+	FramesUnprobed int64
 }
 
 // Writer stores blobs for one backup. Callers get a Sink per goroutine;
@@ -141,11 +144,12 @@ func (w *Writer) Err() error {
 // Stats returns the counters so far.
 func (w *Writer) Stats() WriterStats {
 	return WriterStats{
-		BlobsNew:     atomic.LoadInt64(&w.stats.BlobsNew),
-		BytesNew:     atomic.LoadInt64(&w.stats.BytesNew),
-		BytesStored:  atomic.LoadInt64(&w.stats.BytesStored),
-		Packs:        atomic.LoadInt64(&w.stats.Packs),
-		ListsPatched: atomic.LoadInt64(&w.stats.ListsPatched),
+		BlobsNew:       atomic.LoadInt64(&w.stats.BlobsNew),
+		BytesNew:       atomic.LoadInt64(&w.stats.BytesNew),
+		BytesStored:    atomic.LoadInt64(&w.stats.BytesStored),
+		Packs:          atomic.LoadInt64(&w.stats.Packs),
+		ListsPatched:   atomic.LoadInt64(&w.stats.ListsPatched),
+		FramesUnprobed: atomic.LoadInt64(&w.stats.FramesUnprobed),
 	}
 }
 
@@ -430,7 +434,15 @@ type Sink struct {
 	blobs  []blobEntry
 	zbuf   []byte // compressed frame, reused
 	sealed []byte // sealed frame, reused: addFrame copies it into the pack
+	// probe is set while the sink's frames do not compress: the next one
+	// is compressed whole only if its first probeSize bytes compress.
+	probe bool
 }
+
+// probeSize is how much of a frame is compressed to decide whether the
+// rest is worth it, once a frame did not compress: an already compressed
+// or encrypted file then costs a sixteenth of the attempts.
+const probeSize = 64 << 10
 
 // NewSink returns a sink feeding w.
 func (w *Writer) NewSink() *Sink {
@@ -471,12 +483,16 @@ func (s *Sink) Flush(ctx context.Context) error {
 	c := s.w.r.crypt
 	fh := frameHeader{RawLen: uint32(len(s.raw)), Blobs: s.blobs}
 	plain := s.raw
-	s.zbuf = c.encoder().EncodeAll(s.raw, s.zbuf[:0])
 	// Incompressible frames are kept raw: decompression costs time and
 	// saves nothing.
-	if len(s.zbuf) < len(s.raw)-len(s.raw)/64 {
-		plain = s.zbuf
-		fh.Flags |= frameFlagZstd
+	if !s.probe || len(s.raw) <= probeSize || compresses(c, s.raw[:probeSize], &s.zbuf) {
+		s.probe = !compresses(c, s.raw, &s.zbuf)
+		if !s.probe {
+			plain = s.zbuf
+			fh.Flags |= frameFlagZstd
+		}
+	} else {
+		atomic.AddInt64(&s.w.stats.FramesUnprobed, 1)
 	}
 	if s.w.r.rcp != nil && hasData(s.blobs) {
 		var err error
@@ -491,6 +507,13 @@ func (s *Sink) Flush(ctx context.Context) error {
 	s.raw = s.raw[:0]
 	s.blobs = nil
 	return s.w.addFrame(ctx, s.sealed, fh)
+}
+
+// compresses compresses raw into *zbuf and reports whether that saves at
+// least a 64th.
+func compresses(c *crypter, raw []byte, zbuf *[]byte) bool {
+	*zbuf = c.encoder().EncodeAll(raw, (*zbuf)[:0])
+	return len(*zbuf) < len(raw)-len(raw)/64
 }
 
 // seenSet remembers recently stored blob IDs in two generations, so that

@@ -71,7 +71,9 @@ func walRel(n WALName) string {
 // segSizeFor returns the WAL segment size recorded for the asset, or the
 // fallback when nothing was recorded yet.
 func segSizeFor(ctx context.Context, r *repo.Repository, asset string, fallback uint64) (uint64, *Identity, error) {
-	id, err := LoadIdentity(ctx, r, asset)
+	// An identity, once stored, is never replaced: serve reads it once
+	// rather than for every segment handed to it.
+	v, err := r.Memo("postgres identity\x00"+asset, func() (any, error) { return LoadIdentity(ctx, r, asset) })
 	// An identity that does not authenticate, with no genuine one under
 	// its alternate name, was planted before the first genuine write:
 	// there is none yet, and the write goes to the alternate.
@@ -81,6 +83,7 @@ func segSizeFor(ctx context.Context, r *repo.Repository, asset string, fallback 
 	if err != nil {
 		return 0, nil, err
 	}
+	id := v.(*Identity)
 	return id.WALSegmentSize, id, nil
 }
 

@@ -93,3 +93,30 @@ func TestFormatWorkedExamples(t *testing.T) {
 		}
 	}
 }
+
+// Memo keeps a fact once it loaded, and retries a load that failed.
+func TestMemo(t *testing.T) {
+	t.Parallel()
+	r, _, _ := newTestRepo(t)
+	calls := 0
+	load := func(fail bool) func() (any, error) {
+		return func() (any, error) {
+			calls++
+			if fail {
+				return nil, ErrMissing
+			}
+			return calls, nil
+		}
+	}
+	if _, err := r.Memo("k", load(true)); err == nil {
+		t.Fatal("a failed load was not returned")
+	}
+	for range 2 {
+		if v, err := r.Memo("k", load(false)); err != nil || v != 2 {
+			t.Fatalf("memo gave %v, %v; want the second call's 2", v, err)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("load called %d times, want 2", calls)
+	}
+}

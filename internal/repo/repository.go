@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lifeboat-dr/lifeboat/internal/storage"
@@ -84,6 +85,7 @@ type Repository struct {
 	met    *metObjects     // unauthentic objects met; shared likewise
 	vers   *versionState   // earlier versions read instead (versions.go); shared likewise
 	rcp    *recipientState // data keys of the public-key mode; nil in the symmetric mode
+	memo   *sync.Map       // Memo's facts; shared likewise
 }
 
 // Init creates a repository on be, sealed by secret s. It refuses when the
@@ -167,7 +169,7 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 	if err != nil {
 		return nil, err
 	}
-	r := &Repository{be: be, mk: mk, keyObj: keyName, crypt: c, log: log, Clock: time.Now, life: &lifetime{},
+	r := &Repository{be: be, mk: mk, keyObj: keyName, crypt: c, log: log, Clock: time.Now, life: &lifetime{}, memo: &sync.Map{},
 		met: &metObjects{objects: map[string]metObject{}}, vers: newVersionState(be)}
 	plain, err := r.readObject(ctx, configName, maxConfigSize, func(data []byte) ([]byte, error) {
 		return c.openObject(configName, data)
@@ -199,6 +201,23 @@ func Open(ctx context.Context, be storage.Backend, s Secret, log *slog.Logger) (
 		}
 	}
 	return r, nil
+}
+
+// Memo returns what load returned for key the first time it succeeded
+// on this open repository, calling it until it does. It is for facts
+// read from objects that never change once stored authentic (a cluster's
+// identity), which a long-running process such as serve would otherwise
+// read again for every WAL segment; never for what expiry may remove.
+func (r *Repository) Memo(key string, load func() (any, error)) (any, error) {
+	if v, ok := r.memo.Load(key); ok {
+		return v, nil
+	}
+	v, err := load()
+	if err != nil {
+		return nil, err
+	}
+	v, _ = r.memo.LoadOrStore(key, v)
+	return v, nil
 }
 
 // ChunkerSeed seeds the content-defined chunker of streams stored in this

@@ -87,7 +87,7 @@ func TestFormatWorkedExamples(t *testing.T) {
 		ix := encodeIndex([]packEntry{{ID: one, Frames: []frameHeader{{SealedLen: 300, RawLen: 8292, Flags: frameFlagZstd,
 			Blobs: []blobEntry{{Type: DataBlob, ID: a, Len: 8192}, {Type: TreeBlob, ID: one, Len: 100}}}}}}, tc.idLen)
 		tr := appendNode(append([]byte(nil), treeMagic...), &Node{Path: "base/1", Type: NodeFile, Mode: 0o600, UID: 26, GID: 26,
-			Size: 5, MTime: -1, Blocks: []Block{{ID: a, Len: 5}}}, tc.idLen)
+			Size: 5, MTime: -1, Blocks: []Block{{ID: a, Len: 5}}}, nil, tc.idLen)
 		if len(ix) != tc.index || len(tr) != tc.tree {
 			t.Fatalf("%d-byte IDs: index example %d bytes, tree example %d", tc.idLen, len(ix), len(tr))
 		}

@@ -415,9 +415,9 @@ func FuzzDecodeIndex(f *testing.F) {
 
 func FuzzDecodeTree(f *testing.F) {
 	for _, idLen := range []int{compactIDLen, len(ID{})} {
-		f.Add(appendNode(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: []Block{{ID: ID{1}, Len: 3}}}, idLen))
+		f.Add(appendNode(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: []Block{{ID: ID{1}, Len: 3}}}, nil, idLen))
 	}
-	f.Add(appendNodePatch(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: make([]Block, 3)},
+	f.Add(appendNode(append([]byte(nil), treeMagic...), &Node{Path: "a/b", Type: NodeFile, Size: 3, Blocks: make([]Block, 3)},
 		&nodePatch{base: ID{7}, count: 3, at: []uint32{0, 2}, blocks: []Block{{ID{1}, 1}, {ID{2}, 1}}}, compactIDLen))
 	f.Add(append(append([]byte(nil), treeMagic...), 2, 3, 'a'))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -103,12 +103,8 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-func appendNode(b []byte, n *Node, idLen int) []byte {
-	return appendNodePatch(b, n, nil, idLen)
-}
-
-// appendNodePatch encodes n, its block list as patch p when p is not nil.
-func appendNodePatch(b []byte, n *Node, p *nodePatch, idLen int) []byte {
+// appendNode encodes n, its block list as patch p when p is not nil.
+func appendNode(b []byte, n *Node, p *nodePatch, idLen int) []byte {
 	if p != nil {
 		b = append(b, byte(n.Type)|nodePatched)
 	} else {
@@ -303,7 +299,7 @@ func (t *TreeWriter) AddAfter(ctx context.Context, n, prev *Node) error {
 	if p != nil {
 		atomic.AddInt64(&t.sink.w.stats.ListsPatched, 1)
 	}
-	t.buf = appendNodePatch(t.buf, n, p, idLen)
+	t.buf = appendNode(t.buf, n, p, idLen)
 	t.last = n.Path
 	t.count++
 	h := fnv.New32a()

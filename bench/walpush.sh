@@ -16,8 +16,8 @@
 #
 # -b adds a run of another lifeboat binary (say, one built before a change)
 # with the same repositories. -c keeps only the configurations whose name
-# matches REGEX (grep -E), say 'serve|pgbackrest'. Run as root: the cluster and Lifeboat run as
-# postgres (bench/pgenv.sh).
+# matches REGEX (grep -E), say 'serve|pgbackrest'. Run as root: the
+# cluster and Lifeboat run as postgres (bench/pgenv.sh).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -51,7 +51,7 @@ func (id ID) IsZero() bool { return id == ID{} }
 func ParseID(s string) (ID, error) {
 	var id ID
 	if len(s) != 64 && len(s) != 2*compactIDLen {
-		return id, fmt.Errorf("invalid id %q: want 64 hex digits", s)
+		return id, fmt.Errorf("invalid id %q: want 64 hex digits (32 for a compact blob ID)", s)
 	}
 	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
 		return id, fmt.Errorf("invalid id %q: %w", s, err)
